@@ -1,0 +1,39 @@
+//! `mizzen`: the command users type, Istio's `istioctl` counterpart.
+//!
+//! It owns the command line: flags, output formats, exit statuses. The work is done
+//! by the service libraries it composes (galley's checks today). A command runs
+//! top-down: [`cli`] parses flags → [`run`] dispatches → a command module such as
+//! [`check`] loads inputs with `common::load`, asks the library, and prints.
+
+pub mod check;
+pub mod cli;
+
+use std::io::Write;
+
+use cli::{Cli, Command};
+
+/// Exit status of a command that found no errors.
+pub const EXIT_OK: u8 = 0;
+/// Exit status of `validate` when the input has errors (as `istioctl validate`).
+pub const EXIT_INVALID: u8 = 1;
+/// Exit status of a usage problem (bad flag value, unreadable input).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status of `analyze` when messages reach `--failure-threshold` (as
+/// `istioctl analyze`).
+pub const EXIT_ANALYZE_ISSUES: u8 = 79;
+
+/// Runs a parsed command line, writing results to `out` and progress and summaries
+/// to `err`; returns the exit status.
+pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let result = match cli.command {
+        Command::Validate(args) => check::validate(&args, out, err),
+        Command::Analyze(args) => check::analyze(&args, out, err),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(err, "Error: {e}");
+            EXIT_USAGE
+        }
+    }
+}
