@@ -36,12 +36,12 @@ macro_rules! crd {
             schemars::JsonSchema,
         )]
         #[kube(
-                                    group = $group,
-                                    version = $version,
-                                    kind = $kind,
-                                    plural = $plural,
-                                    namespaced
-                                )]
+                                                                            group = $group,
+                                                                            version = $version,
+                                                                            kind = $kind,
+                                                                            plural = $plural,
+                                                                            namespaced
+                                                                        )]
         #[serde(transparent)]
         pub struct $spec(pub $inner);
     };

@@ -80,13 +80,13 @@ pub fn regex(f: &mut Field<'_>, pattern: &str) -> bool {
 /// What a host name may look like at a given field.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HostRules {
-    /// A leading `*` label (`*.example.com`) or `*` alone is allowed.
+    /// A leading wildcard label (`*.example.com`, or `*` alone) is allowed.
     pub wildcard: bool,
 }
 
-/// A host name as Istio takes it in `hosts` lists: a DNS name (short or fully
-/// qualified), optionally with a leading wildcard label when allowed. IP addresses
-/// are accepted too (Istio allows them in ServiceEntry and VirtualService hosts).
+/// A host name as Istio takes it in `hosts` lists: Istio's FQDN rules (short names
+/// allowed, upper case allowed, an all-digit last label refused), or with
+/// `rules.wildcard` Istio's wildcard-domain rules. IP addresses are accepted.
 pub fn host(f: &mut Field<'_>, h: &str, rules: HostRules) -> bool {
     match host_problem(h, rules) {
         None => true,
@@ -97,77 +97,103 @@ pub fn host(f: &mut Field<'_>, h: &str, rules: HostRules) -> bool {
     }
 }
 
-/// Why `h` is not a valid host, or `None` when it is.
+/// Why `h` is not a valid host under `rules`, or `None` when it is.
 pub fn host_problem(h: &str, rules: HostRules) -> Option<String> {
-    if h.is_empty() {
-        return Some("it is empty".into());
-    }
-    if h == "*" {
-        return (!rules.wildcard).then(|| "a wildcard is not allowed here".into());
-    }
-    if h.parse::<IpAddr>().is_ok() {
+    if is_ip(h) {
         return None;
     }
-    let name = match h.strip_prefix("*.") {
-        Some(rest) if rules.wildcard => rest,
-        Some(_) => return Some("a wildcard is not allowed here".into()),
-        None if h.contains('*') => {
-            return Some(
-                "a wildcard is only allowed as the whole first label, as in *.example.com".into(),
-            );
-        }
-        None => h,
-    };
-    dns_name_problem(name.strip_suffix('.').unwrap_or(name))
+    if rules.wildcard {
+        wildcard_domain_problem(h)
+    } else if h.contains('*') {
+        Some("a wildcard is not allowed here".into())
+    } else {
+        fqdn_problem(h)
+    }
 }
 
-/// Why `name` is not a DNS name (labels of 1..=63 letters, digits and `-`, not
-/// starting or ending with `-`; at most 255 characters), or `None`.
-pub fn dns_name_problem(name: &str) -> Option<String> {
+/// Whether `s` is an IPv4 or IPv6 address.
+pub fn is_ip(s: &str) -> bool {
+    s.parse::<IpAddr>().is_ok()
+}
+
+/// Istio's DNS-1123 label for host names: letters (either case), digits and `-`,
+/// at most 63, starting and ending with a letter or digit.
+pub fn host_label_ok(l: &str) -> bool {
+    !l.is_empty()
+        && l.len() <= 63
+        && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        && !l.starts_with('-')
+        && !l.ends_with('-')
+}
+
+/// A lower-case DNS-1123 label (namespace, subset and port names).
+pub fn is_dns1123_label(s: &str) -> bool {
+    host_label_ok(s) && !s.bytes().any(|c| c.is_ascii_uppercase())
+}
+
+fn labels_problem(domain: &str) -> Option<String> {
+    let parts: Vec<&str> = domain.split('.').collect();
+    let tld = parts[parts.len() - 1];
+    if !tld.is_empty() && tld.bytes().all(|c| c.is_ascii_digit()) {
+        return Some(format!(
+            "its last label {tld:?} is all digits, which no domain name may be"
+        ));
+    }
+    for (i, label) in parts.iter().enumerate() {
+        if i == parts.len() - 1 && label.is_empty() && i > 0 {
+            return None; // a trailing dot, as in `istio.io.`
+        }
+        if label.contains('*') {
+            return Some(format!(
+                "label {label:?} is not valid: a wildcard is allowed only as the whole first label, as in *.example.com"
+            ));
+        }
+        if !host_label_ok(label) {
+            return Some(format!(
+                "label {label:?} is not valid; use letters, digits and '-', at most 63 characters, not starting or ending with '-'"
+            ));
+        }
+    }
+    None
+}
+
+fn preconditions(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("it is empty".into());
+    }
     if name.len() > 255 {
         return Some(format!("it is {} characters long; at most 255", name.len()));
     }
-    for label in name.split('.') {
-        if let Some(p) = dns_label_problem(label) {
-            return Some(p);
-        }
-    }
     None
 }
 
-/// Why `label` is not a DNS label, or `None`.
-pub fn dns_label_problem(label: &str) -> Option<String> {
-    if label.is_empty() {
-        return Some("it has an empty label (two dots in a row, or a leading dot)".into());
+/// Istio's `ValidateFQDN`: a DNS name without wildcards (a short name is fine).
+pub fn fqdn_problem(name: &str) -> Option<String> {
+    preconditions(name).or_else(|| labels_problem(name))
+}
+
+/// Istio's `ValidateWildcardDomain`: a DNS name whose first label may be `*` or
+/// start with `*` (`*.example.com`, `*`).
+pub fn wildcard_domain_problem(name: &str) -> Option<String> {
+    if let Some(p) = preconditions(name) {
+        return Some(p);
     }
-    if label.len() > 63 {
-        return Some(format!("label {label:?} is longer than 63 characters"));
-    }
-    if !label
-        .bytes()
-        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-    {
+    let (first, rest) = match name.split_once('.') {
+        Some((a, b)) => (a, Some(b)),
+        None => (name, None),
+    };
+    let first_ok = first == "*"
+        || host_label_ok(first)
+        || first.strip_prefix('*').is_some_and(host_label_ok)
+        || first.strip_prefix("*-").is_some_and(host_label_ok);
+    if !first_ok {
         return Some(format!(
-            "label {label:?} may contain only letters, digits and '-'"
+            "label {first:?} is not valid; a wildcard is allowed only as the first label, as in *.example.com"
         ));
     }
-    if label.starts_with('-') || label.ends_with('-') {
-        return Some(format!("label {label:?} must not start or end with '-'"));
-    }
-    None
-}
-
-/// A fully qualified domain name (at least two labels, no wildcard).
-pub fn fqdn(f: &mut Field<'_>, name: &str) -> bool {
-    let problem = dns_name_problem(name.strip_suffix('.').unwrap_or(name)).or_else(|| {
-        (!name.contains('.')).then(|| "it is not fully qualified (it needs a dot)".into())
-    });
-    match problem {
-        None => true,
-        Some(reason) => {
-            f.error(format!("{name:?} is not a valid domain name: {reason}"));
-            false
-        }
+    match rest {
+        Some(r) => labels_problem(r),
+        None => None,
     }
 }
 
@@ -186,15 +212,6 @@ pub fn dns1123_label(f: &mut Field<'_>, name: &str) -> bool {
         ));
     }
     ok
-}
-
-/// An IP address (v4 or v6).
-pub fn ip(f: &mut Field<'_>, s: &str) -> bool {
-    if s.parse::<IpAddr>().is_err() {
-        f.error(format!("{s:?} is not a valid IP address"));
-        return false;
-    }
-    true
 }
 
 /// An IP address or a CIDR block (`10.0.0.0/8`, `2001:db8::/32`).
@@ -367,60 +384,13 @@ fn label_key_problem(k: &str) -> Option<String> {
         None => (None, k),
     };
     if let Some(p) = prefix
-        && let Some(r) = dns_name_problem(p)
+        && let Some(r) = fqdn_problem(p)
     {
         return Some(format!("prefix {p:?}: {r}"));
     }
     (!label_name_ok(name)).then(|| {
         "the name part must be 1 to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit".into()
     })
-}
-
-/// A `namespace/host` entry as Sidecar egress hosts and Gateway-bound hosts take:
-/// the namespace is `*`, `.` (same namespace), `~` (none, Sidecar only) or a
-/// namespace name; the host is a host name with optional leading wildcard.
-pub fn namespace_host(f: &mut Field<'_>, entry: &str, allow_tilde: bool) -> bool {
-    let Some((ns, h)) = entry.split_once('/') else {
-        f.error(format!(
-            "{entry:?} must be in the form namespace/host, such as \"./*\", \"istio-system/*\" or \"*/reviews.default.svc.cluster.local\""
-        ));
-        return false;
-    };
-    let ns_ok = ns == "*" || ns == "." || (ns == "~" && allow_tilde) || valid_label(ns);
-    if !ns_ok {
-        f.error(format!(
-            "namespace {ns:?} in {entry:?} must be *, ., {}or a namespace name",
-            if allow_tilde { "~, " } else { "" }
-        ));
-        return false;
-    }
-    match host_problem(h, HostRules { wildcard: true }) {
-        None => true,
-        Some(reason) => {
-            f.error(format!("host {h:?} in {entry:?} is not valid: {reason}"));
-            false
-        }
-    }
-}
-
-fn valid_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// A required string is present and not blank.
-pub fn required(f: &mut Field<'_>, value: Option<&str>) -> bool {
-    match value {
-        Some(s) if !s.trim().is_empty() => true,
-        _ => {
-            f.error("is required");
-            false
-        }
-    }
 }
 
 /// HTTP method names Envoy and Istio match on.
@@ -513,22 +483,6 @@ mod tests {
     }
 
     #[test]
-    fn namespace_hosts() {
-        for good in [
-            "./*",
-            "istio-system/*",
-            "*/reviews.default.svc.cluster.local",
-            "~/*",
-        ] {
-            assert!(run(|f| namespace_host(f, good, true)).0, "{good}");
-        }
-        for bad in ["*", "Bad_NS/*", "./re*v", "a/b/c"] {
-            assert!(!run(|f| namespace_host(f, bad, true)).0, "{bad}");
-        }
-        assert!(!run(|f| namespace_host(f, "~/*", false)).0);
-    }
-
-    #[test]
     fn durations_and_ranges() {
         let d: Duration = "0s".parse().unwrap();
         let (ok, out) = run(|f| duration_min(f, &d, std::time::Duration::from_millis(1)));
@@ -553,9 +507,29 @@ mod tests {
         }
 
         #[test]
-        fn valid_dns_names_pass(labels in prop::collection::vec("[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", 1..5)) {
-            let name = labels.join(".");
+        fn valid_dns_names_pass(
+            labels in prop::collection::vec("[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", 0..4),
+            last in "[a-z]([a-z0-9-]{0,10}[a-z0-9])?",
+        ) {
+            let mut name = labels.join(".");
+            if !name.is_empty() {
+                name.push('.');
+            }
+            name.push_str(&last);
             prop_assert!(run(|f| host(f, &name, HostRules::default())).0, "{}", name);
+        }
+
+        #[test]
+        fn wildcard_of_a_valid_name_is_valid_only_where_allowed(name in "[a-z]([a-z0-9-]{0,10}[a-z0-9])?(\\.[a-z]([a-z0-9-]{0,10}[a-z0-9])?){0,3}") {
+            let wild = format!("*.{name}");
+            prop_assert!(run(|f| host(f, &wild, HostRules { wildcard: true })).0, "{}", wild);
+            prop_assert!(!run(|f| host(f, &wild, HostRules::default())).0, "{}", wild);
+        }
+
+        #[test]
+        fn all_digit_last_labels_are_refused(name in "[a-z]{1,8}", tld in "[0-9]{1,3}") {
+            let h = format!("{name}.{tld}");
+            prop_assert!(!run(|f| host(f, &h, HostRules::default())).0, "{}", h);
         }
 
         #[test]

@@ -5,7 +5,6 @@
 //! gateway references and the two workload selector flavours.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
 use common::istio::networking::{HeaderOperations, Headers, StringMatch, WorkloadSelector};
 use common::istio::types::{Duration, Percent};
@@ -33,86 +32,9 @@ pub(super) fn duration_or_zero(f: &mut Field<'_>, d: &Duration) -> bool {
     d.as_nanos() == 0 || duration(f, d)
 }
 
-/// Whether `s` is an IPv4 or IPv6 address.
-pub(super) fn is_ip(s: &str) -> bool {
-    s.parse::<IpAddr>().is_ok()
-}
-
-/// Istio's DNS-1123 label for host names: letters (either case), digits and `-`,
-/// at most 63, starting and ending with a letter or digit.
-fn host_label_ok(l: &str) -> bool {
-    !l.is_empty()
-        && l.len() <= 63
-        && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
-        && !l.starts_with('-')
-        && !l.ends_with('-')
-}
-
-/// A lower-case DNS-1123 label (namespace, subset and port names).
-pub(super) fn is_dns1123_label(s: &str) -> bool {
-    host_label_ok(s) && !s.bytes().any(|c| c.is_ascii_uppercase())
-}
-
-fn labels_problem(domain: &str) -> Option<String> {
-    let parts: Vec<&str> = domain.split('.').collect();
-    let tld = parts[parts.len() - 1];
-    if !tld.is_empty() && tld.bytes().all(|c| c.is_ascii_digit()) {
-        return Some(format!(
-            "its last label {tld:?} is all digits, which no domain name may be"
-        ));
-    }
-    for (i, label) in parts.iter().enumerate() {
-        if i == parts.len() - 1 && label.is_empty() && i > 0 {
-            return None; // a trailing dot, as in `istio.io.`
-        }
-        if !host_label_ok(label) {
-            return Some(format!(
-                "label {label:?} is not valid; use letters, digits and '-', at most 63 characters, not starting or ending with '-'"
-            ));
-        }
-    }
-    None
-}
-
-fn preconditions(name: &str) -> Option<String> {
-    if name.is_empty() {
-        return Some("it is empty".into());
-    }
-    if name.len() > 255 {
-        return Some(format!("it is {} characters long; at most 255", name.len()));
-    }
-    None
-}
-
-/// Istio's `ValidateFQDN`: a DNS name without wildcards (a short name is fine).
-pub(super) fn fqdn_problem(name: &str) -> Option<String> {
-    preconditions(name).or_else(|| labels_problem(name))
-}
-
-/// Istio's `ValidateWildcardDomain`: a DNS name whose first label may be `*` or
-/// start with `*` (`*.example.com`, `*`).
-pub(super) fn wildcard_domain_problem(name: &str) -> Option<String> {
-    if let Some(p) = preconditions(name) {
-        return Some(p);
-    }
-    let (first, rest) = match name.split_once('.') {
-        Some((a, b)) => (a, Some(b)),
-        None => (name, None),
-    };
-    let first_ok = first == "*"
-        || host_label_ok(first)
-        || first.strip_prefix('*').is_some_and(host_label_ok)
-        || first.strip_prefix("*-").is_some_and(host_label_ok);
-    if !first_ok {
-        return Some(format!(
-            "label {first:?} is not valid; a wildcard is allowed only as the first label, as in *.example.com"
-        ));
-    }
-    match rest {
-        Some(r) => labels_problem(r),
-        None => None,
-    }
-}
+pub(super) use super::super::checks::{
+    fqdn_problem, is_dns1123_label, is_ip, wildcard_domain_problem,
+};
 
 /// Istio's `ValidateWildcardDomainForVirtualServiceBoundToGateway`: also allows the
 /// SNI names AUTO_PASSTHROUGH generates (`outbound_.80_._.reviews.default.svc`).
