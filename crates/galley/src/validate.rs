@@ -120,6 +120,38 @@ pub(crate) mod test_support {
         validate(&loaded.resources[0], "default")
     }
 
+    /// Findings at `level` for a resource of `api_version`/`kind` with `spec`, as
+    /// `(path, message)` pairs.
+    pub fn spec_findings(
+        api_version: &str,
+        kind: &str,
+        (name, namespace): (&str, &str),
+        spec: serde_json::Value,
+        level: Level,
+    ) -> Vec<(String, String)> {
+        let doc = serde_json::json!({
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        });
+        findings(&doc.to_string())
+            .into_iter()
+            .filter(|f| f.level == level)
+            .map(|f| (f.path.to_string(), f.message))
+            .collect()
+    }
+
+    /// Asserts that `found` holds a finding at `path` whose message contains
+    /// `fragment`.
+    #[track_caller]
+    pub fn expect(found: &[(String, String)], path: &str, fragment: &str) {
+        assert!(
+            found.iter().any(|(p, m)| p == path && m.contains(fragment)),
+            "expected {path}: …{fragment}… in {found:#?}"
+        );
+    }
+
     /// The errors only, as `(path, message)` pairs.
     pub fn errors(yaml: &str) -> Vec<(String, String)> {
         findings(yaml)

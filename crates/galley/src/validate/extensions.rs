@@ -154,28 +154,16 @@ mod tests {
     use serde_json::{Value, json};
 
     use crate::validate::Level;
-    use crate::validate::test_support::findings;
+    use crate::validate::test_support::{expect, spec_findings};
 
     fn run(spec: Value, level: Level) -> Vec<(String, String)> {
-        let doc = json!({
-            "apiVersion": "extensions.istio.io/v1alpha1",
-            "kind": "WasmPlugin",
-            "metadata": {"name": "w", "namespace": "default"},
-            "spec": spec,
-        });
-        findings(&doc.to_string())
-            .into_iter()
-            .filter(|f| f.level == level)
-            .map(|f| (f.path.to_string(), f.message))
-            .collect()
-    }
-
-    #[track_caller]
-    fn expect(found: &[(String, String)], path: &str, fragment: &str) {
-        assert!(
-            found.iter().any(|(p, m)| p == path && m.contains(fragment)),
-            "expected {path}: …{fragment}… in {found:#?}"
-        );
+        spec_findings(
+            "extensions.istio.io/v1alpha1",
+            "WasmPlugin",
+            ("w", "default"),
+            spec,
+            level,
+        )
     }
 
     #[test]

@@ -230,28 +230,16 @@ mod tests {
     use serde_json::{Value, json};
 
     use crate::validate::Level;
-    use crate::validate::test_support::findings;
+    use crate::validate::test_support::{expect, spec_findings};
 
     fn run(spec: Value, level: Level) -> Vec<(String, String)> {
-        let doc = json!({
-            "apiVersion": "telemetry.istio.io/v1",
-            "kind": "Telemetry",
-            "metadata": {"name": "t", "namespace": "istio-system"},
-            "spec": spec,
-        });
-        findings(&doc.to_string())
-            .into_iter()
-            .filter(|f| f.level == level)
-            .map(|f| (f.path.to_string(), f.message))
-            .collect()
-    }
-
-    #[track_caller]
-    fn expect(found: &[(String, String)], path: &str, fragment: &str) {
-        assert!(
-            found.iter().any(|(p, m)| p == path && m.contains(fragment)),
-            "expected {path}: …{fragment}… in {found:#?}"
-        );
+        spec_findings(
+            "telemetry.istio.io/v1",
+            "Telemetry",
+            ("t", "istio-system"),
+            spec,
+            level,
+        )
     }
 
     #[test]

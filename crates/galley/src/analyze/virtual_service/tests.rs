@@ -1,4 +1,3 @@
-
 use super::super::service::test_support::*;
 use super::*;
 

@@ -3,20 +3,16 @@
 use serde_json::{Value, json};
 
 use crate::validate::Level;
-use crate::validate::test_support::findings;
+use crate::validate::test_support::{expect, spec_findings};
 
 fn run(spec: Value, level: Level) -> Vec<(String, String)> {
-    let doc = json!({
-        "apiVersion": "install.istio.io/v1alpha1",
-        "kind": "IstioOperator",
-        "metadata": {"name": "control-plane", "namespace": "istio-system"},
-        "spec": spec,
-    });
-    findings(&doc.to_string())
-        .into_iter()
-        .filter(|f| f.level == level)
-        .map(|f| (f.path.to_string(), f.message))
-        .collect()
+    spec_findings(
+        "install.istio.io/v1alpha1",
+        "IstioOperator",
+        ("control-plane", "istio-system"),
+        spec,
+        level,
+    )
 }
 
 fn errors(spec: Value) -> Vec<(String, String)> {
@@ -25,14 +21,6 @@ fn errors(spec: Value) -> Vec<(String, String)> {
 
 fn warnings(spec: Value) -> Vec<(String, String)> {
     run(spec, Level::Warning)
-}
-
-#[track_caller]
-fn expect(found: &[(String, String)], path: &str, fragment: &str) {
-    assert!(
-        found.iter().any(|(p, m)| p == path && m.contains(fragment)),
-        "expected {path}: …{fragment}… in {found:#?}"
-    );
 }
 
 #[test]

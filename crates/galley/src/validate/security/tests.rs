@@ -4,21 +4,11 @@
 use serde_json::{Value, json};
 
 use crate::validate::Level;
-use crate::validate::test_support::findings;
+use crate::validate::test_support::{expect, spec_findings};
 
 /// Findings at `level` for a resource of `kind` with `spec`, as `(path, message)`.
 fn run(kind: &str, spec: Value, level: Level) -> Vec<(String, String)> {
-    let doc = json!({
-        "apiVersion": "security.istio.io/v1",
-        "kind": kind,
-        "metadata": {"name": "p", "namespace": "default"},
-        "spec": spec,
-    });
-    findings(&doc.to_string())
-        .into_iter()
-        .filter(|f| f.level == level)
-        .map(|f| (f.path.to_string(), f.message))
-        .collect()
+    spec_findings("security.istio.io/v1", kind, ("p", "default"), spec, level)
 }
 
 fn errors(kind: &str, spec: Value) -> Vec<(String, String)> {
@@ -27,14 +17,6 @@ fn errors(kind: &str, spec: Value) -> Vec<(String, String)> {
 
 fn warnings(kind: &str, spec: Value) -> Vec<(String, String)> {
     run(kind, spec, Level::Warning)
-}
-
-#[track_caller]
-fn expect(found: &[(String, String)], path: &str, fragment: &str) {
-    assert!(
-        found.iter().any(|(p, m)| p == path && m.contains(fragment)),
-        "expected {path}: …{fragment}… in {found:#?}"
-    );
 }
 
 const AP: &str = "AuthorizationPolicy";
