@@ -18,6 +18,7 @@ mod annotations;
 mod destination_rule;
 mod envoy_filter;
 mod gateway;
+mod scoping;
 mod service;
 mod sidecar;
 mod telemetry_analyzers;

@@ -12,14 +12,13 @@
 //! Likewise, namespaces named by Sidecar egress hosts and AuthorizationPolicy
 //! sources must exist (IST0101) only when the input lists Namespaces.
 
-use std::collections::BTreeMap;
-
 use common::istio::types::WorkloadSelector;
 use common::path::Path;
 use common::resource::Resource;
 
-use super::service::{go_list, has_workloads_in, root_namespace, selector_string};
-use super::{Analyzer, Report, Snapshot, Workload, selects};
+use super::scoping::{self, Scoped, ScopedItem};
+use super::service::{has_workloads_in, root_namespace, selector_string};
+use super::{Analyzer, Report, Snapshot, selects};
 use crate::message::codes;
 
 pub(super) fn analyzers() -> Vec<Box<dyn Analyzer>> {
@@ -31,6 +30,27 @@ pub(super) fn analyzers() -> Vec<Box<dyn Analyzer>> {
     ]
 }
 
+/// The Sidecars as a scoped kind: IST0111 and IST0110, selectors must match.
+fn scoped<'a>(snap: &Snapshot<'a>) -> Scoped<'a> {
+    Scoped {
+        title: "Sidecars",
+        multiple_defaults: codes::MULTIPLE_SIDECARS_WITHOUT_WORKLOAD_SELECTORS,
+        conflicting: codes::CONFLICTING_SIDECAR_WORKLOAD_SELECTORS,
+        labels_path: Path::root("spec").field("workloadSelector").field("labels"),
+        items: snap
+            .sidecars()
+            .map(|(r, sc)| {
+                let labels = sc.workload_selector.as_ref().map(|s| &s.labels);
+                ScopedItem {
+                    resource: r,
+                    labels,
+                    default: sc.workload_selector.is_none(),
+                }
+            })
+            .collect(),
+    }
+}
+
 /// IST0111: more than one Sidecar without `workloadSelector` in a namespace.
 struct DefaultSelectorAnalyzer;
 
@@ -40,26 +60,7 @@ impl Analyzer for DefaultSelectorAnalyzer {
     }
 
     fn analyze(&self, snap: &Snapshot<'_>, report: &mut Report<'_>) {
-        let mut by_ns: BTreeMap<&str, Vec<&Resource>> = BTreeMap::new();
-        for (r, sc) in snap.sidecars() {
-            if sc.workload_selector.is_none() {
-                by_ns.entry(snap.ns(r)).or_default().push(r);
-            }
-        }
-        for (ns, list) in by_ns.iter().filter(|(_, l)| l.len() > 1) {
-            let names: Vec<&str> = list.iter().map(|r| r.name()).collect();
-            for r in list {
-                report.add(
-                    codes::MULTIPLE_SIDECARS_WITHOUT_WORKLOAD_SELECTORS,
-                    r,
-                    Some(Path::root("metadata").field("name")),
-                    format!(
-                        "The Sidecars {} in namespace {ns:?} have no workload selector, which can lead to undefined behavior.",
-                        go_list(&names)
-                    ),
-                );
-            }
-        }
+        scoping::multiple_defaults(snap, report, &scoped(snap));
     }
 }
 
@@ -73,74 +74,8 @@ impl Analyzer for SelectorAnalyzer {
     }
 
     fn analyze(&self, snap: &Snapshot<'_>, report: &mut Report<'_>) {
-        let workloads = snap.workloads();
-        // Workload index → the Sidecars selecting it.
-        let mut selected: BTreeMap<usize, Vec<&Resource>> = BTreeMap::new();
-        for (r, sc) in snap.sidecars() {
-            let Some(selector) = sc.workload_selector.as_ref().map(|s| &s.labels) else {
-                continue;
-            };
-            if selector.is_empty() {
-                continue;
-            }
-            let ns = snap.ns(r);
-            if !has_workloads_in(&workloads, ns) {
-                continue;
-            }
-            let matching: Vec<usize> = matching_workloads(&workloads, ns, selector);
-            if matching.is_empty() {
-                let first = selector.keys().next().map(String::as_str).unwrap_or("");
-                report.add(
-                    codes::REFERENCED_RESOURCE_NOT_FOUND,
-                    r,
-                    Some(
-                        Path::root("spec")
-                            .field("workloadSelector")
-                            .field("labels")
-                            .key(first),
-                    ),
-                    format!(
-                        "Referenced selector not found: {:?}",
-                        selector_string(selector)
-                    ),
-                );
-            }
-            for w in matching {
-                selected.entry(w).or_default().push(r);
-            }
-        }
-        for (w, list) in selected.iter().filter(|(_, l)| l.len() > 1) {
-            let workload = &workloads[*w];
-            let names: Vec<&str> = list.iter().map(|r| r.name()).collect();
-            for r in list {
-                report.add(
-                    codes::CONFLICTING_SIDECAR_WORKLOAD_SELECTORS,
-                    r,
-                    Some(Path::root("metadata").field("name")),
-                    format!(
-                        "The Sidecars {} in namespace {:?} select the same workload pod {:?}, which can lead to undefined behavior.",
-                        go_list(&names),
-                        workload.namespace,
-                        workload.resource.name()
-                    ),
-                );
-            }
-        }
+        scoping::selectors(snap, report, &scoped(snap));
     }
-}
-
-/// Indexes of the workloads in `ns` whose labels carry `selector`.
-pub(super) fn matching_workloads(
-    workloads: &[Workload<'_>],
-    ns: &str,
-    selector: &BTreeMap<String, String>,
-) -> Vec<usize> {
-    workloads
-        .iter()
-        .enumerate()
-        .filter(|(_, w)| w.namespace == ns && selects(selector, &w.labels))
-        .map(|(i, _)| i)
-        .collect()
 }
 
 /// IST0127: an AuthorizationPolicy, PeerAuthentication, RequestAuthentication or

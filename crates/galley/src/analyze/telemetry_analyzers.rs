@@ -3,14 +3,11 @@
 //! no workload (IST0101, as Istio reports it; only for namespaces whose workloads
 //! are in the input).
 
-use std::collections::BTreeMap;
-
 use common::istio::telemetry::TelemetrySpec;
 use common::path::Path;
-use common::resource::Resource;
 
-use super::service::{go_list, has_workloads_in, mesh_config, selector_string};
-use super::sidecar::matching_workloads;
+use super::scoping::{self, Scoped, ScopedItem};
+use super::service::mesh_config;
 use super::{Analyzer, Report, Snapshot};
 use crate::message::codes;
 
@@ -63,11 +60,25 @@ fn has_type_selector(t: &TelemetrySpec) -> bool {
     t.selector.is_some() || t.target_ref.is_some() || !t.target_refs.is_empty()
 }
 
-/// Names sorted, as Istio lists Telemetries.
-fn sorted_names(list: &[&Resource]) -> Vec<String> {
-    let mut names: Vec<String> = list.iter().map(|r| r.name().to_string()).collect();
-    names.sort();
-    names
+/// The Telemetries as a scoped kind: IST0160 and IST0159, selectors must match.
+fn scoped<'a>(snap: &Snapshot<'a>) -> Scoped<'a> {
+    Scoped {
+        title: "Telemetries",
+        multiple_defaults: codes::MULTIPLE_TELEMETRIES_WITHOUT_WORKLOAD_SELECTORS,
+        conflicting: codes::CONFLICTING_TELEMETRY_WORKLOAD_SELECTORS,
+        labels_path: Path::root("spec").field("selector").field("matchLabels"),
+        items: snap
+            .telemetries()
+            .map(|(r, t)| {
+                let labels = t.selector.as_ref().map(|s| &s.match_labels);
+                ScopedItem {
+                    resource: r,
+                    labels,
+                    default: !has_type_selector(t),
+                }
+            })
+            .collect(),
+    }
 }
 
 /// IST0160: more than one Telemetry without selector or target in a namespace.
@@ -79,26 +90,7 @@ impl Analyzer for DefaultSelectorAnalyzer {
     }
 
     fn analyze(&self, snap: &Snapshot<'_>, report: &mut Report<'_>) {
-        let mut by_ns: BTreeMap<&str, Vec<&Resource>> = BTreeMap::new();
-        for (r, t) in snap.telemetries() {
-            if !has_type_selector(t) {
-                by_ns.entry(snap.ns(r)).or_default().push(r);
-            }
-        }
-        for (ns, list) in by_ns.iter().filter(|(_, l)| l.len() > 1) {
-            let names = sorted_names(list);
-            for r in list {
-                report.add(
-                    codes::MULTIPLE_TELEMETRIES_WITHOUT_WORKLOAD_SELECTORS,
-                    r,
-                    Some(Path::root("metadata").field("name")),
-                    format!(
-                        "The Telemetries {} in namespace {ns:?} have no workload selector, which can lead to undefined behavior.",
-                        go_list(&names)
-                    ),
-                );
-            }
-        }
+        scoping::multiple_defaults(snap, report, &scoped(snap));
     }
 }
 
@@ -112,60 +104,7 @@ impl Analyzer for SelectorAnalyzer {
     }
 
     fn analyze(&self, snap: &Snapshot<'_>, report: &mut Report<'_>) {
-        let workloads = snap.workloads();
-        let mut selected: BTreeMap<usize, Vec<&Resource>> = BTreeMap::new();
-        for (r, t) in snap.telemetries() {
-            let Some(labels) = t
-                .selector
-                .as_ref()
-                .map(|s| &s.match_labels)
-                .filter(|l| !l.is_empty())
-            else {
-                continue;
-            };
-            let ns = snap.ns(r);
-            if !has_workloads_in(&workloads, ns) {
-                continue;
-            }
-            let matching = matching_workloads(&workloads, ns, labels);
-            if matching.is_empty() {
-                let first = labels.keys().next().map(String::as_str).unwrap_or("");
-                report.add(
-                    codes::REFERENCED_RESOURCE_NOT_FOUND,
-                    r,
-                    Some(
-                        Path::root("spec")
-                            .field("selector")
-                            .field("matchLabels")
-                            .key(first),
-                    ),
-                    format!(
-                        "Referenced selector not found: {:?}",
-                        selector_string(labels)
-                    ),
-                );
-            }
-            for w in matching {
-                selected.entry(w).or_default().push(r);
-            }
-        }
-        for (w, list) in selected.iter().filter(|(_, l)| l.len() > 1) {
-            let workload = &workloads[*w];
-            let names = sorted_names(list);
-            for r in list {
-                report.add(
-                    codes::CONFLICTING_TELEMETRY_WORKLOAD_SELECTORS,
-                    r,
-                    Some(Path::root("metadata").field("name")),
-                    format!(
-                        "The Telemetries {} in namespace {:?} select the same workload pod {:?}, which can lead to undefined behavior.",
-                        go_list(&names),
-                        workload.namespace,
-                        workload.resource.name()
-                    ),
-                );
-            }
-        }
+        scoping::selectors(snap, report, &scoped(snap));
     }
 }
 
