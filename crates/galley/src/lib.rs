@@ -53,6 +53,9 @@ pub struct Outcome {
     pub messages: Vec<Message>,
     /// How many resources decoded.
     pub resources: usize,
+    /// How many documents or inputs could not be decoded (each has an IST0106
+    /// message).
+    pub undecoded: usize,
 }
 
 impl Outcome {
@@ -86,6 +89,7 @@ pub fn check(loaded: &Loaded, opts: &CheckOptions) -> Outcome {
     Outcome {
         messages,
         resources: loaded.resources.len(),
+        undecoded: loaded.errors.len(),
     }
 }
 

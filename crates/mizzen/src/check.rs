@@ -163,7 +163,6 @@ fn print_messages(messages: &[&Message], output: Output, out: &mut dyn Write) ->
 
 fn summarize(outcome: &Outcome, verb: &str, err: &mut dyn Write) -> Result<(), Error> {
     let (e, w, i) = outcome.counts();
-    let n = outcome.resources;
     let plural = |n: usize, s: &str| {
         if n == 1 {
             format!("{n} {s}")
@@ -171,21 +170,23 @@ fn summarize(outcome: &Outcome, verb: &str, err: &mut dyn Write) -> Result<(), E
             format!("{n} {s}s")
         }
     };
+    let mut what = plural(outcome.resources + outcome.undecoded, "resource");
+    if outcome.undecoded > 0 {
+        what.push_str(&format!(" ({} could not be decoded)", outcome.undecoded));
+    }
     if e == 0 && w == 0 && i == 0 {
-        writeln!(err, "✔ {verb} {}: no issues found", plural(n, "resource"))?;
+        writeln!(err, "✔ {verb} {what}: no issues found")?;
     } else if e == 0 {
         writeln!(
             err,
-            "✔ {verb} {}: no errors ({}, {})",
-            plural(n, "resource"),
+            "✔ {verb} {what}: no errors ({}, {})",
             plural(w, "warning"),
             plural(i, "info message")
         )?;
     } else {
         writeln!(
             err,
-            "✘ {verb} {}: {}, {}; fix the errors above (each names its file, line and field)",
-            plural(n, "resource"),
+            "✘ {verb} {what}: {}, {}; fix the errors above (each names its file, line and field)",
             plural(e, "error"),
             plural(w, "warning")
         )?;

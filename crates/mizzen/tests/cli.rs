@@ -85,7 +85,11 @@ fn broken_sample_fails_naming_file_line_resource_and_field() {
                 && l.contains("\"sometimes\"")),
         "{out}"
     );
-    assert!(stderr(&o).contains("✘"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("✘ validated 3 resources (2 could not be decoded): 4 errors"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
