@@ -15,7 +15,7 @@ use common::path::Path;
 use common::resource::Resource;
 use serde_json::Value;
 
-use super::service::{go_list, hosts_overlap, root_namespace, selector_string};
+use super::service::{go_list, root_namespace, selector_string};
 use super::{Analyzer, Report, Snapshot, Workload, selects, string_map};
 use crate::message::codes;
 
@@ -132,7 +132,7 @@ fn vs_host_in_gateway(gw: &GatewaySpec, gw_ns: &str, vs_hosts: &[String], vs_ns:
             Some(_) => return false,
             None => h.as_str(),
         };
-        vs_hosts.iter().any(|v| hosts_overlap(host, v))
+        vs_hosts.iter().any(|v| common::host::overlap(host, v))
     })
 }
 
@@ -245,9 +245,9 @@ impl Analyzer for ConflictingGatewayAnalyzer {
                     .iter()
                     .filter(|(name, hosts)| {
                         *name != full
-                            && s.hosts
-                                .iter()
-                                .any(|h| hosts.iter().any(|o| hosts_overlap(bare_host(h), o)))
+                            && s.hosts.iter().any(|h| {
+                                hosts.iter().any(|o| common::host::overlap(bare_host(h), o))
+                            })
                     })
                     .map(|(name, _)| name.as_str())
                     .collect();

@@ -220,7 +220,7 @@ impl ServiceIndex {
     ) -> impl Iterator<Item = &'s ServiceInfo> + 's {
         self.services
             .iter()
-            .filter(move |s| hosts_overlap(&s.host, pattern))
+            .filter(move |s| common::host::overlap(&s.host, pattern))
     }
 }
 
@@ -300,17 +300,6 @@ pub(super) fn to_fqdn(host: &str, ns: &str) -> String {
         host.to_string()
     } else {
         format!("{host}.{ns}.{DOMAIN_SUFFIX}")
-    }
-}
-
-/// Istio's `host.Name.Matches`: whether two hosts, either possibly a wildcard
-/// (`*`, `*.example.com`), have a name in common.
-pub(super) fn hosts_overlap(a: &str, b: &str) -> bool {
-    match (a.strip_prefix('*'), b.strip_prefix('*')) {
-        (Some(sa), Some(sb)) => sa.ends_with(sb) || sb.ends_with(sa),
-        (Some(sa), None) => b.ends_with(sa),
-        (None, Some(sb)) => a.ends_with(sb),
-        (None, None) => a == b,
     }
 }
 
@@ -648,12 +637,12 @@ mod tests {
 
     #[test]
     fn host_overlap_follows_istio() {
-        assert!(hosts_overlap("*.example.com", "a.example.com"));
-        assert!(hosts_overlap("a.example.com", "*.example.com"));
-        assert!(hosts_overlap("*", "anything.org"));
-        assert!(hosts_overlap("*.a.example.com", "*.example.com"));
-        assert!(!hosts_overlap("a.example.com", "b.example.com"));
-        assert!(!hosts_overlap("*.example.com", "example.org"));
+        assert!(common::host::overlap("*.example.com", "a.example.com"));
+        assert!(common::host::overlap("a.example.com", "*.example.com"));
+        assert!(common::host::overlap("*", "anything.org"));
+        assert!(common::host::overlap("*.a.example.com", "*.example.com"));
+        assert!(!common::host::overlap("a.example.com", "b.example.com"));
+        assert!(!common::host::overlap("*.example.com", "example.org"));
         assert_eq!(to_fqdn("reviews", "ns"), "reviews.ns.svc.cluster.local");
         assert_eq!(to_fqdn("a.b", "ns"), "a.b");
     }

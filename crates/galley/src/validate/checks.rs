@@ -21,6 +21,22 @@ pub fn duration_min(f: &mut Field<'_>, d: &Duration, min: std::time::Duration) -
     true
 }
 
+/// Istio's `ValidateDuration`: at least 1ms and a whole number of milliseconds
+/// (Envoy takes millisecond precision for these settings).
+pub fn istio_duration(f: &mut Field<'_>, d: &Duration) -> bool {
+    if !duration_min(f, d, std::time::Duration::from_millis(1)) {
+        return false;
+    }
+    if !d.as_nanos().is_multiple_of(1_000_000) {
+        f.error(format!(
+            "must be a whole number of milliseconds (got {}); Istio supports millisecond precision only",
+            d.as_str()
+        ));
+        return false;
+    }
+    true
+}
+
 fn human_duration(d: std::time::Duration) -> String {
     let n = d.as_nanos();
     if n.is_multiple_of(1_000_000_000) {

@@ -23,7 +23,7 @@ mod scope;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use scope::{ms_duration, policy_scope, workload_selector};
+pub(crate) use scope::{policy_scope, workload_selector};
 
 // ---------------------------------------------------------------------------
 // PeerAuthentication
@@ -180,7 +180,7 @@ fn jwt_rule(f: &mut Field<'_>, rule: &JwtRule) {
         }
     }
     if let Some(t) = &rule.timeout {
-        ms_duration(&mut f.at("timeout"), t);
+        checks::istio_duration(&mut f.at("timeout"), t);
     }
 }
 

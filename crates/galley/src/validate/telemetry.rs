@@ -12,7 +12,7 @@ use common::istio::telemetry::{
 
 use super::checks;
 use super::field::{Field, ResourceCtx};
-use super::security::{ms_duration, policy_scope};
+use super::security::policy_scope;
 
 /// `Telemetry` rules; `f` is at `spec`.
 pub fn telemetry(spec: &TelemetrySpec, _r: &ResourceCtx<'_>, f: &mut Field<'_>) {
@@ -126,7 +126,7 @@ fn prometheus_label_ok(name: &str) -> bool {
 fn metrics(f: &mut Field<'_>, m: &Metrics) {
     providers(&mut f.at("providers"), &m.providers);
     if let Some(d) = &m.reporting_interval {
-        ms_duration(&mut f.at("reportingInterval"), d);
+        checks::istio_duration(&mut f.at("reportingInterval"), d);
     }
     for (i, o) in m.overrides.iter().enumerate() {
         let mut ol = f.at("overrides");

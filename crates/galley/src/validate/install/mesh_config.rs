@@ -17,7 +17,6 @@ use serde_json::Value;
 
 use crate::validate::checks;
 use crate::validate::field::Field;
-use crate::validate::security::ms_duration;
 
 /// ECDH curves Envoy (BoringSSL) accepts in `tlsDefaults.ecdhCurves`.
 const ECDH_CURVES: &[&str] = &[
@@ -43,7 +42,7 @@ pub(super) fn mesh_config(f: &mut Field<'_>, mc: &MeshConfig) {
     }
     if let Some(d) = &mc.connect_timeout {
         let mut cf = f.at("connectTimeout");
-        if ms_duration(&mut cf, d) && d.as_std() > std::time::Duration::from_secs(30) {
+        if checks::istio_duration(&mut cf, d) && d.as_std() > std::time::Duration::from_secs(30) {
             cf.error(format!("must be at most 30s; got {}", d.as_str()));
         }
     }
@@ -316,7 +315,7 @@ pub(super) fn proxy_config(f: &mut Field<'_>, pc: &ProxyConfig) {
 }
 
 fn drain_duration(f: &mut Field<'_>, d: &Duration) {
-    if ms_duration(f, d) && !d.as_nanos().is_multiple_of(1_000_000_000) {
+    if checks::istio_duration(f, d) && !d.as_nanos().is_multiple_of(1_000_000_000) {
         f.error(format!(
             "drain time only supports durations to seconds precision; got {}",
             d.as_str()

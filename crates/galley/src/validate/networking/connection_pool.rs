@@ -4,6 +4,7 @@
 
 use common::istio::networking::{ConnectionPoolSettings, H2UpgradePolicy};
 
+use super::super::checks;
 use super::super::field::Field;
 use super::util;
 
@@ -39,10 +40,10 @@ pub(super) fn connection_pool(f: &mut Field<'_>, cp: &ConnectionPoolSettings) {
         if let Some(ka) = &h.http2_keep_alive {
             let mut fk = fh.at("http2KeepAlive");
             if let Some(d) = &ka.interval {
-                util::duration(&mut fk.at("interval"), d);
+                checks::istio_duration(&mut fk.at("interval"), d);
             }
             if let Some(d) = &ka.timeout {
-                util::duration(&mut fk.at("timeout"), d);
+                checks::istio_duration(&mut fk.at("timeout"), d);
             }
         }
     }
@@ -52,10 +53,10 @@ pub(super) fn connection_pool(f: &mut Field<'_>, cp: &ConnectionPoolSettings) {
             util::non_negative(&mut ft.at("maxConnections"), i64::from(v));
         }
         if let Some(d) = &t.connect_timeout {
-            util::duration(&mut ft.at("connectTimeout"), d);
+            checks::istio_duration(&mut ft.at("connectTimeout"), d);
         }
         if let Some(d) = &t.max_connection_duration {
-            util::duration(&mut ft.at("maxConnectionDuration"), d);
+            checks::istio_duration(&mut ft.at("maxConnectionDuration"), d);
         }
         if let Some(d) = &t.idle_timeout {
             util::duration_or_zero(&mut ft.at("idleTimeout"), d);
@@ -63,10 +64,10 @@ pub(super) fn connection_pool(f: &mut Field<'_>, cp: &ConnectionPoolSettings) {
         if let Some(ka) = &t.tcp_keepalive {
             let mut fk = ft.at("tcpKeepalive");
             if let Some(d) = &ka.time {
-                util::duration(&mut fk.at("time"), d);
+                checks::istio_duration(&mut fk.at("time"), d);
             }
             if let Some(d) = &ka.interval {
-                util::duration(&mut fk.at("interval"), d);
+                checks::istio_duration(&mut fk.at("interval"), d);
             }
         }
     }

@@ -137,10 +137,10 @@ fn port_policy(f: &mut Field<'_>, p: &PortTrafficPolicy, ns: &str) {
 
 fn outlier_detection(f: &mut Field<'_>, od: &OutlierDetection) {
     if let Some(d) = &od.base_ejection_time {
-        util::duration(&mut f.at("baseEjectionTime"), d);
+        checks::istio_duration(&mut f.at("baseEjectionTime"), d);
     }
     if let Some(d) = &od.interval {
-        util::duration(&mut f.at("interval"), d);
+        checks::istio_duration(&mut f.at("interval"), d);
     }
     if od.consecutive_errors.is_some_and(|n| n != 0) {
         f.at("consecutiveErrors").warn(
@@ -277,6 +277,6 @@ fn retry_budget(f: &mut Field<'_>, rb: &RetryBudget) {
         checks::percent_value(&mut f.at("percent"), p);
     }
     if let Some(d) = &rb.budget_interval {
-        util::duration(&mut f.at("budgetInterval"), d);
+        checks::istio_duration(&mut f.at("budgetInterval"), d);
     }
 }

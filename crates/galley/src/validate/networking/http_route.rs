@@ -88,7 +88,7 @@ pub(super) fn http_route(f: &mut Field<'_>, route: &HttpRoute, delegate: bool) {
     authority_rewrite(f, route);
     http_route_destinations(&mut f.at("route"), &route.route);
     if let Some(t) = &route.timeout {
-        util::duration(&mut f.at("timeout"), t);
+        checks::istio_duration(&mut f.at("timeout"), t);
     }
 }
 
@@ -329,7 +329,7 @@ fn retries(f: &mut Field<'_>, r: &HttpRetry) {
         );
     }
     if let Some(t) = &r.per_try_timeout {
-        util::duration(&mut f.at("perTryTimeout"), t);
+        checks::istio_duration(&mut f.at("perTryTimeout"), t);
     }
     if let Some(on) = &r.retry_on
         && !on.is_empty()
@@ -337,7 +337,7 @@ fn retries(f: &mut Field<'_>, r: &HttpRetry) {
         checks::retry_on(&mut f.at("retryOn"), on);
     }
     if let Some(b) = &r.backoff {
-        util::duration(&mut f.at("backoff"), b);
+        checks::istio_duration(&mut f.at("backoff"), b);
     }
 }
 
@@ -435,7 +435,7 @@ fn cors(f: &mut Field<'_>, c: &CorsPolicy) {
     }
     if let Some(age) = &c.max_age {
         let mut fa = f.at("maxAge");
-        if util::duration(&mut fa, age) && !age.as_nanos().is_multiple_of(1_000_000_000) {
+        if checks::istio_duration(&mut fa, age) && !age.as_nanos().is_multiple_of(1_000_000_000) {
             fa.error(format!(
                 "must be a whole number of seconds (got {}); browsers cache preflights in seconds",
                 age.as_str()
@@ -502,7 +502,7 @@ fn delay(f: &mut Field<'_>, d: &FaultDelay) {
         ],
     );
     if let Some(t) = &d.fixed_delay {
-        util::duration(&mut f.at("fixedDelay"), t);
+        checks::istio_duration(&mut f.at("fixedDelay"), t);
     }
     if d.exponential_delay.is_some() {
         f.at("exponentialDelay")

@@ -10,7 +10,6 @@ use common::istio::networking::{
 
 use super::super::checks;
 use super::super::field::Field;
-use super::util;
 
 /// Largest Maglev table Envoy accepts (exclusive).
 const MAGLEV_MAX: u64 = 5_000_011;
@@ -43,7 +42,7 @@ pub(super) fn load_balancer(f: &mut Field<'_>, lb: &LoadBalancerSettings, has_ou
     }
     if let Some(d) = &lb.warmup_duration_secs {
         let mut fw = f.at("warmupDurationSecs");
-        util::duration(&mut fw, d);
+        checks::istio_duration(&mut fw, d);
         fw.warn("is deprecated; use warmup: {duration: ...} instead");
         if lb.warmup.is_some() {
             fw.error("cannot be combined with warmup; keep warmup");
@@ -265,7 +264,7 @@ fn warmup(f: &mut Field<'_>, w: &WarmupConfiguration) {
             .at("duration")
             .error("is required: how long new endpoints take to warm up, such as 60s"),
         Some(d) => {
-            util::duration(&mut f.at("duration"), d);
+            checks::istio_duration(&mut f.at("duration"), d);
         }
     }
     if let Some(p) = w.minimum_percent {

@@ -12,24 +12,9 @@ use common::istio::types::{Duration, Percent};
 use super::super::checks;
 use super::super::field::Field;
 
-/// Istio's `ValidateDuration`: at least 1ms and a whole number of milliseconds.
-pub(super) fn duration(f: &mut Field<'_>, d: &Duration) -> bool {
-    if !checks::duration_min(f, d, std::time::Duration::from_millis(1)) {
-        return false;
-    }
-    if !d.as_nanos().is_multiple_of(1_000_000) {
-        f.error(format!(
-            "must be a whole number of milliseconds (got {}); Istio supports millisecond precision only",
-            d.as_str()
-        ));
-        return false;
-    }
-    true
-}
-
-/// Like [`duration`], but `0s` is allowed (it disables the timeout).
+/// Like [`checks::istio_duration`], but `0s` is allowed (it disables the timeout).
 pub(super) fn duration_or_zero(f: &mut Field<'_>, d: &Duration) -> bool {
-    d.as_nanos() == 0 || duration(f, d)
+    d.as_nanos() == 0 || checks::istio_duration(f, d)
 }
 
 pub(super) use super::super::checks::{
@@ -54,26 +39,6 @@ pub(super) fn gateway_domain_problem(sni: bool, name: &str) -> Option<String> {
         });
     }
     wildcard_domain_problem(name)
-}
-
-/// Istio's `host.Name.Matches`: whether two (possibly wildcard) hosts overlap.
-pub(super) fn hosts_overlap(a: &str, b: &str) -> bool {
-    match (a.strip_prefix('*'), b.strip_prefix('*')) {
-        (Some(sa), Some(sb)) => sa.ends_with(sb) || sb.ends_with(sa),
-        (Some(sa), None) => b.ends_with(sa),
-        (None, Some(sb)) => a.ends_with(sb),
-        (None, None) => a == b,
-    }
-}
-
-/// Istio's `host.Name.SubsetOf`: whether every name `a` matches is matched by `b`.
-pub(super) fn host_subset_of(a: &str, b: &str) -> bool {
-    match (a.strip_prefix('*'), b.strip_prefix('*')) {
-        (Some(sa), Some(sb)) => sa.ends_with(sb),
-        (Some(_), None) => false,
-        (None, Some(sb)) => a.ends_with(sb),
-        (None, None) => a == b,
-    }
 }
 
 /// Istio's `ValidateUnixAddress` on the path after `unix://`.

@@ -127,7 +127,7 @@ fn hosts(
     }
     if all_valid {
         for (j, b) in spec.hosts.iter().enumerate() {
-            if let Some(a) = spec.hosts[..j].iter().find(|a| util::hosts_overlap(a, b)) {
+            if let Some(a) = spec.hosts[..j].iter().find(|a| common::host::overlap(a, b)) {
                 fh.index(j).error(format!(
                     "host {b:?} duplicates or overlaps host {a:?} of the same VirtualService; keep only one of them"
                 ));
@@ -186,7 +186,7 @@ fn sni_host(f: &mut Field<'_>, sni: &str, vs: &VirtualServiceSpec, gateway: bool
         }
         return;
     }
-    if !vs.hosts.iter().any(|h| util::host_subset_of(sni, h)) {
+    if !vs.hosts.iter().any(|h| common::host::subset_of(sni, h)) {
         f.error(format!(
             "SNI host {sni:?} is not covered by any host of this VirtualService ({}); add it to hosts or match a host listed there",
             vs.hosts.join(", ")

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use common::istio::types::{Duration, PolicyTargetReference, WorkloadSelector};
+use common::istio::types::{PolicyTargetReference, WorkloadSelector};
 
 use crate::validate::checks;
 use crate::validate::field::Field;
@@ -97,19 +97,4 @@ pub(crate) fn target_reference(f: &mut Field<'_>, t: &PolicyTargetReference) {
             t.group, t.kind
         ));
     }
-}
-
-/// Istio's `ValidateDuration`: at least 1ms, whole milliseconds.
-pub(crate) fn ms_duration(f: &mut Field<'_>, d: &Duration) -> bool {
-    if !checks::duration_min(f, d, std::time::Duration::from_millis(1)) {
-        return false;
-    }
-    if !d.as_nanos().is_multiple_of(1_000_000) {
-        f.error(format!(
-            "only durations to millisecond precision are supported; got {}",
-            d.as_str()
-        ));
-        return false;
-    }
-    true
 }
