@@ -696,7 +696,7 @@ fn crds_are_generated_for_every_served_kind() {
 /// Every networking example of the guide (shared corpus seed) decodes.
 #[test]
 fn seed_examples_decode() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/seed");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/corpus/seed");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         panic!("the seed corpus is missing at {}", dir.display());
     };

@@ -75,7 +75,7 @@ fn valid(kind: &str, spec: &str) {
 /// Every networking example of the guide passes validation without errors.
 #[test]
 fn seed_examples_have_no_errors() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/seed");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/corpus/seed");
     let mut entries: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("the seed corpus is missing at {}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
