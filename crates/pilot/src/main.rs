@@ -1,8 +1,14 @@
-//! The `pilot` binary (not available yet).
+//! The `pilot` binary: flags in, `App` out.
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "pilot: not available in this build. When built it will serve: Envoy ADS (xDS v3, SotW and delta) on :15010 plaintext and :15012 mTLS, debug and metrics on :15014. See the README for what works today (mizzen validate, mizzen analyze, galley)."
-    );
-    std::process::ExitCode::from(2)
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = pilot::app::Config::parse();
+    let log = common::runtime::init_logging(&config.log)?;
+    tracing::info!(?config, "starting pilot");
+    let app = pilot::app::App::build(config).await?.with_log_handle(log);
+    app.run().await?;
+    tracing::info!("pilot stopped");
+    Ok(())
 }

@@ -1,0 +1,339 @@
+//! Pilot as a service: flags, listeners and the run loop.
+//!
+//! [`App::build`] binds the xDS and HTTP listeners (a port conflict fails at
+//! start, naming the flag), registers the metrics, and loads the config
+//! directory once so that an unreadable `--config-dir` fails fast and the first
+//! snapshot is published before any proxy connects. [`App::run_until`] then
+//! serves, side by side: the ADS gRPC service ([`crate::xds::ads`]) on
+//! `--xds-addr`; the admin endpoints (`/healthz`, `/ready`, `/metrics`,
+//! `/logging`, `/debug/config`) and pilot's `/debug/*` ([`crate::debug`]) on
+//! `--http-addr`; and the config controller ([`crate::config`]) that watches the
+//! directory, debounces and publishes new snapshots. On shutdown `/ready` turns
+//! false, ADS streams are ended with `UNAVAILABLE` (proxies reconnect
+//! elsewhere), and the servers drain, bounded by [`DRAIN_TIMEOUT`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration as StdDuration;
+
+use common::istio::types::Duration;
+use common::runtime::{Admin, LogArgs, LogHandle, admin_router, bind};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::config::{ConfigController, ConfigError, ConfigOptions};
+use crate::debug::{self, DebugState};
+use crate::metrics::Metrics;
+use crate::model::ModelHandle;
+use crate::xds::ads::{AdsServer, Limits};
+
+/// How long in-flight work may take to finish after shutdown is asked for.
+pub const DRAIN_TIMEOUT: StdDuration = StdDuration::from_secs(10);
+
+/// Pilot's flags; every one has an environment-variable twin.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "pilot",
+    version,
+    about = "Mizzen's control plane: turns Istio config and the service registry into Envoy xDS, served over ADS (SotW and delta)."
+)]
+pub struct Config {
+    /// Directory of YAML to serve (Istio resources; Kubernetes Service, Endpoints,
+    /// EndpointSlice, Pod, Namespace, ServiceAccount, Secret; ServiceEntry,
+    /// WorkloadEntry), read recursively and watched for changes. A single file
+    /// works too.
+    #[arg(long, env = "PILOT_CONFIG_DIR")]
+    pub config_dir: PathBuf,
+    /// Address of the plaintext ADS gRPC server
+    /// (envoy.service.discovery.v3.AggregatedDiscoveryService).
+    #[arg(long, env = "PILOT_XDS_ADDR", default_value = "0.0.0.0:15010")]
+    pub xds_addr: SocketAddr,
+    /// Address of the HTTP endpoints: /metrics, /healthz, /ready, /logging,
+    /// /debug/config, /debug/syncz, /debug/config_dump, /debug/registryz, /debug/configz.
+    #[arg(long, env = "PILOT_HTTP_ADDR", default_value = "0.0.0.0:15014")]
+    pub http_addr: SocketAddr,
+    /// Quiet period before a config change is applied (Istio's PILOT_DEBOUNCE_AFTER).
+    #[arg(long, env = "PILOT_DEBOUNCE_AFTER", default_value = "100ms")]
+    pub debounce_after: Duration,
+    /// Longest a config change waits while others keep coming (PILOT_DEBOUNCE_MAX).
+    #[arg(long, env = "PILOT_DEBOUNCE_MAX", default_value = "10s")]
+    pub debounce_max: Duration,
+    /// Largest xDS gRPC message accepted or sent, in bytes.
+    #[arg(long, env = "PILOT_XDS_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub xds_max_message_bytes: usize,
+    /// Most resource names one xDS request may carry.
+    #[arg(long, env = "PILOT_XDS_MAX_RESOURCE_NAMES", default_value_t = 100_000)]
+    pub xds_max_resource_names: usize,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl Config {
+    /// Flags for serving `config_dir` with every other flag at its default.
+    pub fn for_dir(config_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            config_dir: config_dir.into(),
+            xds_addr: SocketAddr::from(([0, 0, 0, 0], 15010)),
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 15014)),
+            debounce_after: Duration::from_std(crate::config::DEFAULT_DEBOUNCE_AFTER),
+            debounce_max: Duration::from_std(crate::config::DEFAULT_DEBOUNCE_MAX),
+            xds_max_message_bytes: 16 * 1024 * 1024,
+            xds_max_resource_names: 100_000,
+            log: LogArgs {
+                log_format: common::runtime::LogFormat::Text,
+                log_level: "info".into(),
+            },
+        }
+    }
+}
+
+/// Why pilot could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener could not be bound.
+    #[error("{0}")]
+    Bind(#[source] std::io::Error),
+    /// Flags that contradict each other.
+    #[error("invalid flags: {0}")]
+    Flags(String),
+    /// The config source could not be read or stopped working.
+    #[error("config: {0}")]
+    Config(#[from] ConfigError),
+    /// Serving failed.
+    #[error("serving failed: {0}")]
+    Serve(String),
+}
+
+/// A built, not yet running pilot.
+pub struct App {
+    config: Config,
+    xds: TcpListener,
+    http: TcpListener,
+    model: ModelHandle,
+    ads: AdsServer,
+    controller: ConfigController,
+    registry: Arc<Registry>,
+    ready: Arc<AtomicBool>,
+    log: Option<LogHandle>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .field("addrs", &self.addrs())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The addresses a built app listens on (useful with port 0 in tests).
+#[derive(Debug, Clone, Copy)]
+pub struct Addrs {
+    /// ADS gRPC.
+    pub xds: SocketAddr,
+    /// HTTP metrics and debug.
+    pub http: SocketAddr,
+}
+
+impl App {
+    /// Binds the listeners, registers the metrics and publishes the first
+    /// snapshot from `--config-dir`.
+    pub async fn build(config: Config) -> Result<App, Error> {
+        let (after, max) = (config.debounce_after.as_std(), config.debounce_max.as_std());
+        if after > max {
+            return Err(Error::Flags(format!(
+                "--debounce-after ({}) is longer than --debounce-max ({}); make it shorter",
+                config.debounce_after, config.debounce_max
+            )));
+        }
+        if config.xds_max_message_bytes < 4096 || config.xds_max_resource_names == 0 {
+            return Err(Error::Flags(
+                "--xds-max-message-bytes must be at least 4096 and --xds-max-resource-names at least 1".into(),
+            ));
+        }
+        let xds = bind(config.xds_addr, "--xds-addr")
+            .await
+            .map_err(Error::Bind)?;
+        let http = bind(config.http_addr, "--http-addr")
+            .await
+            .map_err(Error::Bind)?;
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let options = ConfigOptions {
+            debounce_after: after,
+            debounce_max: max,
+            ..ConfigOptions::default()
+        };
+        let controller = ConfigController::from_dir(config.config_dir.clone(), options);
+        crate::metrics::register_config_rejections(&mut registry, controller.rejection_counter());
+        let model = ModelHandle::default();
+        // Load once now: an unreadable directory fails here, and proxies that
+        // connect right after start get the real config.
+        let first = model.clone();
+        let (controller, loaded) = tokio::task::spawn_blocking(move || {
+            let mut controller = controller;
+            let loaded = controller.reload_once(&first);
+            (controller, loaded)
+        })
+        .await
+        .map_err(|e| Error::Config(ConfigError::ReloadPanicked(e.to_string())))?;
+        let reload = loaded?;
+        tracing::info!(
+            dir = %config.config_dir.display(),
+            version = ?reload.published,
+            accepted = reload.outcome.accepted,
+            "loaded config"
+        );
+        let limits = Limits {
+            max_resource_names: config.xds_max_resource_names,
+            max_message_bytes: config.xds_max_message_bytes,
+            ..Limits::default()
+        };
+        let ads = AdsServer::new(model.clone(), metrics).with_limits(limits);
+        Ok(App {
+            config,
+            xds,
+            http,
+            model,
+            ads,
+            controller,
+            registry: Arc::new(registry),
+            ready: Arc::new(AtomicBool::new(false)),
+            log: None,
+        })
+    }
+
+    /// Lets `/logging` change the level through `handle`.
+    pub fn with_log_handle(mut self, handle: LogHandle) -> Self {
+        self.log = Some(handle);
+        self
+    }
+
+    /// Where the app listens.
+    pub fn addrs(&self) -> Addrs {
+        let a = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
+        Addrs {
+            xds: a(&self.xds),
+            http: a(&self.http),
+        }
+    }
+
+    /// The model pilot publishes to (read-only use in tests and embedders).
+    pub fn model(&self) -> ModelHandle {
+        self.model.clone()
+    }
+
+    /// The ADS server (its live connections, for embedders).
+    pub fn ads(&self) -> &AdsServer {
+        &self.ads
+    }
+
+    /// Serves until SIGTERM or Ctrl-C.
+    pub async fn run(self) -> Result<(), Error> {
+        self.run_until(common::runtime::shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` resolves, then drains (at most [`DRAIN_TIMEOUT`]).
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let addrs = self.addrs();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let admin = Admin {
+            ready: self.ready.clone(),
+            registry: self.registry.clone(),
+            log: self.log.clone(),
+            config_text: Arc::from(format!("{:#?}\n", self.config)),
+        };
+        let router = admin_router(admin).merge(debug::router(DebugState::from_server(&self.ads)));
+        let http = axum::serve(self.http, router).with_graceful_shutdown(stopped());
+        let grpc = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(StdDuration::from_secs(30)))
+            .http2_keepalive_timeout(Some(StdDuration::from_secs(10)))
+            .max_concurrent_streams(Some(128))
+            .add_service(self.ads.clone().into_service())
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(self.xds),
+                stopped(),
+            );
+        let config_stop = stop_tx.clone();
+        let controller = self.controller;
+        let model = self.model.clone();
+        let config_stopped = stopped();
+        let config = async move {
+            let result = controller.run(model, config_stopped).await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "config source failed; shutting down");
+                let _ = config_stop.send(true);
+            }
+            result
+        };
+
+        // Ready once a snapshot is published (build published the first one).
+        let ready = self.ready.clone();
+        let mut versions = self.model.subscribe();
+        tokio::spawn(async move {
+            if versions.wait_for(|v| *v > 0).await.is_ok() {
+                ready.store(true, Ordering::Release);
+            }
+        });
+        tracing::info!(xds = %addrs.xds, http = %addrs.http, dir = %self.config.config_dir.display(), "pilot serving");
+
+        let ready = self.ready.clone();
+        let ads = self.ads.clone();
+        let mut stop_seen = stop_tx.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = stop_seen.wait_for(|s| *s) => {}
+            }
+            tracing::info!("shutting down: ending ADS streams and draining");
+            ready.store(false, Ordering::Release);
+            ads.close();
+            let _ = stop_tx.send(true);
+        });
+
+        let drain = stopped();
+        let http = async {
+            let r = http.await;
+            tracing::debug!("HTTP server stopped");
+            r
+        };
+        let grpc = async {
+            let r = grpc.await;
+            tracing::debug!("ADS server stopped");
+            r
+        };
+        let config = async {
+            let r = config.await;
+            tracing::debug!("config controller stopped");
+            r
+        };
+        let all = async { tokio::join!(http, grpc, config) };
+        let (h, g, c) = tokio::select! {
+            r = all => r,
+            _ = async {
+                drain.await;
+                tokio::time::sleep(DRAIN_TIMEOUT).await;
+            } => {
+                tracing::warn!(timeout = ?DRAIN_TIMEOUT, "drain took too long; stopping anyway");
+                return Ok(());
+            }
+        };
+        h.map_err(|e| Error::Serve(format!("HTTP: {e}")))?;
+        g.map_err(|e| Error::Serve(format!("ADS gRPC: {e}")))?;
+        c?;
+        Ok(())
+    }
+}

@@ -1,0 +1,595 @@
+//! One ADS connection's bookkeeping, shared by the SotW and delta loops: who the
+//! proxy is, the snapshot it is being served from, sending with shutdown in
+//! mind, and the per-type status that `/debug/syncz` shows (versions and nonces
+//! sent and ACKed, the last NACK) — kept in [`Connections`], the registry of
+//! live connections. Convergence (`pilot_proxy_convergence_time`) is measured
+//! here: from the moment a connection sees a new snapshot to the proxy ACKing
+//! every type pushed for it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use envoy_types::pb::envoy::config::core::v3::{ControlPlane, Node};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tonic::{Status, Streaming};
+
+use super::{AdsError, AdsServer, short_type};
+use crate::model::Snapshot;
+use crate::proxy::Proxy;
+use crate::xds::{GenerateError, NamedResource};
+
+/// Which flavour of ADS a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// `StreamAggregatedResources` (state of the world).
+    Sotw,
+    /// `DeltaAggregatedResources` (incremental).
+    Delta,
+}
+
+/// A NACK as the proxy sent it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NackStatus {
+    /// `error_detail.message`: why the proxy refused the response.
+    pub message: String,
+    /// The nonce of the refused response.
+    pub nonce: String,
+    /// The version the proxy still runs (`version_info`; empty for delta).
+    pub version: String,
+    /// When the NACK arrived (RFC 3339, UTC).
+    pub at: String,
+}
+
+/// The state of one xDS type on one connection.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TypeStatus {
+    /// The type URL.
+    pub type_url: String,
+    /// Whether the proxy asked for everything of this type (CDS and LDS).
+    pub wildcard: bool,
+    /// How many resource names the proxy subscribed to.
+    pub subscribed: usize,
+    /// The subscribed names (kept for `/debug/config_dump`, not shown in syncz).
+    #[serde(skip)]
+    pub names: Vec<String>,
+    /// `version_info` (SotW) or `system_version_info` (delta) of the last response.
+    pub version_sent: Option<String>,
+    /// Nonce of the last response.
+    pub nonce_sent: Option<String>,
+    /// When the last response was sent (RFC 3339, UTC).
+    pub sent_at: Option<String>,
+    /// Resources in the last response (for delta: changed ones only).
+    pub resources_sent: usize,
+    /// Responses sent for this type on this connection.
+    pub pushes: u64,
+    /// The version the proxy last ACKed.
+    pub version_acked: Option<String>,
+    /// The nonce the proxy last ACKed.
+    pub nonce_acked: Option<String>,
+    /// When the last ACK arrived (RFC 3339, UTC).
+    pub acked_at: Option<String>,
+    /// NACKs received for this type on this connection.
+    pub rejects: u64,
+    /// The most recent NACK, kept after later ACKs as history.
+    pub last_nack: Option<NackStatus>,
+}
+
+/// What `/debug/syncz` shows for one connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionStatus {
+    /// Unique per stream: `<node id>-<counter>`, as Istio's.
+    pub connection_id: String,
+    /// The Envoy node id.
+    pub proxy_id: String,
+    /// `sidecar` or `router`.
+    pub proxy_type: String,
+    /// The proxy's namespace.
+    pub namespace: String,
+    /// The remote address, when known.
+    pub peer: Option<String>,
+    /// SotW or delta.
+    pub protocol: Protocol,
+    /// When the stream was accepted (RFC 3339, UTC).
+    pub connected_since: String,
+    /// The snapshot version the connection last generated from.
+    pub snapshot_version: u64,
+    /// Per type, keyed by Istio's short name (`cds`, `eds`, `lds`, `rds`).
+    pub types: BTreeMap<String, TypeStatus>,
+    /// The identified proxy (for `/debug/config_dump`).
+    #[serde(skip)]
+    pub proxy: Proxy,
+}
+
+impl ConnectionStatus {
+    /// The status of `type_url`, if the proxy watches it.
+    pub fn type_status(&self, type_url: &str) -> Option<&TypeStatus> {
+        self.types.get(short_type(type_url))
+    }
+}
+
+type Shared = Arc<Mutex<ConnectionStatus>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The live ADS connections, by connection id. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Connections {
+    inner: Arc<Mutex<BTreeMap<String, Shared>>>,
+}
+
+impl Connections {
+    /// How many streams are open.
+    pub fn len(&self) -> usize {
+        lock(&self.inner).len()
+    }
+
+    /// Whether no stream is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A copy of every connection's status, ordered by connection id.
+    pub fn list(&self) -> Vec<ConnectionStatus> {
+        let shared: Vec<Shared> = lock(&self.inner).values().cloned().collect();
+        shared.iter().map(|s| lock(s).clone()).collect()
+    }
+
+    /// The most recent connection of a proxy, found by its full node id, by
+    /// `POD.NAMESPACE` (Istio's `proxyID`), or by connection id.
+    pub fn find(&self, query: &str) -> Option<ConnectionStatus> {
+        self.list()
+            .into_iter()
+            .filter(|c| {
+                c.proxy_id == query
+                    || c.connection_id == query
+                    || format!("{}.{}", c.proxy.pod_name, c.proxy.namespace) == query
+            })
+            .max_by(|a, b| a.connected_since.cmp(&b.connected_since))
+    }
+
+    fn register(&self, status: ConnectionStatus) -> Registration {
+        let id = status.connection_id.clone();
+        let shared = Arc::new(Mutex::new(status));
+        lock(&self.inner).insert(id.clone(), shared.clone());
+        Registration {
+            connections: self.clone(),
+            id,
+            shared,
+        }
+    }
+}
+
+/// Removes its connection from [`Connections`] when dropped.
+struct Registration {
+    connections: Connections,
+    id: String,
+    shared: Shared,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        lock(&self.connections.inner).remove(&self.id);
+    }
+}
+
+/// What a push regenerates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// Every watched type.
+    Full,
+    /// EDS only, for clusters of hosts whose endpoints changed (Istio's
+    /// incremental EDS push).
+    Endpoints,
+}
+
+/// The host of an Istio cluster name (`outbound|9080|v1|reviews.default.svc.cluster.local`).
+pub(super) fn cluster_host(name: &str) -> Option<&str> {
+    let mut parts = name.split('|');
+    let (_dir, _port, _subset, host) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || host.is_empty() {
+        return None;
+    }
+    Some(host)
+}
+
+/// Types pushed for one snapshot and not yet ACKed.
+#[derive(Debug)]
+struct Pending {
+    start: Instant,
+    types: BTreeSet<String>,
+}
+
+/// Reads the first request of a stream, bounded in time. `Ok(None)`: the proxy
+/// went away first.
+pub(super) async fn first_request<T>(
+    server: &AdsServer,
+    requests: &mut Streaming<T>,
+) -> Result<Option<T>, AdsError> {
+    let limit = server.limits.first_request_timeout;
+    match tokio::time::timeout(limit, requests.message()).await {
+        Ok(Ok(Some(r))) => Ok(Some(r)),
+        Ok(Ok(None)) => Ok(None),
+        Ok(Err(status)) => {
+            tracing::debug!(error = %status, "ADS stream failed before its first request");
+            Ok(None)
+        }
+        Err(_) => Err(AdsError::NoFirstRequest(limit)),
+    }
+}
+
+/// Resolves once `closing` turns true (pilot is shutting down).
+pub(super) async fn closed(closing: &mut watch::Receiver<bool>) {
+    let _ = closing.wait_for(|c| *c).await;
+}
+
+/// Ends a stream with `error`, unless the proxy already went away.
+pub(super) async fn fail<R>(tx: &mpsc::Sender<Result<R, Status>>, error: &AdsError) {
+    if matches!(error, AdsError::Closed) {
+        return;
+    }
+    let _ = tx.send(Err(Status::from(error))).await;
+}
+
+/// One identified, registered connection.
+pub(super) struct Conn<R> {
+    /// The server (model, generator, metrics, limits).
+    pub server: AdsServer,
+    /// The proxy as its node describes it; completed again on every snapshot.
+    base: Proxy,
+    /// Who the proxy is, completed from [`Conn::snapshot`].
+    pub proxy: Proxy,
+    /// The snapshot every response is generated from until the next push.
+    pub snapshot: Arc<Snapshot>,
+    /// New snapshot versions.
+    pub versions: watch::Receiver<u64>,
+    /// The connection id.
+    pub id: String,
+    tx: mpsc::Sender<Result<R, Status>>,
+    closing: watch::Receiver<bool>,
+    pending: Option<Pending>,
+    registration: Registration,
+}
+
+impl<R> Conn<R> {
+    /// Identifies the proxy from the first request's node, waits (bounded) for
+    /// pilot's first snapshot, and registers the connection.
+    pub async fn start(
+        server: AdsServer,
+        node: Option<Node>,
+        peer: Option<SocketAddr>,
+        protocol: Protocol,
+        tx: mpsc::Sender<Result<R, Status>>,
+    ) -> Result<Self, AdsError> {
+        let node = node
+            .filter(|n| !n.id.is_empty())
+            .ok_or(AdsError::MissingNode)?;
+        let base = Proxy::from_node(&node).map_err(AdsError::BadNode)?;
+        let mut versions = server.model.subscribe();
+        let mut closing = server.closing.subscribe();
+        if *closing.borrow() {
+            return Err(AdsError::ShuttingDown);
+        }
+        if server.model.load().version == 0 {
+            let wait =
+                tokio::time::timeout(server.limits.ready_timeout, versions.wait_for(|v| *v > 0));
+            tokio::select! {
+                r = wait => match r {
+                    Ok(Ok(_)) => {}
+                    _ => return Err(AdsError::NotReady),
+                },
+                _ = closed(&mut closing) => return Err(AdsError::ShuttingDown),
+            }
+        }
+        versions.borrow_and_update();
+        let snapshot = server.model.load();
+        let proxy = complete(&base, &snapshot);
+        let id = server.next_connection_id(&proxy.id);
+        let status = ConnectionStatus {
+            connection_id: id.clone(),
+            proxy_id: proxy.id.clone(),
+            proxy_type: proxy.kind.to_string(),
+            namespace: proxy.namespace.clone(),
+            peer: peer.map(|p| p.to_string()),
+            protocol,
+            connected_since: rfc3339(SystemTime::now()),
+            snapshot_version: snapshot.version,
+            types: BTreeMap::new(),
+            proxy: proxy.clone(),
+        };
+        let registration = server.connections.register(status);
+        server.metrics.connected.inc();
+        tracing::info!(connection = %id, ?protocol, peer = ?peer, "ADS: new connection");
+        Ok(Conn {
+            server,
+            base,
+            proxy,
+            snapshot,
+            versions,
+            id,
+            tx,
+            closing,
+            pending: None,
+            registration,
+        })
+    }
+
+    /// A receiver that turns true when pilot shuts down.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.clone()
+    }
+
+    /// Moves to the latest published snapshot, re-deriving the proxy from it.
+    /// Returns what the push must cover, or `None` when there is nothing newer.
+    pub fn refresh(&mut self) -> Option<Scope> {
+        let latest = self.server.model.load();
+        if latest.version == self.snapshot.version {
+            return None;
+        }
+        let proxy = complete(&self.base, &latest);
+        // The fast path holds only when this connection saw the snapshot right
+        // before (none was skipped) and the proxy itself did not change.
+        let scope = if latest.endpoints_only
+            && latest.version == self.snapshot.version + 1
+            && proxy == self.proxy
+        {
+            Scope::Endpoints
+        } else {
+            Scope::Full
+        };
+        self.proxy = proxy;
+        self.snapshot = latest;
+        let proxy = self.proxy.clone();
+        let version = self.snapshot.version;
+        self.with_status(|s| {
+            s.snapshot_version = version;
+            s.proxy = proxy;
+        });
+        Some(scope)
+    }
+
+    /// Whether an endpoint-only change can affect EDS `names`: some name is a
+    /// cluster of a host whose endpoints changed (names that are not Istio
+    /// cluster names count as affected).
+    pub fn endpoints_touch(&self, names: &BTreeSet<String>) -> bool {
+        names.iter().any(|n| match cluster_host(n) {
+            Some(host) => self.snapshot.endpoints_changed.contains(host),
+            None => true,
+        })
+    }
+
+    /// The resources of `type_url` for this proxy from the current snapshot.
+    pub fn generate(
+        &self,
+        type_url: &str,
+        names: &BTreeSet<String>,
+    ) -> Result<Vec<NamedResource>, GenerateError> {
+        let names: Vec<String> = names.iter().cloned().collect();
+        (self.server.generator)(&self.snapshot, &self.proxy, type_url, &names)
+    }
+
+    /// A nonce no other response of this process carries.
+    pub fn nonce(&self) -> String {
+        self.server.nonces.next()
+    }
+
+    /// Identifies pilot to Envoy (`control_plane` in responses).
+    pub fn control_plane(&self) -> Option<ControlPlane> {
+        Some(ControlPlane {
+            identifier: format!("mizzen-pilot/{}", env!("CARGO_PKG_VERSION")),
+        })
+    }
+
+    /// Queues one response; fails when the proxy went away or pilot is stopping.
+    pub async fn send(&self, response: R) -> Result<(), AdsError> {
+        let mut closing = self.closing.clone();
+        tokio::select! {
+            sent = self.tx.send(Ok(response)) => sent.map_err(|_| AdsError::Closed),
+            _ = closed(&mut closing) => Err(AdsError::ShuttingDown),
+        }
+    }
+
+    fn with_status(&self, f: impl FnOnce(&mut ConnectionStatus)) {
+        f(&mut lock(&self.registration.shared));
+    }
+
+    fn with_type(&self, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
+        self.with_status(|s| {
+            let t = s
+                .types
+                .entry(short_type(type_url).to_string())
+                .or_insert_with(|| TypeStatus {
+                    type_url: type_url.to_string(),
+                    ..TypeStatus::default()
+                });
+            f(t);
+        });
+    }
+
+    /// Records the proxy's subscription to `type_url`.
+    pub fn watching(&self, type_url: &str, names: &BTreeSet<String>, wildcard: bool) {
+        self.with_type(type_url, |t| {
+            t.wildcard = wildcard;
+            t.subscribed = names.len();
+            t.names = names.iter().cloned().collect();
+        });
+    }
+
+    /// Forgets `type_url` (the proxy unsubscribed).
+    pub fn unwatch(&mut self, type_url: &str) {
+        self.with_status(|s| {
+            s.types.remove(short_type(type_url));
+        });
+        self.settle(type_url);
+    }
+
+    /// Records a response sent and counts it.
+    pub fn sent(
+        &self,
+        type_url: &str,
+        version: &str,
+        nonce: &str,
+        resources: usize,
+        started: Instant,
+    ) {
+        self.server
+            .metrics
+            .record_push(type_url, started.elapsed().as_secs_f64());
+        let now = rfc3339(SystemTime::now());
+        self.with_type(type_url, |t| {
+            t.version_sent = Some(version.to_string());
+            t.nonce_sent = Some(nonce.to_string());
+            t.sent_at = Some(now);
+            t.resources_sent = resources;
+            t.pushes += 1;
+        });
+        tracing::debug!(connection = %self.id, r#type = short_type(type_url), version, nonce, resources, "ADS: sent");
+    }
+
+    /// Records an ACK of the latest response of `type_url`.
+    pub fn acked(&mut self, type_url: &str, version: &str, nonce: &str) {
+        let now = rfc3339(SystemTime::now());
+        self.with_type(type_url, |t| {
+            t.version_acked = Some(version.to_string());
+            t.nonce_acked = Some(nonce.to_string());
+            t.acked_at = Some(now);
+        });
+        tracing::trace!(connection = %self.id, r#type = short_type(type_url), version, nonce, "ADS: ACK");
+        self.settle(type_url);
+    }
+
+    /// Records a NACK: kept in the status, counted, logged; never answered.
+    pub fn nacked(&mut self, type_url: &str, message: &str, nonce: &str, version: &str) {
+        self.server.metrics.record_reject(type_url);
+        tracing::warn!(
+            connection = %self.id,
+            r#type = short_type(type_url),
+            nonce,
+            version,
+            error = message,
+            "ADS: proxy rejected the configuration (NACK); keeping its last accepted version"
+        );
+        let nack = NackStatus {
+            message: message.to_string(),
+            nonce: nonce.to_string(),
+            version: version.to_string(),
+            at: rfc3339(SystemTime::now()),
+        };
+        self.with_type(type_url, |t| {
+            t.rejects += 1;
+            t.last_nack = Some(nack);
+        });
+        // A rejected push never converges; stop timing it.
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.types.contains(type_url))
+        {
+            self.pending = None;
+        }
+    }
+
+    /// Counts a request ignored for its stale nonce.
+    pub fn expired(&self, type_url: &str, nonce: &str, latest: Option<&str>) {
+        self.server.metrics.record_expired_nonce(type_url);
+        tracing::debug!(connection = %self.id, r#type = short_type(type_url), nonce, latest, "ADS: stale nonce ignored");
+    }
+
+    /// Starts (or extends) convergence timing for the types just pushed.
+    pub fn pushed(&mut self, started: Instant, types: &[String]) {
+        if types.is_empty() {
+            return;
+        }
+        let pending = self.pending.get_or_insert(Pending {
+            start: started,
+            types: BTreeSet::new(),
+        });
+        pending.types.extend(types.iter().cloned());
+    }
+
+    fn settle(&mut self, type_url: &str) {
+        let Some(p) = self.pending.as_mut() else {
+            return;
+        };
+        p.types.remove(type_url);
+        if p.types.is_empty() {
+            let seconds = p.start.elapsed().as_secs_f64();
+            self.server.metrics.convergence.observe(seconds);
+            tracing::debug!(connection = %self.id, seconds, "ADS: proxy converged");
+            self.pending = None;
+        }
+    }
+}
+
+impl<R> Drop for Conn<R> {
+    fn drop(&mut self) {
+        self.server.metrics.connected.dec();
+        tracing::info!(connection = %self.id, "ADS: connection closed");
+    }
+}
+
+fn complete(base: &Proxy, snapshot: &Snapshot) -> Proxy {
+    let mut proxy = base.clone();
+    proxy.complete_from(snapshot);
+    proxy
+}
+
+/// `t` as RFC 3339 in UTC with milliseconds (`2024-05-01T12:00:00.123Z`).
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+// Howard Hinnant's days-to-civil conversion.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn cluster_hosts() {
+        assert_eq!(
+            cluster_host("outbound|9080|v1|reviews.default.svc.cluster.local"),
+            Some("reviews.default.svc.cluster.local")
+        );
+        assert_eq!(cluster_host("outbound|9080||a.b"), Some("a.b"));
+        assert_eq!(cluster_host("BlackHoleCluster"), None);
+        assert_eq!(cluster_host("a|b|c|"), None);
+    }
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_709_251_200_250); // 2024-03-01
+        assert_eq!(rfc3339(t), "2024-03-01T00:00:00.250Z");
+        let t = UNIX_EPOCH + Duration::from_secs(951_868_799); // 2000-02-29T23:59:59
+        assert_eq!(rfc3339(t), "2000-02-29T23:59:59.000Z");
+    }
+}

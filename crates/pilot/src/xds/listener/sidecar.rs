@@ -1,0 +1,344 @@
+//! A sidecar's listeners, as Istio lays them out for iptables capture:
+//!
+//! - `virtualOutbound` (0.0.0.0:15001, `use_original_dst`): hands each
+//!   captured connection to the listener of its original destination port;
+//!   what no listener takes goes to PassthroughCluster (ALLOW_ANY) or
+//!   BlackHoleCluster (REGISTRY_ONLY). Connections to 15001 itself are dropped.
+//! - `0.0.0.0_PORT` (`bind_to_port: false`) per port of the services the proxy
+//!   sees: HTTP services share one connection manager with RDS `PORT`; TCP
+//!   services get a chain per service matching its VIPs (TLS services: its
+//!   host as SNI) with a TCP proxy to its cluster, or to the weighted
+//!   destinations of the first `tcp`/`tls` rule of a VirtualService bound to
+//!   `mesh` for it; without HTTP services, the catch-all chain goes to a TCP
+//!   service without VIPs, else passthrough/blackhole.
+//! - `virtualInbound` (0.0.0.0:15006, `original_dst` listener filter): a chain
+//!   per inbound port (HTTP: connection manager with an inline route to
+//!   `inbound|PORT||`; TCP: TCP proxy), then InboundPassthroughCluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::host;
+use common::istio::networking::{OutboundTrafficMode, RouteDestination};
+use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+
+use super::{
+    Routes, chain, host_range, http_connection_manager, original_dst, tcp_proxy, tls_inspector,
+};
+use crate::model::{Protocol, Service, fqdn};
+use crate::xds::cluster::{
+    BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER, inbound_name,
+};
+use crate::xds::route::scope::{MESH_GATEWAY, Scope, namespace, normalize_gateway};
+use crate::xds::route::translate::inbound_route;
+use crate::xds::route::util::{boolv, labels_match, socket_address, subset_key, u32v};
+
+/// Istio's outbound capture port.
+pub const OUTBOUND_PORT: u32 = 15001;
+/// Istio's inbound capture port.
+pub const INBOUND_PORT: u32 = 15006;
+
+/// The sidecar's listeners.
+pub fn listeners(scope: &Scope<'_>) -> Vec<Listener> {
+    let mut out = vec![virtual_outbound(scope), virtual_inbound(scope)];
+    out.extend(outbound_listeners(scope));
+    out
+}
+
+fn fallback_cluster(scope: &Scope<'_>) -> &'static str {
+    match scope.outbound_mode() {
+        OutboundTrafficMode::AllowAny => PASSTHROUGH_CLUSTER,
+        OutboundTrafficMode::RegistryOnly => BLACKHOLE_CLUSTER,
+    }
+}
+
+fn port_match(port: u32) -> Option<FilterChainMatch> {
+    Some(FilterChainMatch {
+        destination_port: u32v(port),
+        ..Default::default()
+    })
+}
+
+fn virtual_outbound(scope: &Scope<'_>) -> Listener {
+    let fallback = fallback_cluster(scope);
+    Listener {
+        name: "virtualOutbound".into(),
+        address: Some(socket_address("0.0.0.0", OUTBOUND_PORT)),
+        use_original_dst: boolv(true),
+        filter_chains: vec![
+            chain(
+                "virtualOutbound-blackhole",
+                port_match(OUTBOUND_PORT),
+                tcp_proxy(BLACKHOLE_CLUSTER, &[(BLACKHOLE_CLUSTER.into(), 1)], None),
+            ),
+            chain(
+                "virtualOutbound-catchall-tcp",
+                None,
+                tcp_proxy(fallback, &[(fallback.into(), 1)], None),
+            ),
+        ],
+        traffic_direction: TrafficDirection::Outbound as i32,
+        ..Default::default()
+    }
+}
+
+/// The outbound ports of the services the sidecar sees, with those services.
+fn outbound_ports<'a>(scope: &Scope<'a>) -> BTreeMap<u32, Vec<(&'a Service, Protocol)>> {
+    let mut ports: BTreeMap<u32, Vec<(&'a Service, Protocol)>> = BTreeMap::new();
+    for svc in scope.services() {
+        for p in &svc.ports {
+            if p.port == OUTBOUND_PORT || p.port == INBOUND_PORT || p.port == 0 {
+                continue;
+            }
+            ports
+                .entry(p.port)
+                .or_default()
+                .push((svc.as_ref(), p.protocol));
+        }
+    }
+    ports
+}
+
+fn outbound_listeners(scope: &Scope<'_>) -> Vec<Listener> {
+    let fallback = fallback_cluster(scope);
+    let mut out = Vec::new();
+    for (port, services) in outbound_ports(scope) {
+        let name = format!("0.0.0.0_{port}");
+        let stat_prefix = format!("outbound_0.0.0.0_{port}");
+        let mut chains: Vec<FilterChain> = Vec::new();
+        let mut seen: BTreeSet<(Vec<String>, Vec<String>)> = BTreeSet::new();
+        let mut catch_all_tcp: Option<(String, Vec<(String, u32)>)> = None;
+        let mut sni = false;
+        let has_http = services.iter().any(|(_, p)| p.is_http());
+        for (svc, protocol) in services.iter().filter(|(_, p)| !p.is_http()) {
+            let clusters = l4_destinations(scope, svc, port, *protocol == Protocol::Tls)
+                .unwrap_or_else(|| vec![(subset_key("outbound", port, None, &svc.hostname), 1)]);
+            let chain_name = subset_key("outbound", port, None, &svc.hostname);
+            let (ranges, names) = if *protocol == Protocol::Tls {
+                (Vec::new(), vec![svc.hostname.clone()])
+            } else {
+                let ranges: Vec<String> = svc
+                    .addresses
+                    .iter()
+                    .filter(|a| host_range(a).is_some())
+                    .cloned()
+                    .collect();
+                if ranges.is_empty() {
+                    if catch_all_tcp.is_none() {
+                        catch_all_tcp = Some((chain_name, clusters));
+                    }
+                    continue;
+                }
+                (ranges, Vec::new())
+            };
+            if !seen.insert((ranges.clone(), names.clone())) {
+                continue;
+            }
+            sni |= !names.is_empty();
+            let m = FilterChainMatch {
+                prefix_ranges: ranges.iter().filter_map(|r| host_range(r)).collect(),
+                server_names: names,
+                ..Default::default()
+            };
+            chains.push(chain(
+                &chain_name,
+                Some(m),
+                tcp_proxy(&chain_name, &clusters, None),
+            ));
+        }
+        let default = if has_http {
+            chain(
+                &name,
+                None,
+                http_connection_manager(&stat_prefix, Routes::Rds(port.to_string()), false, true),
+            )
+        } else if let Some((chain_name, clusters)) = catch_all_tcp {
+            chain(&chain_name, None, tcp_proxy(&chain_name, &clusters, None))
+        } else {
+            chain(
+                &format!("{name}-catchall-tcp"),
+                None,
+                tcp_proxy(fallback, &[(fallback.into(), 1)], None),
+            )
+        };
+        chains.push(default);
+        out.push(Listener {
+            name,
+            address: Some(socket_address("0.0.0.0", port)),
+            bind_to_port: boolv(false),
+            filter_chains: chains,
+            listener_filters: if sni {
+                vec![tls_inspector()]
+            } else {
+                Vec::new()
+            },
+            traffic_direction: TrafficDirection::Outbound as i32,
+            ..Default::default()
+        });
+    }
+    out
+}
+
+/// The weighted clusters of the first `tcp` (or `tls`, for TLS services) rule
+/// of a VirtualService bound to `mesh` for `svc`, when one applies here.
+fn l4_destinations(
+    scope: &Scope<'_>,
+    svc: &Service,
+    port: u32,
+    tls: bool,
+) -> Option<Vec<(String, u32)>> {
+    for (resource, vs) in scope.mesh_virtual_services() {
+        let ns = namespace(resource);
+        if !vs
+            .hosts
+            .iter()
+            .any(|h| host::subset_of(&svc.hostname, &fqdn(h, ns)))
+        {
+            continue;
+        }
+        let applies =
+            |port_m: Option<u32>, labels: &BTreeMap<String, String>, gateways: &[String]| {
+                port_m.is_none_or(|p| p == port)
+                    && labels_match(labels, &scope.proxy.labels)
+                    && (gateways.is_empty()
+                        || gateways
+                            .iter()
+                            .any(|g| normalize_gateway(g, ns) == MESH_GATEWAY))
+            };
+        let routes: Vec<&[RouteDestination]> = if tls {
+            vs.tls
+                .iter()
+                .filter(|r| {
+                    r.r#match.iter().any(|m| {
+                        applies(m.port, &m.source_labels, &m.gateways)
+                            && m.sni_hosts.iter().any(|h| host::overlap(&svc.hostname, h))
+                    })
+                })
+                .map(|r| r.route.as_slice())
+                .collect()
+        } else {
+            vs.tcp
+                .iter()
+                .filter(|r| {
+                    r.r#match.is_empty()
+                        || r.r#match
+                            .iter()
+                            .any(|m| applies(m.port, &m.source_labels, &m.gateways))
+                })
+                .map(|r| r.route.as_slice())
+                .collect()
+        };
+        if let Some(route) = routes.into_iter().find(|r| !r.is_empty()) {
+            return Some(l4_clusters(route, ns, port, scope));
+        }
+    }
+    None
+}
+
+/// Clusters and weights of L4 route destinations (weight 0 left out unless
+/// it is the only one).
+pub fn l4_clusters(
+    route: &[RouteDestination],
+    ns: &str,
+    listen_port: u32,
+    scope: &Scope<'_>,
+) -> Vec<(String, u32)> {
+    let mut out: Vec<(String, u32)> = route
+        .iter()
+        .filter(|d| route.len() == 1 || d.weight.unwrap_or(0) > 0)
+        .map(|d| {
+            let host = fqdn(&d.destination.host, ns);
+            let port = d
+                .destination
+                .port
+                .as_ref()
+                .and_then(|p| p.number)
+                .or_else(|| {
+                    scope
+                        .snapshot
+                        .services
+                        .get(&host)
+                        .filter(|s| s.ports.len() == 1)
+                        .map(|s| s.ports[0].port)
+                })
+                .unwrap_or(listen_port);
+            (
+                subset_key(
+                    "outbound",
+                    port,
+                    d.destination.subset.as_deref().filter(|s| !s.is_empty()),
+                    &host,
+                ),
+                d.weight.unwrap_or(0).max(1) as u32,
+            )
+        })
+        .collect();
+    if out.is_empty()
+        && let Some(first) = route.first()
+    {
+        out.push((
+            subset_key(
+                "outbound",
+                listen_port,
+                None,
+                &fqdn(&first.destination.host, ns),
+            ),
+            1,
+        ));
+    }
+    out
+}
+
+fn virtual_inbound(scope: &Scope<'_>) -> Listener {
+    let mut chains = vec![chain(
+        "virtualInbound-blackhole",
+        port_match(INBOUND_PORT),
+        tcp_proxy(BLACKHOLE_CLUSTER, &[(BLACKHOLE_CLUSTER.into(), 1)], None),
+    )];
+    for p in scope.inbound_ports() {
+        if p.port == INBOUND_PORT {
+            continue;
+        }
+        let cluster = inbound_name(p.port);
+        let stat_prefix = format!("inbound_0.0.0.0_{}", p.port);
+        let filter = if p.protocol.is_http() {
+            let rc = RouteConfiguration {
+                name: cluster.clone(),
+                virtual_hosts: vec![VirtualHost {
+                    name: format!("inbound|http|{}", p.port),
+                    domains: vec!["*".into()],
+                    routes: vec![inbound_route(&cluster)],
+                    ..Default::default()
+                }],
+                validate_clusters: boolv(false),
+                ..Default::default()
+            };
+            http_connection_manager(&stat_prefix, Routes::Inline(Box::new(rc)), false, false)
+        } else {
+            tcp_proxy(&cluster, &[(cluster.clone(), 1)], None)
+        };
+        chains.push(chain(
+            &format!("0.0.0.0_{}", p.port),
+            port_match(p.port),
+            filter,
+        ));
+    }
+    chains.push(chain(
+        "virtualInbound-catchall-tcp",
+        None,
+        tcp_proxy(
+            INBOUND_PASSTHROUGH_CLUSTER,
+            &[(INBOUND_PASSTHROUGH_CLUSTER.into(), 1)],
+            None,
+        ),
+    ));
+    Listener {
+        name: "virtualInbound".into(),
+        address: Some(socket_address("0.0.0.0", INBOUND_PORT)),
+        listener_filters: vec![original_dst()],
+        filter_chains: chains,
+        traffic_direction: TrafficDirection::Inbound as i32,
+        ..Default::default()
+    }
+}
