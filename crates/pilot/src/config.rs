@@ -71,6 +71,14 @@ pub trait ConfigSource: Send {
     /// source lives. Called once, before the first [`ConfigSource::load`], so that no
     /// change between the two is missed.
     fn watch(&mut self, signal: ChangeSignal) -> Result<(), SourceError>;
+
+    /// Whether a load now would read exactly what the last successful load read
+    /// (for files: the same paths, sizes and modification times). Asked once, right
+    /// after [`ConfigSource::watch`], to skip a second load of an unchanged source
+    /// at start. `false` (the default) when the source cannot tell.
+    fn unchanged(&mut self) -> bool {
+        false
+    }
 }
 
 /// Why a source could not be read or watched.
@@ -256,7 +264,9 @@ impl<S: ConfigSource + 'static> ConfigController<S> {
     /// Watches the source and keeps the model current until `shutdown` completes.
     ///
     /// Starts watching, loads and publishes once (an error there is returned: the
-    /// app should not start on an unreadable config), then applies each settled
+    /// app should not start on an unreadable config; the load is skipped when this
+    /// controller already published and [`ConfigSource::unchanged`] says the source
+    /// is as it read it), then applies each settled
     /// burst of changes. Later load errors are logged and the last good state stays.
     /// A reload in progress when `shutdown` fires is finished first.
     pub async fn run(
@@ -267,8 +277,15 @@ impl<S: ConfigSource + 'static> ConfigController<S> {
         let (signal, mut changes) = ChangeSignal::channel();
         self.source.watch(signal)?;
         let (after, max) = (self.options.debounce_after, self.options.debounce_max);
+        // A load made before the watcher started (`App::build`) may have missed a
+        // change: load again unless the source is provably the same.
+        let loaded_before = model.load().version > 0 && self.source.unchanged();
         let shared = Arc::new(Mutex::new(self));
-        reload_blocking(&shared, &model).await?;
+        if loaded_before {
+            tracing::debug!("config unchanged since the last load; not reading it again");
+        } else {
+            reload_blocking(&shared, &model).await?;
+        }
 
         tokio::pin!(shutdown);
         loop {

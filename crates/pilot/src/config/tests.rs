@@ -273,3 +273,42 @@ fn endpoint_changes_are_published_as_endpoints_only() {
             .contains("web.default.svc.cluster.local")
     );
 }
+
+#[test]
+fn the_file_source_tells_when_a_load_would_read_the_same_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.yaml");
+    std::fs::write(
+        &a,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: one}\n",
+    )
+    .unwrap();
+    let mut source = FileSource::new(dir.path());
+    assert!(!source.unchanged(), "nothing was loaded yet");
+    source.load().unwrap();
+    assert!(source.unchanged());
+    std::fs::write(
+        dir.path().join("b.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: two}\n",
+    )
+    .unwrap();
+    assert!(!source.unchanged(), "a new file");
+    source.load().unwrap();
+    assert!(source.unchanged());
+    std::fs::write(
+        &a,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: three}\n",
+    )
+    .unwrap();
+    assert!(!source.unchanged(), "an edited file");
+    std::fs::remove_file(&a).unwrap();
+    source.load().unwrap();
+    assert!(source.unchanged());
+    // A single file works the same way.
+    let b = dir.path().join("b.yaml");
+    let mut single = FileSource::new(&b);
+    single.load().unwrap();
+    assert!(single.unchanged());
+    std::fs::remove_file(&b).unwrap();
+    assert!(!single.unchanged(), "a file that went away");
+}

