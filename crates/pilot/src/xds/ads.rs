@@ -337,7 +337,12 @@ impl AggregatedDiscoveryService for AdsServer {
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let peer: Option<SocketAddr> = request.remote_addr();
         let (tx, rx) = mpsc::channel(self.limits.send_queue.max(1));
-        tokio::spawn(sotw::serve(self.clone(), request.into_inner(), tx, peer));
+        tokio::spawn(connection::serve::<sotw::Sotw>(
+            self.clone(),
+            request.into_inner(),
+            tx,
+            peer,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -347,7 +352,12 @@ impl AggregatedDiscoveryService for AdsServer {
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let peer: Option<SocketAddr> = request.remote_addr();
         let (tx, rx) = mpsc::channel(self.limits.send_queue.max(1));
-        tokio::spawn(delta::serve(self.clone(), request.into_inner(), tx, peer));
+        tokio::spawn(connection::serve::<delta::Delta>(
+            self.clone(),
+            request.into_inner(),
+            tx,
+            peer,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -228,6 +228,86 @@ pub(super) async fn closed(closing: &mut watch::Receiver<bool>) {
     let _ = closing.wait_for(|c| *c).await;
 }
 
+/// One ADS stream protocol (SotW or delta): how it applies a request and how it
+/// pushes a new snapshot. [`serve`] and [`drive`] run what both share.
+pub(super) trait StreamProtocol: Sized {
+    /// The request message.
+    type Req;
+    /// The response message.
+    type Resp;
+    /// Which protocol, for `/debug/syncz` and logs.
+    const PROTOCOL: Protocol;
+    /// The node a request carries (required on the first).
+    fn node(req: &Self::Req) -> Option<Node>;
+    /// A fresh stream state on an identified connection.
+    fn new(conn: Conn<Self::Resp>) -> Self;
+    /// The stream's connection.
+    fn conn(&mut self) -> &mut Conn<Self::Resp>;
+    /// Applies one request.
+    async fn handle(&mut self, req: Self::Req) -> Result<(), AdsError>;
+    /// Pushes what a newly published snapshot changed.
+    async fn push(&mut self) -> Result<(), AdsError>;
+}
+
+/// Serves one stream to its end: reads the first request, identifies the proxy,
+/// then [`drive`]s the protocol; a failure ends the stream with its status.
+pub(super) async fn serve<S: StreamProtocol>(
+    server: AdsServer,
+    mut requests: Streaming<S::Req>,
+    tx: mpsc::Sender<Result<S::Resp, Status>>,
+    peer: Option<SocketAddr>,
+) {
+    let first = match first_request(&server, &mut requests).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => return fail(&tx, &e).await,
+    };
+    let conn = match Conn::start(server, S::node(&first), peer, S::PROTOCOL, tx.clone()).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, peer = ?peer, protocol = ?S::PROTOCOL, "ADS: refusing stream");
+            return fail(&tx, &e).await;
+        }
+    };
+    let mut stream = S::new(conn);
+    if let Err(e) = drive(&mut stream, first, requests).await {
+        if !matches!(e, AdsError::Closed | AdsError::ShuttingDown) {
+            tracing::warn!(connection = %stream.conn().id, error = %e, "ADS: ending stream");
+        }
+        fail(&tx, &e).await;
+    }
+}
+
+/// Runs an identified stream: the first request, then requests and published
+/// snapshots as they come, until the proxy leaves (`Ok`) or pilot shuts down.
+async fn drive<S: StreamProtocol>(
+    s: &mut S,
+    first: S::Req,
+    mut requests: Streaming<S::Req>,
+) -> Result<(), AdsError> {
+    s.handle(first).await?;
+    let mut closing = s.conn().closing();
+    let mut model_alive = true;
+    loop {
+        tokio::select! {
+            biased;
+            _ = closed(&mut closing) => return Err(AdsError::ShuttingDown),
+            msg = requests.message() => match msg {
+                Ok(Some(req)) => s.handle(req).await?,
+                Ok(None) => return Ok(()),
+                Err(status) => {
+                    tracing::debug!(connection = %s.conn().id, error = %status, "ADS: stream ended");
+                    return Ok(());
+                }
+            },
+            changed = s.conn().versions.changed(), if model_alive => match changed {
+                Ok(()) => s.push().await?,
+                Err(_) => model_alive = false,
+            },
+        }
+    }
+}
+
 /// Ends a stream with `error`, unless the proxy already went away.
 pub(super) async fn fail<R>(tx: &mpsc::Sender<Result<R, Status>>, error: &AdsError) {
     if matches!(error, AdsError::Closed) {

@@ -19,21 +19,18 @@
 //! connection does not grow with the size of the mesh.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
-use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
 
-use super::connection::{Conn, Protocol, Scope, closed, cluster_host, fail, first_request};
-use super::{AdsError, AdsServer, in_push_order, resource_version};
+use envoy_types::pb::envoy::config::core::v3::Node;
+
+use super::connection::{Conn, Protocol, Scope, StreamProtocol, cluster_host};
+use super::{AdsError, in_push_order, resource_version};
 use crate::model::Snapshot;
 use crate::xds::{CLUSTER, ENDPOINT, GenerateError, is_wildcard_type};
-
-type Tx = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
 
 /// What the proxy watches of one type, and what it holds.
 #[derive(Debug, Default)]
@@ -111,45 +108,6 @@ impl Watch {
     }
 }
 
-/// Serves one delta stream to its end.
-pub(super) async fn serve(
-    server: AdsServer,
-    mut requests: Streaming<DeltaDiscoveryRequest>,
-    tx: Tx,
-    peer: Option<SocketAddr>,
-) {
-    let first = match first_request(&server, &mut requests).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return,
-        Err(e) => return fail(&tx, &e).await,
-    };
-    let conn = match Conn::start(
-        server,
-        first.node.clone(),
-        peer,
-        Protocol::Delta,
-        tx.clone(),
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, peer = ?peer, "ADS: refusing delta stream");
-            return fail(&tx, &e).await;
-        }
-    };
-    let mut stream = Delta {
-        conn,
-        watches: BTreeMap::new(),
-    };
-    if let Err(e) = stream.run(first, requests).await {
-        if !matches!(e, AdsError::Closed | AdsError::ShuttingDown) {
-            tracing::warn!(connection = %stream.conn.id, error = %e, "ADS: ending delta stream");
-        }
-        fail(&tx, &e).await;
-    }
-}
-
 /// Which resources a response must carry beyond those whose version changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -161,40 +119,41 @@ enum Mode {
     Everything,
 }
 
-struct Delta {
+pub(super) struct Delta {
     conn: Conn<DeltaDiscoveryResponse>,
     watches: BTreeMap<String, Watch>,
 }
 
-impl Delta {
-    async fn run(
-        &mut self,
-        first: DeltaDiscoveryRequest,
-        mut requests: Streaming<DeltaDiscoveryRequest>,
-    ) -> Result<(), AdsError> {
-        self.handle(first).await?;
-        let mut closing = self.conn.closing();
-        let mut model_alive = true;
-        loop {
-            tokio::select! {
-                biased;
-                _ = closed(&mut closing) => return Err(AdsError::ShuttingDown),
-                msg = requests.message() => match msg {
-                    Ok(Some(req)) => self.handle(req).await?,
-                    Ok(None) => return Ok(()),
-                    Err(status) => {
-                        tracing::debug!(connection = %self.conn.id, error = %status, "ADS: delta stream ended");
-                        return Ok(());
-                    }
-                },
-                changed = self.conn.versions.changed(), if model_alive => match changed {
-                    Ok(()) => self.push().await?,
-                    Err(_) => model_alive = false,
-                },
-            }
+impl StreamProtocol for Delta {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    const PROTOCOL: Protocol = Protocol::Delta;
+
+    fn node(req: &DeltaDiscoveryRequest) -> Option<Node> {
+        req.node.clone()
+    }
+
+    fn new(conn: Conn<DeltaDiscoveryResponse>) -> Self {
+        Delta {
+            conn,
+            watches: BTreeMap::new(),
         }
     }
 
+    fn conn(&mut self) -> &mut Conn<DeltaDiscoveryResponse> {
+        &mut self.conn
+    }
+
+    async fn handle(&mut self, req: DeltaDiscoveryRequest) -> Result<(), AdsError> {
+        Delta::handle(self, req).await
+    }
+
+    async fn push(&mut self) -> Result<(), AdsError> {
+        Delta::push(self).await
+    }
+}
+
+impl Delta {
     async fn handle(&mut self, req: DeltaDiscoveryRequest) -> Result<(), AdsError> {
         let type_url = req.type_url.clone();
         if type_url.is_empty() {

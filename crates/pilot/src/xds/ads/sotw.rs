@@ -8,18 +8,15 @@
 //! a CDS push so that updated clusters can finish warming.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
 
-use super::connection::{Conn, Protocol, Scope, closed, fail, first_request};
-use super::{AdsError, AdsServer, in_push_order, name_set, set_hash};
+use envoy_types::pb::envoy::config::core::v3::Node;
+
+use super::connection::{Conn, Protocol, Scope, StreamProtocol};
+use super::{AdsError, in_push_order, name_set, set_hash};
 use crate::xds::{CLUSTER, ENDPOINT, GenerateError, is_wildcard_type};
-
-type Tx = mpsc::Sender<Result<DiscoveryResponse, Status>>;
 
 /// What the proxy watches of one type.
 #[derive(Debug, Default)]
@@ -35,72 +32,41 @@ struct Watch {
     unsupported: bool,
 }
 
-/// Serves one SotW stream to its end.
-pub(super) async fn serve(
-    server: AdsServer,
-    mut requests: Streaming<DiscoveryRequest>,
-    tx: Tx,
-    peer: Option<SocketAddr>,
-) {
-    let first = match first_request(&server, &mut requests).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return,
-        Err(e) => return fail(&tx, &e).await,
-    };
-    let conn = match Conn::start(server, first.node.clone(), peer, Protocol::Sotw, tx.clone()).await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, peer = ?peer, "ADS: refusing stream");
-            return fail(&tx, &e).await;
-        }
-    };
-    let mut stream = Sotw {
-        conn,
-        watches: BTreeMap::new(),
-    };
-    if let Err(e) = stream.run(first, requests).await {
-        if !matches!(e, AdsError::Closed | AdsError::ShuttingDown) {
-            tracing::warn!(connection = %stream.conn.id, error = %e, "ADS: ending stream");
-        }
-        fail(&tx, &e).await;
-    }
-}
-
-struct Sotw {
+pub(super) struct Sotw {
     conn: Conn<DiscoveryResponse>,
     watches: BTreeMap<String, Watch>,
 }
 
-impl Sotw {
-    async fn run(
-        &mut self,
-        first: DiscoveryRequest,
-        mut requests: Streaming<DiscoveryRequest>,
-    ) -> Result<(), AdsError> {
-        self.handle(first).await?;
-        let mut closing = self.conn.closing();
-        let mut model_alive = true;
-        loop {
-            tokio::select! {
-                biased;
-                _ = closed(&mut closing) => return Err(AdsError::ShuttingDown),
-                msg = requests.message() => match msg {
-                    Ok(Some(req)) => self.handle(req).await?,
-                    Ok(None) => return Ok(()),
-                    Err(status) => {
-                        tracing::debug!(connection = %self.conn.id, error = %status, "ADS: stream ended");
-                        return Ok(());
-                    }
-                },
-                changed = self.conn.versions.changed(), if model_alive => match changed {
-                    Ok(()) => self.push().await?,
-                    Err(_) => model_alive = false,
-                },
-            }
+impl StreamProtocol for Sotw {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+    const PROTOCOL: Protocol = Protocol::Sotw;
+
+    fn node(req: &DiscoveryRequest) -> Option<Node> {
+        req.node.clone()
+    }
+
+    fn new(conn: Conn<DiscoveryResponse>) -> Self {
+        Sotw {
+            conn,
+            watches: BTreeMap::new(),
         }
     }
 
+    fn conn(&mut self) -> &mut Conn<DiscoveryResponse> {
+        &mut self.conn
+    }
+
+    async fn handle(&mut self, req: DiscoveryRequest) -> Result<(), AdsError> {
+        Sotw::handle(self, req).await
+    }
+
+    async fn push(&mut self) -> Result<(), AdsError> {
+        Sotw::push(self).await
+    }
+}
+
+impl Sotw {
     /// Applies one request by the rules in the module header.
     async fn handle(&mut self, req: DiscoveryRequest) -> Result<(), AdsError> {
         let type_url = req.type_url.as_str();
