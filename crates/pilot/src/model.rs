@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use common::istio::networking::{
@@ -216,6 +216,9 @@ pub struct Snapshot {
     /// are the only ones to push; an empty set then means no proxy-visible change
     /// (for example only [`Snapshot::rejected`] changed).
     pub endpoints_changed: BTreeSet<String>,
+    /// DestinationRules by host, built on first use ([`Snapshot::destination_rules_for`]),
+    /// so generation looks up the rules of a host instead of scanning them all.
+    pub rule_index: OnceLock<RuleIndex>,
 }
 
 /// A workload instance known to the registry (a Pod or a WorkloadEntry).
@@ -229,6 +232,16 @@ pub struct Workload {
     pub labels: BTreeMap<String, String>,
     /// Service account.
     pub service_account: String,
+}
+
+/// DestinationRules indexed by the FQDN of their `host` (Istio resolves a rule's
+/// short host in the rule's namespace), wildcard hosts apart. Each entry is the
+/// rule's ordinal in [`Snapshot::destination_rules`] order and its position in
+/// [`Snapshot::config`].
+#[derive(Debug, Clone, Default)]
+pub struct RuleIndex {
+    exact: std::collections::HashMap<String, Vec<(usize, usize)>>,
+    wildcard: Vec<(usize, usize)>,
 }
 
 macro_rules! config_accessors {
@@ -256,6 +269,51 @@ impl Snapshot {
         peer_authentications => PeerAuthentication, PeerAuthenticationSpec;
         request_authentications => RequestAuthentication, RequestAuthenticationSpec;
         authorization_policies => AuthorizationPolicy, AuthorizationPolicySpec;
+    }
+
+    /// The DestinationRules that can apply to `hostname` — those whose host is
+    /// exactly it, and those with a wildcard host — each with its ordinal in
+    /// [`Snapshot::destination_rules`] order, ordered by that ordinal. Callers still
+    /// rank them (namespace, selector, wildcard match).
+    pub fn destination_rules_for(
+        &self,
+        hostname: &str,
+    ) -> Vec<(usize, &Resource, &DestinationRuleSpec)> {
+        let index = self.rule_index.get_or_init(|| {
+            let mut idx = RuleIndex::default();
+            let mut ordinal = 0;
+            for (pos, r) in self.config.iter().enumerate() {
+                let Body::Istio(Spec::DestinationRule(spec)) = &r.body else {
+                    continue;
+                };
+                let host = fqdn(&spec.host, r.namespace_or("default"));
+                if host.starts_with('*') {
+                    idx.wildcard.push((ordinal, pos));
+                } else {
+                    idx.exact.entry(host).or_default().push((ordinal, pos));
+                }
+                ordinal += 1;
+            }
+            idx
+        });
+        let mut picks: Vec<(usize, usize)> = index
+            .exact
+            .get(hostname)
+            .into_iter()
+            .flatten()
+            .chain(index.wildcard.iter())
+            .copied()
+            .collect();
+        picks.sort_unstable();
+        picks
+            .into_iter()
+            .filter_map(|(ordinal, pos)| match &self.config[pos].body {
+                Body::Istio(Spec::DestinationRule(spec)) => {
+                    Some((ordinal, self.config[pos].as_ref(), spec.as_ref()))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// Resolves a host as written in `namespace` (`reviews`, or an FQDN) to a
@@ -358,6 +416,34 @@ mod tests {
         assert_eq!(Protocol::from_name("https"), Protocol::Tls);
         assert_eq!(Protocol::from_name("mongo"), Protocol::Tcp);
         assert_eq!(Protocol::from_name(""), Protocol::Tcp);
+    }
+
+    #[test]
+    fn destination_rules_are_found_by_host_in_config_order() {
+        let loaded = common::load::load_str(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a, namespace: prod}\nspec: {host: reviews}\n---\n\
+             apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: b, namespace: default}\nspec: {host: ratings}\n---\n\
+             apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: c, namespace: default}\nspec: {host: '*.prod.svc.cluster.local'}\n---\n\
+             apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d, namespace: default}\nspec: {host: reviews.prod.svc.cluster.local}\n",
+            "dr.yaml",
+        );
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        let snap = Snapshot {
+            config: loaded.resources.into_iter().map(Arc::new).collect(),
+            ..Snapshot::default()
+        };
+        let found: Vec<(usize, &str)> = snap
+            .destination_rules_for("reviews.prod.svc.cluster.local")
+            .into_iter()
+            .map(|(i, r, _)| (i, r.name()))
+            .collect();
+        // `a` (short host in prod), the wildcard `c`, and `d`, in config order; not `b`.
+        assert_eq!(found, vec![(0, "a"), (2, "c"), (3, "d")]);
+        assert!(
+            snap.destination_rules_for("details.default.svc.cluster.local")
+                .iter()
+                .all(|(_, r, _)| r.name() == "c")
+        );
     }
 
     #[tokio::test]

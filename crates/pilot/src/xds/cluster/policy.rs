@@ -54,7 +54,7 @@ pub fn destination_rule<'a>(
         .get(hostname)
         .map(|s| s.namespace.as_str());
     let mut best: Option<(RuleRank, Rule<'a>)> = None;
-    for (index, (resource, spec)) in snapshot.destination_rules().enumerate() {
+    for (index, resource, spec) in snapshot.destination_rules_for(hostname) {
         let ns = namespace(resource);
         let ns_rank = if ns == proxy.namespace {
             0
