@@ -116,6 +116,42 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// One stop signal fanned out to every server of a service: each server waits on
+/// [`Stop::stopped`], and whoever decides the service must stop (SIGTERM, a failed
+/// component) calls [`Stop::trigger`].
+#[derive(Clone)]
+pub struct Stop {
+    tx: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        Stop::new()
+    }
+}
+
+impl Stop {
+    /// A signal not yet triggered.
+    pub fn new() -> Self {
+        Stop {
+            tx: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
+
+    /// Asks every server to stop (idempotent).
+    pub fn trigger(&self) {
+        self.tx.send_replace(true);
+    }
+
+    /// Resolves once [`Stop::trigger`] has been called.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.tx.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+}
+
 /// State behind the admin endpoints.
 #[derive(Clone)]
 pub struct Admin {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::runtime::{Admin, LogArgs, LogHandle, admin_router, bind};
+use common::runtime::{Admin, LogArgs, LogHandle, Stop, admin_router, bind};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -153,13 +153,8 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let addrs = self.addrs();
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        };
+        let stop = Stop::new();
+        let stopped = || stop.stopped();
         let admin = Admin {
             ready: self.ready.clone(),
             registry: self.registry.clone(),
@@ -182,11 +177,12 @@ impl App {
         tracing::info!(grpc = %addrs.grpc, webhook = %addrs.webhook, http = %addrs.http, "galley serving");
         self.ready.store(true, Ordering::Release);
         let ready = self.ready.clone();
+        let stop_on_signal = stop.clone();
         tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight requests");
             ready.store(false, Ordering::Release);
-            let _ = stop_tx.send(true);
+            stop_on_signal.trigger();
         });
         let (h, w, g) = tokio::join!(http, webhook, grpc);
         h.map_err(|e| Error::Serve(format!("admin HTTP: {e}")))?;

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration as StdDuration;
 
 use common::istio::types::Duration;
-use common::runtime::{Admin, LogArgs, LogHandle, admin_router, bind};
+use common::runtime::{Admin, LogArgs, LogHandle, Stop, admin_router, bind};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -242,13 +242,8 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let addrs = self.addrs();
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        };
+        let stop = Stop::new();
+        let stopped = || stop.stopped();
         let admin = Admin {
             ready: self.ready.clone(),
             registry: self.registry.clone(),
@@ -267,7 +262,7 @@ impl App {
                 tokio_stream::wrappers::TcpListenerStream::new(self.xds),
                 stopped(),
             );
-        let config_stop = stop_tx.clone();
+        let config_stop = stop.clone();
         let controller = self.controller;
         let model = self.model.clone();
         let config_stopped = stopped();
@@ -275,7 +270,7 @@ impl App {
             let result = controller.run(model, config_stopped).await;
             if let Err(e) = &result {
                 tracing::error!(error = %e, "config source failed; shutting down");
-                let _ = config_stop.send(true);
+                config_stop.trigger();
             }
             result
         };
@@ -292,16 +287,17 @@ impl App {
 
         let ready = self.ready.clone();
         let ads = self.ads.clone();
-        let mut stop_seen = stop_tx.subscribe();
+        let stop_seen = stop.stopped();
+        let stop_on_signal = stop.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = shutdown => {}
-                _ = stop_seen.wait_for(|s| *s) => {}
+                _ = stop_seen => {}
             }
             tracing::info!("shutting down: ending ADS streams and draining");
             ready.store(false, Ordering::Release);
             ads.close();
-            let _ = stop_tx.send(true);
+            stop_on_signal.trigger();
         });
 
         let drain = stopped();
