@@ -1,8 +1,13 @@
-//! The `citadel` binary (not available yet).
+//! The `citadel` binary: flags in, `App` out.
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "citadel: not available in this build. When built it will serve: Istio's CA gRPC API (IstioCertificateService/CreateCertificate) over TLS on :15012, metrics on :15014. See the README for what works today (mizzen validate, mizzen analyze, galley)."
-    );
-    std::process::ExitCode::from(2)
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = citadel::app::Config::parse();
+    let log = common::runtime::init_logging(&config.log)?;
+    tracing::info!(?config, "starting citadel");
+    let app = citadel::app::App::build(config).await?.with_log_handle(log);
+    app.run().await?;
+    Ok(())
 }

@@ -18,5 +18,6 @@ pub mod path;
 pub mod pb;
 pub mod resource;
 pub mod runtime;
+pub mod spiffe;
 pub mod tls;
 pub mod yaml;

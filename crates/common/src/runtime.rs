@@ -308,3 +308,21 @@ pub async fn serve_tls(
     .await;
     Ok(())
 }
+
+/// Parses a command-line duration in Go's syntax (`90s`, `30m`, `24h`, `1h30m`), the
+/// form Istio's flags use. For clap's `value_parser`.
+pub fn duration_flag(s: &str) -> Result<std::time::Duration, String> {
+    let nanos = crate::istio::types::parse_go_duration(s).map_err(|e| e.to_string())?;
+    u64::try_from(nanos)
+        .map(std::time::Duration::from_nanos)
+        .map_err(|_| format!("{s:?} is too long a duration"))
+}
+
+/// The accepted connections of a bound gRPC listener, with `TCP_NODELAY` set on each.
+///
+/// tonic's `serve_with_incoming*` ignores the builder's `tcp_nodelay`, and without it
+/// small responses wait out the peer's delayed ACK (40 ms on Linux) behind Nagle's
+/// algorithm. Every gRPC server here serves through this.
+pub fn grpc_incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}

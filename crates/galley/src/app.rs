@@ -170,10 +170,7 @@ impl App {
         );
         let grpc = tonic::transport::Server::builder()
             .add_service(ValidationService::new(self.metrics.clone()).into_server())
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(self.grpc),
-                stopped(),
-            );
+            .serve_with_incoming_shutdown(common::runtime::grpc_incoming(self.grpc), stopped());
         tracing::info!(grpc = %addrs.grpc, webhook = %addrs.webhook, http = %addrs.http, "galley serving");
         self.ready.store(true, Ordering::Release);
         let ready = self.ready.clone();

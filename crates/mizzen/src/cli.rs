@@ -26,6 +26,12 @@ pub enum Command {
     /// hosts, conflicts), reported with Istio's IST codes. Exits 79 when a message
     /// reaches --failure-threshold.
     Analyze(AnalyzeArgs),
+    /// Inspect citadel, the mesh CA: `mizzen ca list` prints the certificates it
+    /// issued, newest first, from its ledger. Exits 1 when the ledger is missing.
+    Ca(crate::ca::CaArgs),
+    /// Mint service-account tokens for local mode: `mizzen token create` prints a
+    /// token citadel accepts, signed by the key in --key-dir.
+    Token(crate::token::TokenArgs),
 }
 
 /// Output formats.

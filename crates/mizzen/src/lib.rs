@@ -1,12 +1,14 @@
 //! `mizzen`: the command users type, Istio's `istioctl` counterpart.
 //!
 //! It owns the command line: flags, output formats, exit statuses. The work is done
-//! by the service libraries it composes (galley's checks today). A command runs
-//! top-down: [`cli`] parses flags → [`run`] dispatches → a command module such as
-//! [`check`] loads inputs with `common::load`, asks the library, and prints.
+//! by the service libraries it composes (galley's checks, citadel's ledger). A
+//! command runs top-down: [`cli`] parses flags → [`run`] dispatches → a command
+//! module such as [`check`] or [`ca`] loads its inputs, asks the library, and prints.
 
+pub mod ca;
 pub mod check;
 pub mod cli;
+pub mod token;
 
 use std::io::Write;
 
@@ -28,6 +30,8 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let result = match cli.command {
         Command::Validate(args) => check::validate(&args, out, err),
         Command::Analyze(args) => check::analyze(&args, out, err),
+        Command::Ca(args) => return ca::run(&args, out, err),
+        Command::Token(args) => return token::run(&args, out, err),
     };
     match result {
         Ok(code) => code,

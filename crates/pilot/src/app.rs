@@ -253,15 +253,11 @@ impl App {
         let router = admin_router(admin).merge(debug::router(DebugState::from_server(&self.ads)));
         let http = axum::serve(self.http, router).with_graceful_shutdown(stopped());
         let grpc = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .http2_keepalive_interval(Some(StdDuration::from_secs(30)))
             .http2_keepalive_timeout(Some(StdDuration::from_secs(10)))
             .max_concurrent_streams(Some(128))
             .add_service(self.ads.clone().into_service())
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(self.xds),
-                stopped(),
-            );
+            .serve_with_incoming_shutdown(common::runtime::grpc_incoming(self.xds), stopped());
         let config_stop = stop.clone();
         let controller = self.controller;
         let model = self.model.clone();

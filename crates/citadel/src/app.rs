@@ -1,0 +1,337 @@
+//! Citadel as a service: flags, start-up and the run loop.
+//!
+//! `App::build` sets the CA up ([`crate::ca`]), opens the ledger, assembles the
+//! authenticators, issues citadel's own serving certificate and binds both listeners,
+//! so every start-up problem (a key that does not match, a ledger URL that does not
+//! open, a port in use) fails before anything is served and names its flag or file.
+//! `App::run_until` serves the CA over TLS (client certificates optional, verified
+//! against the roots) and the admin HTTP endpoints until shutdown, then drains and
+//! flushes the ledger.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::runtime::{Admin, LogArgs, LogHandle, Stop, admin_router, bind, duration_flag};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tonic::transport::{Certificate, Identity as TlsIdentity, ServerTlsConfig};
+
+use crate::auth::Authenticators;
+use crate::auth::client_cert::ClientCertAuthenticator;
+use crate::auth::jwks::JwksSource;
+use crate::auth::jwt::JwtAuthenticator;
+use crate::auth::token_review::TokenReviewAuthenticator;
+use crate::ca::{Ca, CaConfig, KeyAlgorithm};
+use crate::grpc::CaService;
+use crate::ledger::Ledger;
+use crate::local_issuer::{self, LocalIssuer};
+use crate::metrics::Metrics;
+
+/// Citadel's flags; every one has an environment-variable twin.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "citadel",
+    version,
+    about = "Mizzen's certificate authority: signs workload CSRs for authenticated callers over Istio's CA gRPC API (istio.v1.auth.IstioCertificateService) and records every issuance."
+)]
+pub struct Config {
+    /// Address of the CA gRPC API, served over TLS.
+    #[arg(long, env = "CITADEL_GRPC_ADDR", default_value = "0.0.0.0:15012")]
+    pub grpc_addr: SocketAddr,
+    /// Address of the HTTP admin endpoints: /metrics, /healthz, /ready, /logging, /debug/config.
+    #[arg(long, env = "CITADEL_HTTP_ADDR", default_value = "0.0.0.0:15014")]
+    pub http_addr: SocketAddr,
+    /// The mesh's trust domain: identities are spiffe://<trust-domain>/ns/<ns>/sa/<sa>.
+    #[arg(long, env = "CITADEL_TRUST_DOMAIN", default_value = common::spiffe::DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
+    /// Directory of the self-signed root (root-key.pem, root-cert.pem), the local
+    /// token issuer's key and JWKS, and the default SQLite ledger. The root
+    /// certificate is always readable at <key-dir>/root-cert.pem.
+    #[arg(long, env = "CITADEL_KEY_DIR", default_value = ".mizzen/citadel")]
+    pub key_dir: PathBuf,
+    /// Istio's plug-in CA directory (ca-cert.pem, ca-key.pem, root-cert.pem,
+    /// cert-chain.pem): citadel then signs as that intermediate.
+    #[arg(long, env = "CITADEL_CACERTS_DIR")]
+    pub cacerts_dir: Option<PathBuf>,
+    /// Algorithm of the root key created on first start.
+    #[arg(
+        long,
+        env = "CITADEL_KEY_ALGORITHM",
+        value_enum,
+        default_value = "ecdsa-p256"
+    )]
+    pub key_algorithm: KeyAlgorithm,
+    /// JWKS that verifies callers' bearer tokens: a file path or an http(s) URL.
+    /// Without it citadel runs in local mode and trusts the tokens of
+    /// `mizzen token create` (the issuer key in --key-dir).
+    #[arg(long, env = "CITADEL_JWKS", requires = "jwt_issuer")]
+    pub jwks: Option<String>,
+    /// Required `iss` of bearer tokens verified with --jwks (local mode: mizzen-local).
+    #[arg(long, env = "CITADEL_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required audience of bearer tokens.
+    #[arg(long, env = "CITADEL_JWT_AUDIENCE", default_value = "istio-ca")]
+    pub jwt_audience: String,
+    /// Also authenticate bearer tokens with the Kubernetes TokenReview API (in-cluster
+    /// configuration or KUBECONFIG).
+    #[arg(long, env = "CITADEL_TOKEN_REVIEW")]
+    pub token_review: bool,
+    /// Ledger database URL: sqlite:PATH or postgres://… (default: SQLite at
+    /// <key-dir>/ledger.db).
+    #[arg(long, env = "CITADEL_DB_URL")]
+    pub db_url: Option<String>,
+    /// Longest lifetime of a workload certificate; longer requests are capped.
+    #[arg(long, env = "CITADEL_MAX_CERT_TTL", default_value = "24h", value_parser = duration_flag)]
+    pub max_cert_ttl: Duration,
+    /// Lifetime of a workload certificate when the request names none.
+    #[arg(long, env = "CITADEL_DEFAULT_CERT_TTL", default_value = "24h", value_parser = duration_flag)]
+    pub default_cert_ttl: Duration,
+    /// Lifetime of a root created on first start.
+    #[arg(long, env = "CITADEL_ROOT_TTL", default_value = "87600h", value_parser = duration_flag)]
+    pub root_ttl: Duration,
+    /// Names and IPs in citadel's own serving certificate (comma-separated).
+    #[arg(
+        long,
+        env = "CITADEL_SERVING_HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,::1,citadel,citadel.istio-system.svc,istiod.istio-system.svc"
+    )]
+    pub serving_hosts: Vec<String>,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Why citadel could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The CA's keys or certificates are unusable.
+    #[error("CA: {0}")]
+    Ca(#[from] crate::ca::CaError),
+    /// The ledger could not be opened.
+    #[error("ledger: {0}")]
+    Ledger(#[from] crate::ledger::LedgerError),
+    /// The local token issuer could not be set up.
+    #[error("local token issuer: {0}")]
+    LocalIssuer(#[from] local_issuer::LocalIssuerError),
+    /// The JWKS could not be loaded.
+    #[error("--jwks: {0}")]
+    Jwks(#[from] crate::auth::jwks::JwksError),
+    /// No Kubernetes client for --token-review.
+    #[error("--token-review needs a Kubernetes client (in-cluster or KUBECONFIG): {0}")]
+    Kube(String),
+    /// A listener could not be bound.
+    #[error("{0}")]
+    Bind(#[source] std::io::Error),
+    /// Serving failed.
+    #[error("serving failed: {0}")]
+    Serve(String),
+}
+
+/// Where a built app listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Addrs {
+    /// The CA gRPC API (TLS).
+    pub grpc: SocketAddr,
+    /// HTTP admin.
+    pub http: SocketAddr,
+}
+
+/// A built, not yet serving citadel.
+pub struct App {
+    config: Config,
+    ca: Arc<Ca>,
+    service: CaService,
+    ledger: Ledger,
+    tls: ServerTlsConfig,
+    grpc: TcpListener,
+    http: TcpListener,
+    registry: Arc<Registry>,
+    ready: Arc<AtomicBool>,
+    log: Option<LogHandle>,
+}
+
+impl App {
+    /// Sets up the CA, ledger, authenticators and TLS, and binds the listeners.
+    pub async fn build(config: Config) -> Result<App, Error> {
+        common::tls::install_crypto_provider();
+        let ca = Arc::new(Ca::load_or_create(&CaConfig {
+            key_dir: config.key_dir.clone(),
+            cacerts_dir: config.cacerts_dir.clone(),
+            key_algorithm: config.key_algorithm,
+            trust_domain: config.trust_domain.clone(),
+            root_ttl: config.root_ttl,
+            max_ttl: config.max_cert_ttl,
+            default_ttl: config.default_cert_ttl.min(config.max_cert_ttl),
+        })?);
+        let db_url = config
+            .db_url
+            .clone()
+            .unwrap_or_else(|| Ledger::default_url(&config.key_dir));
+        let ledger = Ledger::open(&db_url).await?;
+        let auth = authenticators(&config, &ca).await?;
+
+        let (chain, key) = ca.serving_cert(
+            &config.serving_hosts,
+            config
+                .max_cert_ttl
+                .max(Duration::from_secs(365 * 24 * 3600)),
+        )?;
+        let tls = ServerTlsConfig::new()
+            .identity(TlsIdentity::from_pem(chain, key))
+            .client_ca_root(Certificate::from_pem(ca.roots().concat()))
+            .client_auth_optional(true);
+
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        metrics.root_cert_expiry_timestamp.set(ca.root_not_after());
+        let grpc = bind(config.grpc_addr, "--grpc-addr")
+            .await
+            .map_err(Error::Bind)?;
+        let http = bind(config.http_addr, "--http-addr")
+            .await
+            .map_err(Error::Bind)?;
+        tracing::info!(
+            mode = ?ca.mode(),
+            trust_domain = %config.trust_domain,
+            ledger = ledger.backend(),
+            authenticators = ?auth.names(),
+            "CA ready"
+        );
+        let service = CaService::new(ca.clone(), auth, ledger.clone(), metrics);
+        Ok(App {
+            config,
+            ca,
+            service,
+            ledger,
+            tls,
+            grpc,
+            http,
+            registry: Arc::new(registry),
+            ready: Arc::new(AtomicBool::new(false)),
+            log: None,
+        })
+    }
+
+    /// Lets `/logging` change the level through `handle`.
+    pub fn with_log_handle(mut self, handle: LogHandle) -> Self {
+        self.log = Some(handle);
+        self
+    }
+
+    /// Where the app listens.
+    pub fn addrs(&self) -> Addrs {
+        let a = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
+        Addrs {
+            grpc: a(&self.grpc),
+            http: a(&self.http),
+        }
+    }
+
+    /// The CA (roots, trust domain) of this app.
+    pub fn ca(&self) -> &Arc<Ca> {
+        &self.ca
+    }
+
+    /// Serves until SIGTERM or Ctrl-C.
+    pub async fn run(self) -> Result<(), Error> {
+        self.run_until(common::runtime::shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests and flushes
+    /// the ledger.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let addrs = self.addrs();
+        let stop = Stop::new();
+        let admin = Admin {
+            ready: self.ready.clone(),
+            registry: self.registry.clone(),
+            log: self.log.clone(),
+            config_text: Arc::from(format!("{:#?}\n", self.config)),
+        };
+        let http =
+            axum::serve(self.http, admin_router(admin)).with_graceful_shutdown(stop.stopped());
+        let grpc = tonic::transport::Server::builder()
+            .tls_config(self.tls)
+            .map_err(|e| Error::Serve(format!("TLS: {e}")))?
+            .add_service(self.service.trust_bundle_server())
+            .add_service(self.service.clone().into_server())
+            .serve_with_incoming_shutdown(
+                common::runtime::grpc_incoming(self.grpc),
+                stop.stopped(),
+            );
+        tracing::info!(grpc = %addrs.grpc, http = %addrs.http, "citadel serving");
+        self.ready.store(true, Ordering::Release);
+        let ready = self.ready.clone();
+        let stop_on_signal = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight requests");
+            ready.store(false, Ordering::Release);
+            stop_on_signal.trigger();
+        });
+        let (h, g) = tokio::join!(http, grpc);
+        self.ledger.close().await;
+        h.map_err(|e| Error::Serve(format!("admin HTTP: {e}")))?;
+        g.map_err(|e| Error::Serve(format!("gRPC: {e}")))?;
+        Ok(())
+    }
+}
+
+/// Client certificates first (renewal), then bearer tokens: JWT, then TokenReview.
+async fn authenticators(config: &Config, ca: &Ca) -> Result<Authenticators, Error> {
+    let td = config.trust_domain.clone();
+    let mut auth = Authenticators::new().with(Arc::new(ClientCertAuthenticator::new(
+        td.clone(),
+        ca.root_ders(),
+    )));
+    let jwt = match (&config.jwks, &config.jwt_issuer) {
+        (Some(jwks), Some(issuer)) => {
+            let source = if jwks.starts_with("http://") || jwks.starts_with("https://") {
+                JwksSource::Url(jwks.clone())
+            } else {
+                JwksSource::File(PathBuf::from(jwks))
+            };
+            JwtAuthenticator::new(
+                source,
+                issuer.clone(),
+                config.jwt_audience.clone(),
+                td.clone(),
+            )
+            .await?
+        }
+        _ => {
+            let issuer = LocalIssuer::load_or_create(&config.key_dir)?;
+            tracing::info!(jwks = %issuer.jwks_path().display(), "local mode: trusting tokens from `mizzen token create`");
+            let issuer_name = config
+                .jwt_issuer
+                .clone()
+                .unwrap_or_else(|| local_issuer::ISSUER.to_string());
+            JwtAuthenticator::new(
+                JwksSource::File(issuer.jwks_path()),
+                issuer_name,
+                config.jwt_audience.clone(),
+                td.clone(),
+            )
+            .await?
+        }
+    };
+    auth = auth.with(Arc::new(jwt));
+    if config.token_review {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| Error::Kube(e.to_string()))?;
+        auth = auth.with(Arc::new(TokenReviewAuthenticator::new(
+            client,
+            vec![config.jwt_audience.clone()],
+            td,
+        )));
+    }
+    Ok(auth)
+}

@@ -1,0 +1,126 @@
+//! Bearer tokens checked by the Kubernetes API server (a TokenReview), as Istio's
+//! CA does when it cannot verify tokens itself.
+//!
+//! A token goes: POST `authentication.k8s.io/v1` TokenReview with `spec.token` and
+//! `spec.audiences` → the answer must say `authenticated: true`, name a
+//! `system:serviceaccount:<ns>:<sa>` user and, when it lists audiences, share one
+//! with ours → the identity `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`. A review that
+//! says no is a refusal carrying `status.error`; an API call that fails makes the
+//! authenticator unavailable (the caller may retry).
+
+use common::spiffe::Identity;
+use futures::future::BoxFuture;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use kube::api::{Api, PostParams};
+
+use super::jwt::{MAX_TOKEN_BYTES, SERVICE_ACCOUNT_PREFIX, service_account};
+use super::{AuthError, Authenticator, CallContext, Caller};
+
+/// The authenticator's name.
+pub const NAME: &str = "token-review";
+
+/// Sends bearer tokens to the API server for review.
+#[derive(Clone)]
+pub struct TokenReviewAuthenticator {
+    client: kube::Client,
+    audiences: Vec<String>,
+    trust_domain: String,
+}
+
+impl std::fmt::Debug for TokenReviewAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenReviewAuthenticator")
+            .field("audiences", &self.audiences)
+            .field("trust_domain", &self.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenReviewAuthenticator {
+    /// Reviews tokens through `client`, asking for `audiences` (Istio: `istio-ca`),
+    /// naming identities in `trust_domain`.
+    pub fn new(client: kube::Client, audiences: Vec<String>, trust_domain: String) -> Self {
+        TokenReviewAuthenticator {
+            client,
+            audiences,
+            trust_domain,
+        }
+    }
+
+    /// Reviews `token` and names its service account.
+    pub async fn review(&self, token: &str) -> Result<Caller, AuthError> {
+        let refuse = |reason: String| AuthError::Refused {
+            authenticator: NAME,
+            reason,
+        };
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(refuse(format!(
+                "token of {} bytes is larger than the limit of {MAX_TOKEN_BYTES}",
+                token.len()
+            )));
+        }
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_string()),
+                audiences: (!self.audiences.is_empty()).then(|| self.audiences.clone()),
+            },
+            ..Default::default()
+        };
+        let api: Api<TokenReview> = Api::all(self.client.clone());
+        let answer = api
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| AuthError::Unavailable {
+                authenticator: NAME,
+                reason: format!("TokenReview failed: {e}"),
+            })?;
+        let status = answer.status.unwrap_or_default();
+        if status.authenticated != Some(true) {
+            let why = status.error.filter(|e| !e.is_empty());
+            return Err(refuse(format!(
+                "the API server did not authenticate the token: {}",
+                why.as_deref().unwrap_or("no reason given")
+            )));
+        }
+        if let Some(theirs) = status.audiences.filter(|a| !a.is_empty())
+            && !self.audiences.is_empty()
+            && !theirs.iter().any(|a| self.audiences.contains(a))
+        {
+            return Err(refuse(format!(
+                "wrong audience (got {theirs:?}, want one of {:?})",
+                self.audiences
+            )));
+        }
+        let username = status.user.and_then(|u| u.username).unwrap_or_default();
+        let identity = service_account(&username)
+            .and_then(|(ns, sa)| Identity::new(&self.trust_domain, ns, sa).map_err(|e| e.to_string()))
+            .map_err(|why| {
+                refuse(format!(
+                    "user {username:?} is not a service account (want {SERVICE_ACCOUNT_PREFIX}<namespace>:<service-account>): {why}"
+                ))
+            })?;
+        Ok(Caller {
+            identity,
+            authenticator: NAME,
+            requester: username,
+        })
+    }
+}
+
+impl Authenticator for TokenReviewAuthenticator {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        ctx: &'a CallContext,
+    ) -> BoxFuture<'a, Result<Option<Caller>, AuthError>> {
+        Box::pin(async move {
+            match ctx.bearer() {
+                None => Ok(None),
+                Some(token) => self.review(token).await.map(Some),
+            }
+        })
+    }
+}
