@@ -419,6 +419,8 @@ async fn run_client(
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(30))
         .tcp_nodelay(true)
+        .initial_connection_window_size(Some(4 << 20))
+        .initial_stream_window_size(Some(1 << 20))
         .connect()
         .await
         .context("connecting")?;

@@ -255,6 +255,8 @@ impl App {
         let grpc = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(StdDuration::from_secs(30)))
             .http2_keepalive_timeout(Some(StdDuration::from_secs(10)))
+            .initial_connection_window_size(Some(4 << 20))
+            .initial_stream_window_size(Some(1 << 20))
             .max_concurrent_streams(Some(128))
             .add_service(self.ads.clone().into_service())
             .serve_with_incoming_shutdown(common::runtime::grpc_incoming(self.xds), stopped());

@@ -219,6 +219,9 @@ pub struct Snapshot {
     /// DestinationRules by host, built on first use ([`Snapshot::destination_rules_for`]),
     /// so generation looks up the rules of a host instead of scanning them all.
     pub rule_index: OnceLock<RuleIndex>,
+    /// The EDS cluster names an endpoint-only change can touch, built on first use
+    /// ([`Snapshot::changed_cluster_names`]) and shared by every connection.
+    pub changed_clusters: OnceLock<BTreeSet<String>>,
 }
 
 /// A workload instance known to the registry (a Pod or a WorkloadEntry).
@@ -269,6 +272,38 @@ impl Snapshot {
         peer_authentications => PeerAuthentication, PeerAuthenticationSpec;
         request_authentications => RequestAuthentication, RequestAuthenticationSpec;
         authorization_policies => AuthorizationPolicy, AuthorizationPolicySpec;
+    }
+
+    /// Every cluster name (`outbound|PORT|SUBSET|HOST`) of the hosts in
+    /// [`Snapshot::endpoints_changed`]: each port of the host's service and
+    /// endpoints, without a subset and with each subset of the DestinationRules that
+    /// can apply to the host. Computed once per snapshot, so an endpoint-only push
+    /// costs each connection a lookup per name instead of rebuilding the names.
+    pub fn changed_cluster_names(&self) -> &BTreeSet<String> {
+        self.changed_clusters.get_or_init(|| {
+            let mut out = BTreeSet::new();
+            for host in &self.endpoints_changed {
+                let mut ports: BTreeSet<u32> = self
+                    .endpoints
+                    .get(host)
+                    .map(|by_port| by_port.keys().copied().collect())
+                    .unwrap_or_default();
+                if let Some(service) = self.services.get(host) {
+                    ports.extend(service.ports.iter().map(|p| p.port));
+                }
+                let subsets: BTreeSet<&str> = self
+                    .destination_rules_for(host)
+                    .into_iter()
+                    .flat_map(|(_, _, rule)| rule.subsets.iter().map(|s| s.name.as_str()))
+                    .collect();
+                for port in ports {
+                    for subset in std::iter::once("").chain(subsets.iter().copied()) {
+                        out.insert(format!("outbound|{port}|{subset}|{host}"));
+                    }
+                }
+            }
+            out
+        })
     }
 
     /// The DestinationRules that can apply to `hostname` — those whose host is

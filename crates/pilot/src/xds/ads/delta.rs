@@ -65,45 +65,21 @@ impl Watch {
         self.names.remove(name)
     }
 
-    /// The subscribed names an endpoint-only change can affect: the clusters of
-    /// the hosts whose endpoints changed, and every name that is not an Istio
-    /// cluster name. When few hosts changed, their possible cluster names
-    /// (`outbound|PORT|SUBSET|HOST` for the service's ports and every subset name
-    /// of the snapshot's DestinationRules) are looked up, so the cost does not
-    /// grow with the subscription; otherwise every name is checked.
+    /// The subscribed names an endpoint-only change can affect: every name that
+    /// is not an Istio cluster name, and the subscribed names among the changed
+    /// hosts' possible cluster names ([`Snapshot::changed_cluster_names`], built
+    /// once per snapshot for all connections). The intersection walks the smaller
+    /// of the two sets, so the cost grows with neither the fleet nor the
+    /// subscription.
     fn affected(&self, snapshot: &Snapshot) -> BTreeSet<String> {
-        let changed = &snapshot.endpoints_changed;
-        if changed.len().saturating_mul(16) > self.names.len() {
-            return self
-                .names
-                .iter()
-                .filter(|n| cluster_host(n).is_none_or(|host| changed.contains(host)))
-                .cloned()
-                .collect();
-        }
-        let subsets: BTreeSet<&str> = snapshot
-            .destination_rules()
-            .flat_map(|(_, rule)| rule.subsets.iter().map(|s| s.name.as_str()))
-            .collect();
+        let candidates = snapshot.changed_cluster_names();
+        let (small, large) = if candidates.len() <= self.names.len() {
+            (candidates, &self.names)
+        } else {
+            (&self.names, candidates)
+        };
         let mut out = self.others.clone();
-        for host in changed {
-            let mut ports: BTreeSet<u32> = snapshot
-                .endpoints
-                .get(host)
-                .map(|by_port| by_port.keys().copied().collect())
-                .unwrap_or_default();
-            if let Some(service) = snapshot.services.get(host) {
-                ports.extend(service.ports.iter().map(|p| p.port));
-            }
-            for port in ports {
-                for subset in std::iter::once("").chain(subsets.iter().copied()) {
-                    let name = format!("outbound|{port}|{subset}|{host}");
-                    if self.names.contains(&name) {
-                        out.insert(name);
-                    }
-                }
-            }
-        }
+        out.extend(small.iter().filter(|n| large.contains(*n)).cloned());
         out
     }
 }
@@ -472,13 +448,22 @@ mod tests {
                 "outbound|8080||s1.default.svc.cluster.local".to_string()
             ]
         );
-        // Many hosts changed: every name is checked; the same rule.
+        // Many hosts changed: the same rule, whichever side is walked. A cluster
+        // of a port the host does not have (9090) has no endpoints before or after.
         let many: Vec<&str> = host_refs[..10].to_vec();
         let s = snapshot_with(&host_refs, &many);
         let affected = watch.affected(&s);
-        assert_eq!(affected.len(), 12, "{affected:?}");
+        assert_eq!(affected.len(), 11, "{affected:?}");
         assert!(affected.contains("custom-name"));
-        assert!(affected.contains("outbound|9090||s1.default.svc.cluster.local"));
+        assert!(!affected.contains("outbound|9090||s1.default.svc.cluster.local"));
+        let mut narrow = Watch::default();
+        narrow.subscribe("outbound|8080||s3.default.svc.cluster.local");
+        narrow.subscribe("outbound|8080||s30.default.svc.cluster.local");
+        let affected: Vec<String> = narrow.affected(&s).into_iter().collect();
+        assert_eq!(
+            affected,
+            vec!["outbound|8080||s3.default.svc.cluster.local".to_string()]
+        );
         // Unsubscribing forgets names that are not Istio cluster names.
         watch.unsubscribe("custom-name");
         let s = snapshot_with(&host_refs, &["s2.default.svc.cluster.local"]);
