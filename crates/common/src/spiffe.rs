@@ -174,6 +174,51 @@ impl FromStr for Identity {
     }
 }
 
+/// Why a certificate does not name one identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertIdentityError {
+    /// The bytes are not a DER X.509 certificate.
+    #[error("not a DER X.509 certificate: {0}")]
+    NotX509(String),
+    /// The certificate has no `spiffe://` URI SAN.
+    #[error("the certificate has no SPIFFE ID (URI SAN spiffe://…)")]
+    None,
+    /// The certificate has more than one.
+    #[error("the certificate has several SPIFFE IDs {0:?}; exactly one is allowed")]
+    Several(Vec<String>),
+    /// The one it has is not an Istio identity.
+    #[error("{0}")]
+    Invalid(#[from] IdentityError),
+}
+
+/// The identity a workload certificate carries: its single `spiffe://` URI SAN,
+/// parsed strictly. The certificate's chain and validity are the caller's to check.
+pub fn from_certificate(der: &[u8]) -> Result<Identity, CertIdentityError> {
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| CertIdentityError::NotX509(e.to_string()))?;
+    let mut ids = Vec::new();
+    for ext in cert.extensions() {
+        if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {
+            for name in &san.general_names {
+                if let GeneralName::URI(uri) = name
+                    && uri
+                        .get(..9)
+                        .is_some_and(|s| s.eq_ignore_ascii_case("spiffe://"))
+                {
+                    ids.push(uri.to_string());
+                }
+            }
+        }
+    }
+    match ids.as_slice() {
+        [] => Err(CertIdentityError::None),
+        [one] => Ok(one.parse()?),
+        _ => Err(CertIdentityError::Several(ids)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +267,45 @@ mod tests {
         assert!(matches!(
             long.parse::<Identity>(),
             Err(IdentityError::TooLong(_))
+        ));
+    }
+
+    #[test]
+    fn reads_the_identity_of_a_certificate() {
+        let cert = |sans: Vec<rcgen::SanType>| {
+            let mut p = rcgen::CertificateParams::default();
+            p.subject_alt_names = sans;
+            let key = rcgen::KeyPair::generate().unwrap();
+            p.self_signed(&key).unwrap().der().to_vec()
+        };
+        let uri = |u: &str| rcgen::SanType::URI(u.try_into().unwrap());
+        let one = cert(vec![
+            uri("spiffe://cluster.local/ns/a/sa/b"),
+            rcgen::SanType::DnsName("x".try_into().unwrap()),
+        ]);
+        assert_eq!(
+            from_certificate(&one).unwrap(),
+            Identity::new("cluster.local", "a", "b").unwrap()
+        );
+        assert_eq!(
+            from_certificate(&cert(vec![])),
+            Err(CertIdentityError::None)
+        );
+        let two = cert(vec![
+            uri("spiffe://td/ns/a/sa/b"),
+            uri("spiffe://td/ns/a/sa/c"),
+        ]);
+        assert!(
+            matches!(from_certificate(&two), Err(CertIdentityError::Several(v)) if v.len() == 2)
+        );
+        let bad = cert(vec![uri("spiffe://td/ns/a")]);
+        assert!(matches!(
+            from_certificate(&bad),
+            Err(CertIdentityError::Invalid(_))
+        ));
+        assert!(matches!(
+            from_certificate(b"junk"),
+            Err(CertIdentityError::NotX509(_))
         ));
     }
 

@@ -5,7 +5,9 @@
 //! directory once so that an unreadable `--config-dir` fails fast and the first
 //! snapshot is published before any proxy connects. [`App::run_until`] then
 //! serves, side by side: the ADS gRPC service ([`crate::xds::ads`]) on
-//! `--xds-addr`; the admin endpoints (`/healthz`, `/ready`, `/metrics`,
+//! `--xds-addr` (plaintext) and, given a certificate, on `--xds-tls-addr` over
+//! mTLS (client certificates from the mesh CA required, each stream limited to
+//! proxies of the certificate's namespace); the admin endpoints (`/healthz`, `/ready`, `/metrics`,
 //! `/logging`, `/debug/config`) and pilot's `/debug/*` ([`crate::debug`]) on
 //! `--http-addr`; and the config controller ([`crate::config`]) that watches the
 //! directory, debounces and publishes new snapshots. On shutdown `/ready` turns
@@ -50,6 +52,22 @@ pub struct Config {
     /// (envoy.service.discovery.v3.AggregatedDiscoveryService).
     #[arg(long, env = "PILOT_XDS_ADDR", default_value = "0.0.0.0:15010")]
     pub xds_addr: SocketAddr,
+    /// Address of ADS over mTLS (Istio's 15012), served when --tls-cert-file,
+    /// --tls-key-file and --tls-client-ca-file are given. Proxies must present a
+    /// certificate from the mesh CA; each gets configuration only for proxies of its
+    /// certificate's namespace.
+    #[arg(long, env = "PILOT_XDS_TLS_ADDR", default_value = "0.0.0.0:15012")]
+    pub xds_tls_addr: SocketAddr,
+    /// PEM certificate chain pilot serves on --xds-tls-addr (e.g. one citadel signed).
+    #[arg(long, env = "PILOT_TLS_CERT_FILE", requires_all = ["tls_key_file", "tls_client_ca_file"])]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "PILOT_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM roots that proxies' client certificates must chain to (citadel's
+    /// <key-dir>/root-cert.pem).
+    #[arg(long, env = "PILOT_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    pub tls_client_ca_file: Option<PathBuf>,
     /// Address of the HTTP endpoints: /metrics, /healthz, /ready, /logging,
     /// /debug/config, /debug/syncz, /debug/config_dump, /debug/registryz, /debug/configz.
     #[arg(long, env = "PILOT_HTTP_ADDR", default_value = "0.0.0.0:15014")]
@@ -77,6 +95,10 @@ impl Config {
         Config {
             config_dir: config_dir.into(),
             xds_addr: SocketAddr::from(([0, 0, 0, 0], 15010)),
+            xds_tls_addr: SocketAddr::from(([0, 0, 0, 0], 15012)),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
             http_addr: SocketAddr::from(([0, 0, 0, 0], 15014)),
             debounce_after: Duration::from_std(crate::config::DEFAULT_DEBOUNCE_AFTER),
             debounce_max: Duration::from_std(crate::config::DEFAULT_DEBOUNCE_MAX),
@@ -111,6 +133,7 @@ pub enum Error {
 pub struct App {
     config: Config,
     xds: TcpListener,
+    xds_tls: Option<(TcpListener, tonic::transport::ServerTlsConfig)>,
     http: TcpListener,
     model: ModelHandle,
     ads: AdsServer,
@@ -132,8 +155,10 @@ impl std::fmt::Debug for App {
 /// The addresses a built app listens on (useful with port 0 in tests).
 #[derive(Debug, Clone, Copy)]
 pub struct Addrs {
-    /// ADS gRPC.
+    /// ADS gRPC, plaintext.
     pub xds: SocketAddr,
+    /// ADS gRPC over mTLS, when a certificate was given.
+    pub xds_tls: Option<SocketAddr>,
     /// HTTP metrics and debug.
     pub http: SocketAddr,
 }
@@ -154,9 +179,18 @@ impl App {
                 "--xds-max-message-bytes must be at least 4096 and --xds-max-resource-names at least 1".into(),
             ));
         }
+        let tls = xds_tls_config(&config)?;
         let xds = bind(config.xds_addr, "--xds-addr")
             .await
             .map_err(Error::Bind)?;
+        let xds_tls = match &tls {
+            Some(_) => Some(
+                bind(config.xds_tls_addr, "--xds-tls-addr")
+                    .await
+                    .map_err(Error::Bind)?,
+            ),
+            None => None,
+        };
         let http = bind(config.http_addr, "--http-addr")
             .await
             .map_err(Error::Bind)?;
@@ -196,6 +230,7 @@ impl App {
         Ok(App {
             config,
             xds,
+            xds_tls: xds_tls.zip(tls),
             http,
             model,
             ads,
@@ -217,6 +252,7 @@ impl App {
         let a = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
         Addrs {
             xds: a(&self.xds),
+            xds_tls: self.xds_tls.as_ref().map(|(l, _)| a(l)),
             http: a(&self.http),
         }
     }
@@ -252,14 +288,27 @@ impl App {
         };
         let router = admin_router(admin).merge(debug::router(DebugState::from_server(&self.ads)));
         let http = axum::serve(self.http, router).with_graceful_shutdown(stopped());
-        let grpc = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(StdDuration::from_secs(30)))
-            .http2_keepalive_timeout(Some(StdDuration::from_secs(10)))
-            .initial_connection_window_size(Some(4 << 20))
-            .initial_stream_window_size(Some(1 << 20))
-            .max_concurrent_streams(Some(128))
+        let grpc = grpc_builder()
             .add_service(self.ads.clone().into_service())
             .serve_with_incoming_shutdown(common::runtime::grpc_incoming(self.xds), stopped());
+        let grpc_tls = match self.xds_tls {
+            Some((listener, tls)) => {
+                let server = grpc_builder()
+                    .tls_config(tls)
+                    .map_err(|e| Error::Serve(format!("--xds-tls-addr TLS: {e}")))?
+                    .add_service(self.ads.clone().requiring_identity().into_service())
+                    .serve_with_incoming_shutdown(
+                        common::runtime::grpc_incoming(listener),
+                        stopped(),
+                    );
+                futures::future::Either::Left(server)
+            }
+            None => futures::future::Either::Right(async { Ok(()) }),
+        };
+        let grpc = async {
+            let (plain, tls) = tokio::join!(grpc, grpc_tls);
+            plain.and(tls)
+        };
         let config_stop = stop.clone();
         let controller = self.controller;
         let model = self.model.clone();
@@ -281,7 +330,7 @@ impl App {
                 ready.store(true, Ordering::Release);
             }
         });
-        tracing::info!(xds = %addrs.xds, http = %addrs.http, dir = %self.config.config_dir.display(), "pilot serving");
+        tracing::info!(xds = %addrs.xds, xds_tls = ?addrs.xds_tls, http = %addrs.http, dir = %self.config.config_dir.display(), "pilot serving");
 
         let ready = self.ready.clone();
         let ads = self.ads.clone();
@@ -330,4 +379,45 @@ impl App {
         c?;
         Ok(())
     }
+}
+
+/// The gRPC server settings both xDS ports share.
+fn grpc_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(StdDuration::from_secs(30)))
+        .http2_keepalive_timeout(Some(StdDuration::from_secs(10)))
+        .initial_connection_window_size(Some(4 << 20))
+        .initial_stream_window_size(Some(1 << 20))
+        .max_concurrent_streams(Some(128))
+}
+
+/// The mTLS port's TLS settings from `--tls-cert-file`, `--tls-key-file` and
+/// `--tls-client-ca-file`, or `None` when none is given (the port is then off).
+fn xds_tls_config(config: &Config) -> Result<Option<tonic::transport::ServerTlsConfig>, Error> {
+    let (Some(cert), Some(key), Some(ca)) = (
+        &config.tls_cert_file,
+        &config.tls_key_file,
+        &config.tls_client_ca_file,
+    ) else {
+        tracing::info!("no --tls-cert-file: xDS over mTLS (--xds-tls-addr) is off");
+        return Ok(None);
+    };
+    let read = |path: &PathBuf, flag: &str| {
+        std::fs::read(path).map_err(|e| Error::Flags(format!("{flag} {}: {e}", path.display())))
+    };
+    let (cert_pem, key_pem, ca_pem) = (
+        read(cert, "--tls-cert-file")?,
+        read(key, "--tls-key-file")?,
+        read(ca, "--tls-client-ca-file")?,
+    );
+    // Check the material here, so a bad file fails the start with its flag.
+    common::tls::server_config(&cert_pem, &key_pem)
+        .map_err(|e| Error::Flags(format!("--tls-cert-file/--tls-key-file: {e}")))?;
+    common::tls::certs_from_pem(&ca_pem, "--tls-client-ca-file")
+        .map_err(|e| Error::Flags(e.to_string()))?;
+    Ok(Some(
+        tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert_pem, key_pem))
+            .client_ca_root(tonic::transport::Certificate::from_pem(ca_pem)),
+    ))
 }

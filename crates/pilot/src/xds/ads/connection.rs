@@ -7,7 +7,6 @@
 //! every type pushed for it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
 
-use super::{AdsError, AdsServer, short_type};
+use super::{AdsError, AdsServer, Peer, short_type};
 use crate::model::Snapshot;
 use crate::proxy::Proxy;
 use crate::xds::{GenerateError, NamedResource};
@@ -91,6 +90,9 @@ pub struct ConnectionStatus {
     pub namespace: String,
     /// The remote address, when known.
     pub peer: Option<String>,
+    /// The client certificate's SPIFFE identity, on the mTLS port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     /// SotW or delta.
     pub protocol: Protocol,
     /// When the stream was accepted (RFC 3339, UTC).
@@ -255,17 +257,25 @@ pub(super) async fn serve<S: StreamProtocol>(
     server: AdsServer,
     mut requests: Streaming<S::Req>,
     tx: mpsc::Sender<Result<S::Resp, Status>>,
-    peer: Option<SocketAddr>,
+    peer: Peer,
 ) {
     let first = match first_request(&server, &mut requests).await {
         Ok(Some(r)) => r,
         Ok(None) => return,
         Err(e) => return fail(&tx, &e).await,
     };
-    let conn = match Conn::start(server, S::node(&first), peer, S::PROTOCOL, tx.clone()).await {
+    let conn = match Conn::start(
+        server,
+        S::node(&first),
+        peer.clone(),
+        S::PROTOCOL,
+        tx.clone(),
+    )
+    .await
+    {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(error = %e, peer = ?peer, protocol = ?S::PROTOCOL, "ADS: refusing stream");
+            tracing::warn!(error = %e, peer = ?peer.addr, identity = ?peer.identity.as_ref().map(ToString::to_string), protocol = ?S::PROTOCOL, "ADS: refusing stream");
             return fail(&tx, &e).await;
         }
     };
@@ -342,7 +352,7 @@ impl<R> Conn<R> {
     pub async fn start(
         server: AdsServer,
         node: Option<Node>,
-        peer: Option<SocketAddr>,
+        peer: Peer,
         protocol: Protocol,
         tx: mpsc::Sender<Result<R, Status>>,
     ) -> Result<Self, AdsError> {
@@ -350,6 +360,15 @@ impl<R> Conn<R> {
             .filter(|n| !n.id.is_empty())
             .ok_or(AdsError::MissingNode)?;
         let base = Proxy::from_node(&node).map_err(AdsError::BadNode)?;
+        if let Some(identity) = &peer.identity
+            && identity.namespace != base.namespace
+        {
+            return Err(AdsError::Unauthorized {
+                identity: identity.to_string(),
+                proxy: base.id.clone(),
+                namespace: base.namespace.clone(),
+            });
+        }
         let mut versions = server.model.subscribe();
         let mut closing = server.closing.subscribe();
         if *closing.borrow() {
@@ -375,7 +394,8 @@ impl<R> Conn<R> {
             proxy_id: proxy.id.clone(),
             proxy_type: proxy.kind.to_string(),
             namespace: proxy.namespace.clone(),
-            peer: peer.map(|p| p.to_string()),
+            peer: peer.addr.map(|p| p.to_string()),
+            identity: peer.identity.as_ref().map(ToString::to_string),
             protocol,
             connected_since: rfc3339(SystemTime::now()),
             snapshot_version: snapshot.version,
@@ -384,7 +404,7 @@ impl<R> Conn<R> {
         };
         let registration = server.connections.register(status);
         server.metrics.connected.inc();
-        tracing::info!(connection = %id, ?protocol, peer = ?peer, "ADS: new connection");
+        tracing::info!(connection = %id, ?protocol, peer = ?peer.addr, identity = ?peer.identity.as_ref().map(ToString::to_string), "ADS: new connection");
         Ok(Conn {
             server,
             base,
