@@ -95,12 +95,7 @@ impl JwtAuthenticator {
             authenticator: NAME,
             reason,
         };
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(refuse(format!(
-                "token of {} bytes is larger than the limit of {MAX_TOKEN_BYTES}",
-                token.len()
-            )));
-        }
+        check_token_size(NAME, token)?;
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| refuse(format!("not a JWT (want header.payload.signature): {e}")))?;
         let alg = header.alg;
@@ -225,19 +220,12 @@ impl JwtAuthenticator {
         if let Some(nbf) = claims.nbf.filter(|nbf| *nbf > now + leeway) {
             return Err(format!("not valid before {}", at(nbf)));
         }
-        let sub = claims.sub.unwrap_or_default();
-        let identity = service_account(&sub)
-            .and_then(|(ns, sa)| Identity::new(&self.trust_domain, ns, sa).map_err(|e| e.to_string()))
-            .map_err(|why| {
-                format!(
-                    "subject {sub:?} is not a service account (want {SERVICE_ACCOUNT_PREFIX}<namespace>:<service-account>): {why}"
-                )
-            })?;
-        Ok(Caller {
-            identity,
-            authenticator: NAME,
-            requester: sub,
-        })
+        service_account_caller(
+            NAME,
+            "subject",
+            claims.sub.unwrap_or_default(),
+            &self.trust_domain,
+        )
     }
 }
 
@@ -257,6 +245,43 @@ impl Authenticator for JwtAuthenticator {
             }
         })
     }
+}
+
+/// Refuses a bearer token larger than [`MAX_TOKEN_BYTES`] before any parsing.
+pub(crate) fn check_token_size(authenticator: &'static str, token: &str) -> Result<(), AuthError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AuthError::Refused {
+            authenticator,
+            reason: format!(
+                "token of {} bytes is larger than the limit of {MAX_TOKEN_BYTES}",
+                token.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The caller a Kubernetes service-account name (`system:serviceaccount:NS:SA`)
+/// stands for, in `trust_domain`; `what` says where the name came from (the
+/// token's "subject", the review's "user") for the refusal.
+pub(crate) fn service_account_caller(
+    authenticator: &'static str,
+    what: &str,
+    name: String,
+    trust_domain: &str,
+) -> Result<Caller, String> {
+    let identity = service_account(&name)
+        .and_then(|(ns, sa)| Identity::new(trust_domain, ns, sa).map_err(|e| e.to_string()))
+        .map_err(|why| {
+            format!(
+                "{what} {name:?} is not a service account (want {SERVICE_ACCOUNT_PREFIX}<namespace>:<service-account>): {why}"
+            )
+        })?;
+    Ok(Caller {
+        identity,
+        authenticator,
+        requester: name,
+    })
 }
 
 /// Splits `system:serviceaccount:NS:SA` into its namespace and name.

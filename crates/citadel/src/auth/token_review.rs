@@ -8,12 +8,11 @@
 //! says no is a refusal carrying `status.error`; an API call that fails makes the
 //! authenticator unavailable (the caller may retry).
 
-use common::spiffe::Identity;
 use futures::future::BoxFuture;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
 
-use super::jwt::{MAX_TOKEN_BYTES, SERVICE_ACCOUNT_PREFIX, service_account};
+use super::jwt::{check_token_size, service_account_caller};
 use super::{AuthError, Authenticator, CallContext, Caller};
 
 /// The authenticator's name.
@@ -53,12 +52,7 @@ impl TokenReviewAuthenticator {
             authenticator: NAME,
             reason,
         };
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(refuse(format!(
-                "token of {} bytes is larger than the limit of {MAX_TOKEN_BYTES}",
-                token.len()
-            )));
-        }
+        check_token_size(NAME, token)?;
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.to_string()),
@@ -92,18 +86,7 @@ impl TokenReviewAuthenticator {
             )));
         }
         let username = status.user.and_then(|u| u.username).unwrap_or_default();
-        let identity = service_account(&username)
-            .and_then(|(ns, sa)| Identity::new(&self.trust_domain, ns, sa).map_err(|e| e.to_string()))
-            .map_err(|why| {
-                refuse(format!(
-                    "user {username:?} is not a service account (want {SERVICE_ACCOUNT_PREFIX}<namespace>:<service-account>): {why}"
-                ))
-            })?;
-        Ok(Caller {
-            identity,
-            authenticator: NAME,
-            requester: username,
-        })
+        service_account_caller(NAME, "user", username, &self.trust_domain).map_err(refuse)
     }
 }
 
