@@ -9,13 +9,19 @@ lint:
     cargo fmt --all
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Benchmarks recorded in BENCHMARKS.md.
+# Benchmarks recorded in BENCHMARKS.md: galley, pilot, citadel.
 bench:
     scripts/bench
 
-# Fuzz load+validate (needs nightly and cargo-fuzz); SECONDS defaults to 600.
-fuzz seconds="600":
-    scripts/fuzz {{seconds}}
+bench-pilot:
+    scripts/bench-pilot
+
+bench-citadel:
+    scripts/bench-citadel
+
+# Fuzz (needs nightly and cargo-fuzz); target load_validate or csr_parse.
+fuzz seconds="600" target="load_validate":
+    TARGET={{target}} scripts/fuzz {{seconds}}
 
 # The demo (README's first command).
 demo:
