@@ -11,7 +11,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::runtime::{Admin, LogArgs, LogHandle, Stop, admin_router, bind, duration_flag};
@@ -142,16 +141,13 @@ pub struct Addrs {
 
 /// A built, not yet serving citadel.
 pub struct App {
-    config: Config,
     ca: Arc<Ca>,
     service: CaService,
     ledger: Ledger,
     tls: ServerTlsConfig,
     grpc: TcpListener,
     http: TcpListener,
-    registry: Arc<Registry>,
-    ready: Arc<AtomicBool>,
-    log: Option<LogHandle>,
+    admin: Admin,
 }
 
 impl App {
@@ -202,23 +198,21 @@ impl App {
             "CA ready"
         );
         let service = CaService::new(ca.clone(), auth, ledger.clone(), metrics);
+        let admin = Admin::new(registry, &config);
         Ok(App {
-            config,
             ca,
             service,
             ledger,
             tls,
             grpc,
             http,
-            registry: Arc::new(registry),
-            ready: Arc::new(AtomicBool::new(false)),
-            log: None,
+            admin,
         })
     }
 
     /// Lets `/logging` change the level through `handle`.
     pub fn with_log_handle(mut self, handle: LogHandle) -> Self {
-        self.log = Some(handle);
+        self.admin.set_log_handle(handle);
         self
     }
 
@@ -249,14 +243,8 @@ impl App {
     ) -> Result<(), Error> {
         let addrs = self.addrs();
         let stop = Stop::new();
-        let admin = Admin {
-            ready: self.ready.clone(),
-            registry: self.registry.clone(),
-            log: self.log.clone(),
-            config_text: Arc::from(format!("{:#?}\n", self.config)),
-        };
-        let http =
-            axum::serve(self.http, admin_router(admin)).with_graceful_shutdown(stop.stopped());
+        let http = axum::serve(self.http, admin_router(self.admin.clone()))
+            .with_graceful_shutdown(stop.stopped());
         let grpc = tonic::transport::Server::builder()
             .tls_config(self.tls)
             .map_err(|e| Error::Serve(format!("TLS: {e}")))?
@@ -267,15 +255,8 @@ impl App {
                 stop.stopped(),
             );
         tracing::info!(grpc = %addrs.grpc, http = %addrs.http, "citadel serving");
-        self.ready.store(true, Ordering::Release);
-        let ready = self.ready.clone();
-        let stop_on_signal = stop.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            tracing::info!("shutting down: draining in-flight requests");
-            ready.store(false, Ordering::Release);
-            stop_on_signal.trigger();
-        });
+        self.admin.set_ready();
+        self.admin.stop_on(shutdown, &stop, || {});
         let (h, g) = tokio::join!(http, grpc);
         self.ledger.close().await;
         h.map_err(|e| Error::Serve(format!("admin HTTP: {e}")))?;

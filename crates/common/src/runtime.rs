@@ -165,6 +165,54 @@ pub struct Admin {
     pub config_text: Arc<str>,
 }
 
+impl Admin {
+    /// Admin state serving `registry`, not ready yet, showing `config` (pretty
+    /// `Debug`) on `/debug/config`.
+    pub fn new(registry: Registry, config: &impl std::fmt::Debug) -> Admin {
+        Admin {
+            ready: Arc::new(AtomicBool::new(false)),
+            registry: Arc::new(registry),
+            log: None,
+            config_text: Arc::from(format!("{config:#?}\n")),
+        }
+    }
+
+    /// Lets `/logging` change the level through `handle`.
+    pub fn set_log_handle(&mut self, handle: LogHandle) {
+        self.log = Some(handle);
+    }
+
+    /// Turns `/ready` to 200.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// The shutdown sequence every service shares, spawned: once `shutdown`
+    /// resolves (SIGTERM, a test's signal) or `stop` is triggered by a failing
+    /// component, `/ready` turns 503 so load balancers stop sending, `then` runs
+    /// (ending long-lived streams), and `stop` is triggered so every server drains.
+    pub fn stop_on(
+        &self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+        stop: &Stop,
+        then: impl FnOnce() + Send + 'static,
+    ) {
+        let ready = self.ready.clone();
+        let stop = stop.clone();
+        let stopped = stop.stopped();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = stopped => {}
+            }
+            tracing::info!("shutting down: draining in-flight requests");
+            ready.store(false, Ordering::Release);
+            then();
+            stop.trigger();
+        });
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct LevelQuery {
     level: Option<String>,

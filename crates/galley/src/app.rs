@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::runtime::{Admin, LogArgs, LogHandle, Stop, admin_router, bind};
 use prometheus_client::registry::Registry;
@@ -69,15 +68,12 @@ pub enum Error {
 
 /// A built, not yet running galley.
 pub struct App {
-    config: Config,
     grpc: TcpListener,
     webhook: TcpListener,
     http: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     metrics: Metrics,
-    registry: Arc<Registry>,
-    ready: Arc<AtomicBool>,
-    log: Option<LogHandle>,
+    admin: Admin,
 }
 
 /// The addresses a built app listens on (useful with port 0 in tests).
@@ -113,22 +109,20 @@ impl App {
             .map_err(Error::Bind)?;
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
+        let admin = Admin::new(registry, &config);
         Ok(App {
-            config,
             grpc,
             webhook,
             http,
             tls,
             metrics,
-            registry: Arc::new(registry),
-            ready: Arc::new(AtomicBool::new(false)),
-            log: None,
+            admin,
         })
     }
 
     /// Lets `/logging` change the level through `handle`.
     pub fn with_log_handle(mut self, handle: LogHandle) -> Self {
-        self.log = Some(handle);
+        self.admin.set_log_handle(handle);
         self
     }
 
@@ -155,13 +149,8 @@ impl App {
         let addrs = self.addrs();
         let stop = Stop::new();
         let stopped = || stop.stopped();
-        let admin = Admin {
-            ready: self.ready.clone(),
-            registry: self.registry.clone(),
-            log: self.log.clone(),
-            config_text: Arc::from(format!("{:#?}\n", self.config)),
-        };
-        let http = axum::serve(self.http, admin_router(admin)).with_graceful_shutdown(stopped());
+        let http = axum::serve(self.http, admin_router(self.admin.clone()))
+            .with_graceful_shutdown(stopped());
         let webhook = common::runtime::serve_tls(
             self.webhook,
             self.tls.clone(),
@@ -172,15 +161,8 @@ impl App {
             .add_service(ValidationService::new(self.metrics.clone()).into_server())
             .serve_with_incoming_shutdown(common::runtime::grpc_incoming(self.grpc), stopped());
         tracing::info!(grpc = %addrs.grpc, webhook = %addrs.webhook, http = %addrs.http, "galley serving");
-        self.ready.store(true, Ordering::Release);
-        let ready = self.ready.clone();
-        let stop_on_signal = stop.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            tracing::info!("shutting down: draining in-flight requests");
-            ready.store(false, Ordering::Release);
-            stop_on_signal.trigger();
-        });
+        self.admin.set_ready();
+        self.admin.stop_on(shutdown, &stop, || {});
         let (h, w, g) = tokio::join!(http, webhook, grpc);
         h.map_err(|e| Error::Serve(format!("admin HTTP: {e}")))?;
         w.map_err(|e| Error::Serve(format!("webhook: {e}")))?;

@@ -16,8 +16,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration as StdDuration;
 
 use common::istio::types::Duration;
@@ -138,9 +136,7 @@ pub struct App {
     model: ModelHandle,
     ads: AdsServer,
     controller: ConfigController,
-    registry: Arc<Registry>,
-    ready: Arc<AtomicBool>,
-    log: Option<LogHandle>,
+    admin: Admin,
 }
 
 impl std::fmt::Debug for App {
@@ -227,6 +223,7 @@ impl App {
             ..Limits::default()
         };
         let ads = AdsServer::new(model.clone(), metrics).with_limits(limits);
+        let admin = Admin::new(registry, &config);
         Ok(App {
             config,
             xds,
@@ -235,15 +232,13 @@ impl App {
             model,
             ads,
             controller,
-            registry: Arc::new(registry),
-            ready: Arc::new(AtomicBool::new(false)),
-            log: None,
+            admin,
         })
     }
 
     /// Lets `/logging` change the level through `handle`.
     pub fn with_log_handle(mut self, handle: LogHandle) -> Self {
-        self.log = Some(handle);
+        self.admin.set_log_handle(handle);
         self
     }
 
@@ -280,13 +275,8 @@ impl App {
         let addrs = self.addrs();
         let stop = Stop::new();
         let stopped = || stop.stopped();
-        let admin = Admin {
-            ready: self.ready.clone(),
-            registry: self.registry.clone(),
-            log: self.log.clone(),
-            config_text: Arc::from(format!("{:#?}\n", self.config)),
-        };
-        let router = admin_router(admin).merge(debug::router(DebugState::from_server(&self.ads)));
+        let router = admin_router(self.admin.clone())
+            .merge(debug::router(DebugState::from_server(&self.ads)));
         let http = axum::serve(self.http, router).with_graceful_shutdown(stopped());
         let grpc = grpc_builder()
             .add_service(self.ads.clone().into_service())
@@ -323,29 +313,18 @@ impl App {
         };
 
         // Ready once a snapshot is published (build published the first one).
-        let ready = self.ready.clone();
+        let admin = self.admin.clone();
         let mut versions = self.model.subscribe();
         tokio::spawn(async move {
             if versions.wait_for(|v| *v > 0).await.is_ok() {
-                ready.store(true, Ordering::Release);
+                admin.set_ready();
             }
         });
         tracing::info!(xds = %addrs.xds, xds_tls = ?addrs.xds_tls, http = %addrs.http, dir = %self.config.config_dir.display(), "pilot serving");
 
-        let ready = self.ready.clone();
+        // On shutdown ADS streams end with UNAVAILABLE, so proxies reconnect elsewhere.
         let ads = self.ads.clone();
-        let stop_seen = stop.stopped();
-        let stop_on_signal = stop.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = shutdown => {}
-                _ = stop_seen => {}
-            }
-            tracing::info!("shutting down: ending ADS streams and draining");
-            ready.store(false, Ordering::Release);
-            ads.close();
-            stop_on_signal.trigger();
-        });
+        self.admin.stop_on(shutdown, &stop, move || ads.close());
 
         let drain = stopped();
         let http = async {
