@@ -97,6 +97,34 @@ pub trait Authenticator: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<Caller>, AuthError>>;
 }
 
+/// An authenticator of bearer tokens. It is an [`Authenticator`] through the
+/// blanket impl: a call without a bearer token is not its kind (`Ok(None)`).
+pub trait BearerAuthenticator: Send + Sync {
+    /// A short name for logs, metrics and the ledger.
+    const NAME: &'static str;
+
+    /// Verifies `token` and names its holder.
+    fn verify_token<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Caller, AuthError>>;
+}
+
+impl<T: BearerAuthenticator> Authenticator for T {
+    fn name(&self) -> &'static str {
+        T::NAME
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        ctx: &'a CallContext,
+    ) -> BoxFuture<'a, Result<Option<Caller>, AuthError>> {
+        Box::pin(async move {
+            match ctx.bearer() {
+                None => Ok(None),
+                Some(token) => self.verify_token(token).await.map(Some),
+            }
+        })
+    }
+}
+
 /// The configured authenticators, tried in order.
 #[derive(Clone, Default)]
 pub struct Authenticators {

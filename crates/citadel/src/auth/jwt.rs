@@ -18,7 +18,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use super::jwks::{JwksError, JwksSource, KeyStore};
-use super::{AuthError, Authenticator, CallContext, Caller};
+use super::{AuthError, BearerAuthenticator, Caller};
 
 /// The authenticator's name.
 pub const NAME: &str = "jwt";
@@ -229,21 +229,11 @@ impl JwtAuthenticator {
     }
 }
 
-impl Authenticator for JwtAuthenticator {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl BearerAuthenticator for JwtAuthenticator {
+    const NAME: &'static str = NAME;
 
-    fn authenticate<'a>(
-        &'a self,
-        ctx: &'a CallContext,
-    ) -> BoxFuture<'a, Result<Option<Caller>, AuthError>> {
-        Box::pin(async move {
-            match ctx.bearer() {
-                None => Ok(None),
-                Some(token) => self.verify(token).await.map(Some),
-            }
-        })
+    fn verify_token<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Caller, AuthError>> {
+        Box::pin(self.verify(token))
     }
 }
 

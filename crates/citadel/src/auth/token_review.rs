@@ -13,7 +13,7 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
 
 use super::jwt::{check_token_size, service_account_caller};
-use super::{AuthError, Authenticator, CallContext, Caller};
+use super::{AuthError, BearerAuthenticator, Caller};
 
 /// The authenticator's name.
 pub const NAME: &str = "token-review";
@@ -90,20 +90,10 @@ impl TokenReviewAuthenticator {
     }
 }
 
-impl Authenticator for TokenReviewAuthenticator {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl BearerAuthenticator for TokenReviewAuthenticator {
+    const NAME: &'static str = NAME;
 
-    fn authenticate<'a>(
-        &'a self,
-        ctx: &'a CallContext,
-    ) -> BoxFuture<'a, Result<Option<Caller>, AuthError>> {
-        Box::pin(async move {
-            match ctx.bearer() {
-                None => Ok(None),
-                Some(token) => self.review(token).await.map(Some),
-            }
-        })
+    fn verify_token<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Caller, AuthError>> {
+        Box::pin(self.review(token))
     }
 }
