@@ -564,3 +564,63 @@ fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     fs::rename(&tmp, path).map_err(io)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path, alg: KeyAlgorithm) -> CaConfig {
+        CaConfig {
+            key_dir: dir.to_path_buf(),
+            cacerts_dir: None,
+            key_algorithm: alg,
+            trust_domain: "cluster.local".into(),
+            root_ttl: Duration::from_secs(3600 * 24 * 365),
+            max_ttl: Duration::from_secs(3600),
+            default_ttl: Duration::from_secs(600),
+        }
+    }
+
+    fn csr_for(id: &Identity) -> Csr {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::default();
+        p.subject_alt_names = vec![SanType::URI(id.uri().try_into().unwrap())];
+        crate::csr::parse(&p.serialize_request(&key).unwrap().pem().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_root_algorithm_signs_leaves_that_verify() {
+        let id = Identity::new("cluster.local", "default", "reviews").unwrap();
+        for (alg, want) in [
+            (KeyAlgorithm::EcdsaP256, 256),
+            (KeyAlgorithm::Rsa2048, 2048),
+            (KeyAlgorithm::Rsa4096, 4096),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let ca = Ca::load_or_create(&config(dir.path(), alg)).unwrap();
+            let root_der = ca.root_ders().remove(0);
+            let (_, root) = X509Certificate::from_der(&root_der).unwrap();
+            let bits = root.public_key().parsed().unwrap().key_size();
+            assert_eq!(bits, want, "{alg:?}");
+
+            let signed = ca.sign(&csr_for(&id), &id, ca.ttl_for(0)).unwrap();
+            assert_eq!(signed.not_after - signed.not_before, 600, "the default TTL");
+            let leaf_der = CertificateDer::from_pem_slice(signed.chain[0].as_bytes()).unwrap();
+            let (_, leaf) = X509Certificate::from_der(&leaf_der).unwrap();
+            leaf.verify_signature(Some(root.public_key()))
+                .unwrap_or_else(|e| panic!("{alg:?}: the leaf does not verify: {e}"));
+            assert_eq!(signed.serial.len(), 32, "16 bytes, no leading zero");
+            assert_eq!(format!("{:x}", leaf.tbs_certificate.serial), signed.serial);
+        }
+    }
+
+    #[test]
+    fn ttl_is_the_request_capped_by_the_maximum() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(&config(dir.path(), KeyAlgorithm::EcdsaP256)).unwrap();
+        assert_eq!(ca.ttl_for(0), Duration::from_secs(600));
+        assert_eq!(ca.ttl_for(-1), Duration::from_secs(600));
+        assert_eq!(ca.ttl_for(60), Duration::from_secs(60));
+        assert_eq!(ca.ttl_for(86_400), Duration::from_secs(3600));
+    }
+}
