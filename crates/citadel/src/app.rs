@@ -20,7 +20,7 @@ use tonic::transport::{Certificate, Identity as TlsIdentity, ServerTlsConfig};
 
 use crate::auth::Authenticators;
 use crate::auth::client_cert::ClientCertAuthenticator;
-use crate::auth::jwks::JwksSource;
+use crate::auth::jwks::{JwksSource, UrlOptions};
 use crate::auth::jwt::JwtAuthenticator;
 use crate::auth::token_review::TokenReviewAuthenticator;
 use crate::ca::{Ca, CaConfig, KeyAlgorithm};
@@ -68,6 +68,15 @@ pub struct Config {
     /// `mizzen token create` (the issuer key in --key-dir).
     #[arg(long, env = "CITADEL_JWKS", requires = "jwt_issuer")]
     pub jwks: Option<String>,
+    /// PEM roots that verify an https --jwks URL instead of the system's (in a
+    /// cluster: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt).
+    #[arg(long, env = "CITADEL_JWKS_CA_FILE", requires = "jwks")]
+    pub jwks_ca_file: Option<PathBuf>,
+    /// A file whose content is sent as a bearer token when fetching a --jwks URL,
+    /// re-read on every fetch (in a cluster: the service-account token, to read
+    /// https://kubernetes.default.svc/openid/v1/jwks).
+    #[arg(long, env = "CITADEL_JWKS_TOKEN_FILE", requires = "jwks")]
+    pub jwks_token_file: Option<PathBuf>,
     /// Required `iss` of bearer tokens verified with --jwks (local mode: mizzen-local).
     #[arg(long, env = "CITADEL_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
@@ -122,6 +131,9 @@ pub enum Error {
     /// No Kubernetes client for --token-review.
     #[error("--token-review needs a Kubernetes client (in-cluster or KUBECONFIG): {0}")]
     Kube(String),
+    /// Flags that do not fit together.
+    #[error("invalid flags: {0}")]
+    Flags(String),
     /// A listener could not be bound.
     #[error("{0}")]
     Bind(#[source] std::io::Error),
@@ -275,7 +287,17 @@ async fn authenticators(config: &Config, ca: &Ca) -> Result<Authenticators, Erro
     let jwt = match (&config.jwks, &config.jwt_issuer) {
         (Some(jwks), Some(issuer)) => {
             let source = if jwks.starts_with("http://") || jwks.starts_with("https://") {
-                JwksSource::Url(jwks.clone())
+                JwksSource::Url(
+                    jwks.clone(),
+                    UrlOptions {
+                        ca_file: config.jwks_ca_file.clone(),
+                        token_file: config.jwks_token_file.clone(),
+                    },
+                )
+            } else if config.jwks_ca_file.is_some() || config.jwks_token_file.is_some() {
+                return Err(Error::Flags(format!(
+                    "--jwks-ca-file and --jwks-token-file apply to a --jwks URL, but {jwks:?} is a file; drop them or give an http(s) URL"
+                )));
             } else {
                 JwksSource::File(PathBuf::from(jwks))
             };

@@ -335,7 +335,7 @@ async fn a_jwks_url_is_fetched_and_refreshed_on_an_unknown_kid() {
     let old = fixture();
     let new = fixture();
     let server = jwks_server(&old.issuer.jwks()).await;
-    let auth = jwt(JwksSource::Url(server.url.clone())).await;
+    let auth = jwt(JwksSource::url(server.url.clone())).await;
     assert_eq!(server.hits.load(Ordering::SeqCst), 1);
     let old_token = old.issuer.mint("ns1", "sa1", AUD, hour()).unwrap();
     assert!(
@@ -373,7 +373,7 @@ async fn an_unreachable_jwks_url_makes_the_authenticator_unavailable() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/keys", listener.local_addr().unwrap());
     drop(listener);
-    let auth = jwt(JwksSource::Url(url)).await;
+    let auth = jwt(JwksSource::url(url)).await;
     let f = fixture();
     let token = f.issuer.mint("ns1", "sa1", AUD, hour()).unwrap();
     match auth.authenticate(&bearer(&token)).await {

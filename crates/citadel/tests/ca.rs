@@ -338,3 +338,23 @@ async fn rsa_root_and_trust_bundle() {
     );
     ca.stop().await;
 }
+
+#[tokio::test]
+async fn jwks_fetch_flags_without_a_jwks_url_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, r#"{"keys": []}"#).unwrap();
+    let mut cfg = config(dir.path());
+    cfg.jwks = Some(jwks.display().to_string());
+    cfg.jwt_issuer = Some("https://kubernetes.default.svc.cluster.local".into());
+    cfg.jwks_ca_file = Some(dir.path().join("ca.crt"));
+    let err = citadel::app::App::build(cfg)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("--jwks-ca-file") && err.contains("is a file"),
+        "{err}"
+    );
+}

@@ -37,8 +37,8 @@ pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
 pub enum JwksSource {
     /// A JSON file holding a JWK set (`{"keys": [...]}`).
     File(PathBuf),
-    /// An `http://` or `https://` URL serving a JWK set.
-    Url(String),
+    /// An `http://` or `https://` URL serving a JWK set, fetched as `UrlOptions` say.
+    Url(String, UrlOptions),
     /// A fixed set.
     Static(JwkSet),
 }
@@ -63,6 +63,14 @@ pub enum JwksError {
         /// The JSON error.
         #[source]
         source: serde_json::Error,
+    },
+    /// The CA file for an `https://` JWKS URL is unusable.
+    #[error("JWKS CA file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The URL is not an `http://` or `https://` URL with a host.
     #[error("JWKS URL {url:?} is not usable: {reason}")]
@@ -122,9 +130,31 @@ struct FileState {
 /// [`FileKeys::current`]).
 type Stamp = (Option<SystemTime>, u64, u64);
 
+/// How a JWKS URL is fetched.
+#[derive(Debug, Clone, Default)]
+pub struct UrlOptions {
+    /// PEM roots that verify an `https://` server instead of the system's (the
+    /// cluster CA, `/var/run/secrets/kubernetes.io/serviceaccount/ca.crt`).
+    pub ca_file: Option<PathBuf>,
+    /// A file whose content is sent as `Authorization: Bearer …`, re-read on every
+    /// fetch (a projected service-account token, which the kubelet rotates).
+    pub token_file: Option<PathBuf>,
+}
+
+impl JwksSource {
+    /// A URL fetched with the system's roots and no credentials.
+    pub fn url(url: impl Into<String>) -> JwksSource {
+        JwksSource::Url(url.into(), UrlOptions::default())
+    }
+}
+
 struct UrlKeys {
     url: String,
     uri: Uri,
+    /// The TLS connector for `https://` (built at construction from `ca_file`, or
+    /// the system roots on first use).
+    connector: Option<tokio_rustls::TlsConnector>,
+    token_file: Option<PathBuf>,
     state: Mutex<UrlState>,
     /// Serializes fetches so a burst of unknown kids fetches once.
     fetching: tokio::sync::Mutex<()>,
@@ -156,11 +186,17 @@ impl KeyStore {
                     state: Mutex::new(state),
                 })
             }
-            JwksSource::Url(url) => {
+            JwksSource::Url(url, options) => {
                 let uri = parse_url(&url)?;
+                let connector = match &options.ca_file {
+                    Some(path) => Some(connector_with_roots(path)?),
+                    None => None,
+                };
                 Inner::Url(UrlKeys {
                     url,
                     uri,
+                    connector,
+                    token_file: options.token_file,
                     state: Mutex::new(UrlState::default()),
                     fetching: tokio::sync::Mutex::new(()),
                 })
@@ -258,7 +294,7 @@ impl UrlKeys {
     /// Fetches now (serialized with other fetches) and keeps the result if good.
     async fn fetch(&self) -> Result<(), JwksError> {
         let _guard = self.fetching.lock().await;
-        let result = fetch(&self.uri).await;
+        let result = fetch(self).await;
         let mut state = self.state.lock().expect("jwks lock");
         match result {
             Ok(body) => match serde_json::from_slice::<JwkSet>(&body) {
@@ -374,13 +410,28 @@ fn parse_url(url: &str) -> Result<Uri, JwksError> {
 }
 
 /// GETs `uri` over HTTP/1.1 and returns the body of a 200 answer.
-async fn fetch(uri: &Uri) -> Result<Bytes, String> {
-    tokio::time::timeout(FETCH_TIMEOUT, fetch_inner(uri))
-        .await
-        .map_err(|_| format!("timed out after {FETCH_TIMEOUT:?}"))?
+async fn fetch(keys: &UrlKeys) -> Result<Bytes, String> {
+    let bearer = match &keys.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map(|t| t.trim().to_string())
+                .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    tokio::time::timeout(
+        FETCH_TIMEOUT,
+        fetch_inner(&keys.uri, keys.connector.as_ref(), bearer.as_deref()),
+    )
+    .await
+    .map_err(|_| format!("timed out after {FETCH_TIMEOUT:?}"))?
 }
 
-async fn fetch_inner(uri: &Uri) -> Result<Bytes, String> {
+async fn fetch_inner(
+    uri: &Uri,
+    connector: Option<&tokio_rustls::TlsConnector>,
+    bearer: Option<&str>,
+) -> Result<Bytes, String> {
     let https = uri.scheme_str() == Some("https");
     let host = uri.host().unwrap_or_default();
     let bare_host = host.trim_start_matches('[').trim_end_matches(']');
@@ -391,17 +442,25 @@ async fn fetch_inner(uri: &Uri) -> Result<Bytes, String> {
     if https {
         let name = rustls_pki_types::ServerName::try_from(bare_host.to_string())
             .map_err(|e| format!("bad server name {bare_host:?}: {e}"))?;
-        let tls = tls_connector()?
+        let system;
+        let connector = match connector {
+            Some(c) => c,
+            None => {
+                system = tls_connector()?;
+                &system
+            }
+        };
+        let tls = connector
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS handshake with {host}:{port} failed: {e}"))?;
-        get(TokioIo::new(tls), uri).await
+        get(TokioIo::new(tls), uri, bearer).await
     } else {
-        get(TokioIo::new(tcp), uri).await
+        get(TokioIo::new(tcp), uri, bearer).await
     }
 }
 
-async fn get<IO>(io: IO, uri: &Uri) -> Result<Bytes, String>
+async fn get<IO>(io: IO, uri: &Uri, bearer: Option<&str>) -> Result<Bytes, String>
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -411,10 +470,14 @@ where
     let conn = tokio::spawn(conn);
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let request = hyper::Request::get(path)
+    let mut request = hyper::Request::get(path)
         .header(hyper::header::HOST, authority)
         .header(hyper::header::ACCEPT, "application/json")
-        .header(hyper::header::USER_AGENT, "mizzen-citadel")
+        .header(hyper::header::USER_AGENT, "mizzen-citadel");
+    if let Some(token) = bearer {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
         .body(Empty::new())
         .map_err(|e| format!("cannot build the request: {e}"))?;
     let response = sender
@@ -433,6 +496,30 @@ where
         return Err(format!("HTTP {status}: {}", text.trim()));
     }
     Ok(body)
+}
+
+/// A TLS connector trusting only the PEM roots in `path`.
+fn connector_with_roots(path: &std::path::Path) -> Result<tokio_rustls::TlsConnector, JwksError> {
+    let bad = |reason: String| JwksError::CaFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read the CA file: {e}")))?;
+    let certs =
+        common::tls::certs_from_pem(&pem, "the JWKS CA file").map_err(|e| bad(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| bad(format!("not a usable CA certificate: {e}")))?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 /// A TLS connector trusting the system's roots, built once.

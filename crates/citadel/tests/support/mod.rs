@@ -24,6 +24,8 @@ pub fn config(dir: &Path) -> Config {
         cacerts_dir: None,
         key_algorithm: KeyAlgorithm::EcdsaP256,
         jwks: None,
+        jwks_ca_file: None,
+        jwks_token_file: None,
         jwt_issuer: None,
         jwt_audience: "istio-ca".into(),
         token_review: false,
