@@ -108,6 +108,18 @@ pub enum LedgerError {
         #[source]
         source: std::io::Error,
     },
+    /// The SQLite file could not be created.
+    #[error(
+        "cannot create the ledger file {}: {source}; check the permissions of its directory or choose another --key-dir / --db-url",
+        path.display()
+    )]
+    CreateFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// [`Ledger::open_existing`] found no SQLite file.
     #[error(
         "no ledger at {}: start citadel with --key-dir DIR first (it creates DIR/ledger.db), or pass --db-url",
@@ -269,6 +281,7 @@ impl Ledger {
                 let path = options.get_filename().to_path_buf();
                 if create {
                     create_parent(&path)?;
+                    create_private_file(&path)?;
                 } else if !path.exists() {
                     return Err(LedgerError::NotFound { path });
                 }
@@ -414,6 +427,25 @@ fn create_parent(file: &Path) -> Result<()> {
             })
         }
         _ => Ok(()),
+    }
+}
+
+/// Creates a missing SQLite file empty with mode 0600 (SQLite gives its WAL files
+/// the same mode): the ledger says who holds which identity, for the CA's eyes.
+fn create_private_file(file: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(LedgerError::CreateFile {
+            path: file.to_path_buf(),
+            source,
+        }),
     }
 }
 

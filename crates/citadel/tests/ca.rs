@@ -278,7 +278,7 @@ async fn root_persists_across_restarts_with_private_key_files() {
     let root = ca.root_pem();
     let key_dir = ca.key_dir.clone();
     ca.stop().await;
-    for f in ["root-key.pem", "issuer-key.pem"] {
+    for f in ["root-key.pem", "issuer-key.pem", "ledger.db"] {
         let mode = std::fs::metadata(key_dir.join(f))
             .unwrap()
             .permissions()
