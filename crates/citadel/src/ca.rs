@@ -16,7 +16,6 @@
 //! certificate's own expiry.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -530,39 +529,17 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| CaError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })
+    crate::files::private_dir(dir).map_err(|source| CaError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
-/// Writes `data` to `path` through a temporary file and a rename, with `mode`.
 fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| CaError::Io {
+    crate::files::write_atomic(path, data, mode).map_err(|source| CaError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let tmp = path.with_extension("pem.tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(data).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -433,20 +433,12 @@ fn create_parent(file: &Path) -> Result<()> {
 /// Creates a missing SQLite file empty with mode 0600 (SQLite gives its WAL files
 /// the same mode): the ledger says who holds which identity, for the CA's eyes.
 fn create_private_file(file: &Path) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(file)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(LedgerError::CreateFile {
+    crate::files::create_new(file, b"", 0o600)
+        .map(|_| ())
+        .map_err(|source| LedgerError::CreateFile {
             path: file.to_path_buf(),
             source,
-        }),
-    }
+        })
 }
 
 /// A row of `issuances` as read.

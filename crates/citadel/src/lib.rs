@@ -20,6 +20,7 @@ pub mod app;
 pub mod auth;
 pub mod ca;
 pub mod csr;
+mod files;
 pub mod grpc;
 pub mod ledger;
 pub mod local_issuer;

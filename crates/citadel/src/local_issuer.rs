@@ -11,7 +11,6 @@
 //! calls it too, so whichever runs first creates the key and both agree on the same
 //! files afterwards. An existing key file is never overwritten.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -232,28 +231,16 @@ impl LocalIssuer {
         if std::fs::read(&path).is_ok_and(|old| old == body) {
             return Ok(());
         }
-        let io = |what, source| LocalIssuerError::Io {
-            what,
+        crate::files::write_atomic(&path, &body, 0o644).map_err(|source| LocalIssuerError::Io {
+            what: "cannot write JWKS",
             path: path.clone(),
             source,
-        };
-        let tmp = self
-            .dir
-            .join(format!(".{JWKS_FILE}.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, &body).map_err(|e| io("cannot write JWKS", e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io("cannot write JWKS", e)
         })
     }
 }
 
 fn create_dir(dir: &Path) -> Result<(), LocalIssuerError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|source| LocalIssuerError::Io {
+    crate::files::private_dir(dir).map_err(|source| LocalIssuerError::Io {
         what: "cannot create key directory",
         path: dir.to_path_buf(),
         source,
@@ -269,23 +256,13 @@ fn create_key(path: &Path) -> Result<(), LocalIssuerError> {
             reason: format!("cannot generate: {e}"),
         }
     })?;
-    let io = |source| LocalIssuerError::Io {
-        what: "cannot create issuer key",
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = match options.open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(io(e)),
-    };
-    file.write_all(pair.serialize_pem().as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(io)
+    crate::files::create_new(path, pair.serialize_pem().as_bytes(), 0o600)
+        .map(|_| ())
+        .map_err(|source| LocalIssuerError::Io {
+            what: "cannot create issuer key",
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 #[cfg(test)]
