@@ -335,11 +335,7 @@ impl Ca {
         mut params: CertificateParams,
         key: &impl rcgen::PublicKeyData,
     ) -> Result<Signed> {
-        let mut serial = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut serial).map_err(|_| rcgen::Error::RingUnspecified)?;
-        // Positive, 16 bytes in DER, and no leading zero in hex: the serial reads the
-        // same in the ledger, in `openssl x509` and in the client-cert requester.
-        serial[0] = (serial[0] & 0x7f) | 0x40;
+        let serial = random_serial()?;
         params.serial_number = Some(SerialNumber::from_slice(&serial));
         let (not_before, not_after) = (params.not_before, params.not_after);
         let cert = params.signed_by(key, &self.issuer)?;
@@ -353,6 +349,16 @@ impl Ca {
             not_after: not_after.unix_timestamp(),
         })
     }
+}
+
+/// A random 128-bit serial: positive, 16 bytes in DER, and without a leading zero in
+/// hex, so it reads the same in the ledger, in `openssl x509` and as the
+/// client-cert requester.
+fn random_serial() -> Result<[u8; 16]> {
+    let mut serial = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut serial).map_err(|_| rcgen::Error::RingUnspecified)?;
+    serial[0] = (serial[0] & 0x7f) | 0x40;
+    Ok(serial)
 }
 
 fn leaf_params(ttl: Duration, signer_not_after: OffsetDateTime) -> Result<CertificateParams> {
@@ -400,10 +406,7 @@ fn create_root(config: &CaConfig, key_path: &Path, cert_path: &Path) -> Result<(
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let mut serial = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut serial).map_err(|_| rcgen::Error::RingUnspecified)?;
-    serial[0] &= 0x7f;
-    params.serial_number = Some(SerialNumber::from_slice(&serial));
+    params.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
     let cert = params.self_signed(&key)?;
     // The key first: a crash between the two writes leaves a key without a
     // certificate, which the next start reports instead of silently replacing.
