@@ -513,10 +513,15 @@ fn connector_with_roots(path: &std::path::Path) -> Result<tokio_rustls::TlsConne
             .add(cert)
             .map_err(|e| bad(format!("not a usable CA certificate: {e}")))?;
     }
+    connector(roots).map_err(bad)
+}
+
+/// A TLS client (aws-lc, safe defaults, no client certificate) trusting `roots`.
+fn connector(roots: rustls::RootCertStore) -> Result<tokio_rustls::TlsConnector, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| bad(e.to_string()))?
+        .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
@@ -524,28 +529,23 @@ fn connector_with_roots(path: &std::path::Path) -> Result<tokio_rustls::TlsConne
 
 /// A TLS connector trusting the system's roots, built once.
 fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    let config = CONFIG.get_or_init(|| {
-        let mut roots = rustls::RootCertStore::empty();
-        let found = rustls_native_certs::load_native_certs();
-        for cert in found.certs {
-            let _ = roots.add(cert);
-        }
-        if roots.is_empty() {
-            return Err(format!(
-                "no system root certificates found ({:?})",
-                found.errors
-            ));
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Arc::new(config))
-    });
-    config.clone().map(tokio_rustls::TlsConnector::from)
+    static SYSTEM: OnceLock<Result<tokio_rustls::TlsConnector, String>> = OnceLock::new();
+    SYSTEM
+        .get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(format!(
+                    "no system root certificates found ({:?})",
+                    found.errors
+                ));
+            }
+            connector(roots)
+        })
+        .clone()
 }
 
 #[cfg(test)]
