@@ -14,5 +14,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;
+    envoy_descriptor_set()?;
+    Ok(())
+}
+
+/// Second step: compiles the vendored Envoy API protos (the roots listed in
+/// `proto/envoy-api/ROOTS`, see `scripts/vendor-envoy-protos`) into one
+/// FileDescriptorSet at `$OUT_DIR/envoy_descriptor.bin`, read by `envoy_json`.
+/// No Rust code is generated: the types come from the envoy-types crate.
+fn envoy_descriptor_set() -> Result<(), Box<dyn std::error::Error>> {
+    use prost::Message as _;
+    println!("cargo:rerun-if-changed=proto/envoy-api");
+    let roots = std::fs::read_to_string("proto/envoy-api/ROOTS")?;
+    let roots: Vec<&str> = roots.lines().filter(|l| !l.trim().is_empty()).collect();
+    let fds = protox::compile(roots, ["proto/envoy-api"])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("envoy_descriptor.bin");
+    std::fs::write(out, fds.encode_to_vec())?;
     Ok(())
 }

@@ -278,9 +278,17 @@ impl App {
         let router = admin_router(self.admin.clone())
             .merge(debug::router(DebugState::from_server(&self.ads)));
         let http = axum::serve(self.http, router).with_graceful_shutdown(stopped());
-        let grpc = grpc_builder()
-            .add_service(self.ads.clone().into_service())
-            .serve_with_incoming_shutdown(common::runtime::grpc_incoming(self.xds), stopped());
+        // The plaintext port runs pilot's own ADS transport; the mTLS port tonic's.
+        let grpc = async {
+            crate::xds::ads::transport::serve(
+                self.xds,
+                self.ads.clone(),
+                crate::xds::ads::transport::Http2::default(),
+                stopped(),
+            )
+            .await;
+            Ok::<(), tonic::transport::Error>(())
+        };
         let grpc_tls = match self.xds_tls {
             Some((listener, tls)) => {
                 let server = grpc_builder()

@@ -45,6 +45,23 @@ fn push_time_histogram() -> Histogram {
     Histogram::new(PUSH_TIME_BUCKETS)
 }
 
+/// `pilot_xds_pushes` and `pilot_xds_push_time` of one type ([`Metrics::push_metrics`]).
+#[derive(Debug, Clone)]
+pub struct PushMetrics {
+    /// `pilot_xds_pushes{type}`.
+    pub pushes: Counter,
+    /// `pilot_xds_push_time{type}`.
+    pub push_time: Histogram,
+}
+
+impl PushMetrics {
+    /// Counts one response and how long it took.
+    pub fn record(&self, seconds: f64) {
+        self.pushes.inc();
+        self.push_time.observe(seconds);
+    }
+}
+
 /// Pilot's metrics; cheap to clone (every field shares its storage).
 #[derive(Clone)]
 pub struct Metrics {
@@ -120,6 +137,16 @@ impl Metrics {
             m.convergence.clone(),
         );
         m
+    }
+
+    /// The push counter and time histogram of `type_url`, for a connection to
+    /// keep and record into without looking the labels up on every response.
+    pub fn push_metrics(&self, type_url: &str) -> PushMetrics {
+        let labels = TypeLabels::of(type_url);
+        PushMetrics {
+            pushes: self.pushes.get_or_create(&labels).clone(),
+            push_time: self.push_time.get_or_create(&labels).clone(),
+        }
     }
 
     /// Counts one response sent for `type_url` and how long it took.

@@ -5,11 +5,14 @@
 //! Built by [`crate::registry`] (services and endpoints) and [`crate::config`]
 //! (Istio resources that passed galley), published through [`ModelHandle`].
 
+use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
+
+use crate::xds::NamedResource;
 use common::istio::networking::{
     DestinationRuleSpec, EnvoyFilterSpec, GatewaySpec, ServiceEntrySpec, SidecarSpec,
     VirtualServiceSpec,
@@ -218,10 +221,32 @@ pub struct Snapshot {
     pub endpoints_changed: BTreeSet<String>,
     /// DestinationRules by host, built on first use ([`Snapshot::destination_rules_for`]),
     /// so generation looks up the rules of a host instead of scanning them all.
-    pub rule_index: OnceLock<RuleIndex>,
+    pub rule_index: Derived<RuleIndex>,
     /// The EDS cluster names an endpoint-only change can touch, built on first use
     /// ([`Snapshot::changed_cluster_names`]) and shared by every connection.
-    pub changed_clusters: OnceLock<BTreeSet<String>>,
+    pub changed_clusters: Derived<BTreeSet<String>>,
+    /// Load assignments that are the same for every proxy (clusters without a
+    /// subset), generated once per snapshot and shared by every connection
+    /// ([`crate::xds::endpoint::generate`]), as Istio's EDS cache does.
+    pub shared_eds: Derived<Mutex<HashMap<String, Option<NamedResource>>>>,
+}
+
+/// A value derived from a snapshot on first use. Cloning a snapshot (to edit the
+/// copy into the next one) does not carry it over: the copy derives its own.
+#[derive(Debug, Default)]
+pub struct Derived<T>(OnceLock<T>);
+
+impl<T> Clone for Derived<T> {
+    fn clone(&self) -> Self {
+        Derived(OnceLock::new())
+    }
+}
+
+impl<T> Derived<T> {
+    /// The value, derived by `init` the first time.
+    pub fn get_or_init(&self, init: impl FnOnce() -> T) -> &T {
+        self.0.get_or_init(init)
+    }
 }
 
 /// A workload instance known to the registry (a Pod or a WorkloadEntry).

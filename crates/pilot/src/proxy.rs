@@ -129,10 +129,16 @@ impl Proxy {
         })
     }
 
+    /// The registry's workload at one of the proxy's IPs, which is all that
+    /// [`Proxy::complete_from`] reads of a snapshot.
+    pub fn workload_in<'a>(&self, snapshot: &'a Snapshot) -> Option<&'a crate::model::Workload> {
+        self.ips.iter().find_map(|ip| snapshot.workloads.get(ip))
+    }
+
     /// Fills labels and service account from the registry's workload at one of the
     /// proxy's IPs when the metadata left them out.
     pub fn complete_from(&mut self, snapshot: &Snapshot) {
-        let Some(w) = self.ips.iter().find_map(|ip| snapshot.workloads.get(ip)) else {
+        let Some(w) = self.workload_in(snapshot) else {
             return;
         };
         if self.labels.is_empty() {

@@ -1,4 +1,13 @@
-//! Proxy: Mizzen's data plane. It will consume the same xDS a stock Envoy does and carry HTTP/1.1, HTTP/2, gRPC and TCP with Istio's routing, resilience, mTLS, authorization and telemetry.
+//! Proxy: Mizzen's data plane. It consumes the same xDS a stock Envoy does and
+//! will carry HTTP/1.1, HTTP/2, gRPC and TCP with Istio's routing, resilience,
+//! mTLS, authorization and telemetry (issue 5).
 //!
-//! Not built yet: this crate holds the place of the service in the workspace so the
-//! layout of ARCHITECTURE.md is real. Its work is tracked by the project's issues.
+//! Built so far, top-down:
+//! - `config`: the command line (`proxy -c BOOTSTRAP --concurrency N`);
+//! - `bootstrap`: Envoy's bootstrap file (YAML or JSON), read into Envoy's own
+//!   `Bootstrap` message, with unsupported fields refused or warned about by name;
+//! - `xds`: the ADS client (delta by default, SotW selectable) that keeps the last
+//!   good configuration and NACKs per resource what it cannot apply.
+pub mod bootstrap;
+pub mod config;
+pub mod xds;

@@ -1,8 +1,34 @@
-//! The `proxy` binary (not available yet).
+//! The `proxy` binary: Envoy-style flags in, bootstrap loaded and checked. The data
+//! plane is not built yet, so after a good bootstrap it says so and exits 2.
 
-fn main() -> std::process::ExitCode {
+use std::process::ExitCode;
+
+use clap::Parser;
+use proxy::bootstrap::Bootstrap;
+use proxy::config::Config;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    if let Err(err) = common::runtime::init_logging(&config.log_args()) {
+        eprintln!("proxy: {err}");
+        return ExitCode::FAILURE;
+    }
+    tracing::info!(?config, "starting proxy");
+    let bootstrap = match Bootstrap::from_config(&config) {
+        Ok(b) => b,
+        Err(err) => {
+            eprintln!("proxy: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for warning in &bootstrap.warnings {
+        tracing::warn!("{warning}");
+    }
+    let summary = bootstrap.summary();
+    tracing::info!(workers = config.workers(), "bootstrap loaded: {summary}");
     eprintln!(
-        "proxy: not available in this build. When built it will serve: the sidecar ports: :15001 outbound, :15006 inbound, :15000 admin, :15020/:15090 Prometheus, :15021 /healthz/ready. See the README for what works today (mizzen validate, mizzen analyze, galley)."
+        "proxy: bootstrap ok ({summary}; {} warning(s)); the data plane is not built yet",
+        bootstrap.warnings.len()
     );
-    std::process::ExitCode::from(2)
+    ExitCode::from(2)
 }

@@ -7,7 +7,8 @@
 //! into a [`Proxy`] (a malformed node ends the stream with `INVALID_ARGUMENT`)
 //! and completed from the registry. The connection registers itself in
 //! [`Connections`] (what `/debug/syncz` shows) and then serves two inputs in one
-//! task: requests from the proxy, handled by the ACK/NACK/nonce rules, and new
+//! loop, which runs inside the call's response stream (`outbox`: no task or
+//! channel between generating a response and HTTP/2 sending it): requests from the proxy, handled by the ACK/NACK/nonce rules, and new
 //! snapshot versions from [`ModelHandle::subscribe`], which regenerate every
 //! type the proxy watches (CDS, EDS, LDS, RDS in that order) and send what
 //! changed. Generation goes through a [`Generator`] (by default
@@ -31,8 +32,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
@@ -42,7 +42,11 @@ use crate::xds::{CLUSTER, ENDPOINT, GenerateError, LISTENER, NamedResource, ROUT
 
 pub mod connection;
 mod delta;
+mod outbox;
 mod sotw;
+pub mod transport;
+
+pub use outbox::Served;
 
 pub use connection::{ConnectionStatus, Connections, NackStatus, TypeStatus};
 
@@ -80,16 +84,14 @@ pub fn short_type(type_url: &str) -> &str {
 
 /// `types` sorted in [`PUSH_ORDER`].
 pub(crate) fn in_push_order<'a>(types: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    let rank = |t: &str| {
+        PUSH_ORDER
+            .iter()
+            .position(|p| *p == t)
+            .unwrap_or(PUSH_ORDER.len())
+    };
     let mut v: Vec<String> = types.into_iter().cloned().collect();
-    v.sort_by_key(|t| {
-        (
-            PUSH_ORDER
-                .iter()
-                .position(|p| p == t)
-                .unwrap_or(PUSH_ORDER.len()),
-            t.clone(),
-        )
-    });
+    v.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
     v
 }
 
@@ -120,6 +122,18 @@ impl Default for Limits {
             send_queue: 16,
         }
     }
+}
+
+/// Whether a failed read of the request stream means the request was bad (and
+/// the proxy is told so), rather than that the proxy went away.
+pub(crate) fn bad_request(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::InvalidArgument
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::Unimplemented
+            | tonic::Code::OutOfRange
+    )
 }
 
 /// Why a stream was ended by pilot. Each becomes a gRPC status for the proxy.
@@ -160,6 +174,10 @@ pub enum AdsError {
     /// The proxy went away; nothing to report.
     #[error("the stream was closed by the proxy")]
     Closed,
+    /// A request could not be read (bad framing, too large, compressed, not
+    /// the message it should be); the status says which.
+    #[error("{}", .0.message())]
+    BadRequest(Status),
     /// The client certificate's identity may not speak for this proxy.
     #[error(
         "the client certificate's identity {identity} may not receive configuration for proxy {proxy} of namespace {namespace:?}; connect with that namespace's workload certificate"
@@ -193,6 +211,7 @@ impl From<&AdsError> for Status {
             AdsError::NoFirstRequest(_) => Status::deadline_exceeded(e.to_string()),
             AdsError::NotReady | AdsError::ShuttingDown => Status::unavailable(e.to_string()),
             AdsError::Closed => Status::cancelled(e.to_string()),
+            AdsError::BadRequest(status) => status.clone(),
             AdsError::Unauthorized { .. } => Status::permission_denied(e.to_string()),
         }
     }
@@ -389,22 +408,18 @@ pub(crate) fn set_hash(resources: &[NamedResource]) -> u64 {
 
 #[tonic::async_trait]
 impl AggregatedDiscoveryService for AdsServer {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+    type StreamAggregatedResourcesStream = Served<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = Served<Result<DeltaDiscoveryResponse, Status>>;
 
     async fn stream_aggregated_resources(
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let peer = self.peer_of(&request)?;
-        let (tx, rx) = mpsc::channel(self.limits.send_queue.max(1));
-        tokio::spawn(connection::serve::<sotw::Sotw>(
-            self.clone(),
-            request.into_inner(),
-            tx,
-            peer,
-        ));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let server = self.clone();
+        Ok(Response::new(Served::new(self.limits.send_queue, |tx| {
+            connection::serve::<sotw::Sotw, _>(server, request.into_inner(), tx, peer)
+        })))
     }
 
     async fn delta_aggregated_resources(
@@ -412,14 +427,10 @@ impl AggregatedDiscoveryService for AdsServer {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let peer = self.peer_of(&request)?;
-        let (tx, rx) = mpsc::channel(self.limits.send_queue.max(1));
-        tokio::spawn(connection::serve::<delta::Delta>(
-            self.clone(),
-            request.into_inner(),
-            tx,
-            peer,
-        ));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let server = self.clone();
+        Ok(Response::new(Served::new(self.limits.send_queue, |tx| {
+            connection::serve::<delta::Delta, _>(server, request.into_inner(), tx, peer)
+        })))
     }
 }
 

@@ -27,12 +27,28 @@ use crate::xds::route::util::{
 };
 use crate::xds::{ENDPOINT, NamedResource};
 
-/// The load assignments of the EDS clusters named in `names`.
+/// The load assignments of the EDS clusters named in `names`. Those of clusters
+/// without a subset do not depend on the proxy: they are built once per
+/// snapshot and shared ([`Snapshot::shared_eds`]); a subset's depends on the
+/// DestinationRule the proxy sees, and is built for each.
 pub fn generate(snapshot: &Snapshot, proxy: &Proxy, names: &[String]) -> Vec<NamedResource> {
+    let build = |name: &str| {
+        cluster_load_assignment(snapshot, proxy, name)
+            .map(|cla| NamedResource::new(cla.cluster_name.clone(), ENDPOINT, &cla))
+    };
     names
         .iter()
-        .filter_map(|name| cluster_load_assignment(snapshot, proxy, name))
-        .map(|cla| NamedResource::new(cla.cluster_name.clone(), ENDPOINT, &cla))
+        .filter_map(|name| match parse_subset_key(name) {
+            Some((_, None, _)) => {
+                let shared = snapshot.shared_eds.get_or_init(Default::default);
+                let mut shared = shared.lock().unwrap_or_else(|p| p.into_inner());
+                shared
+                    .entry(name.clone())
+                    .or_insert_with(|| build(name))
+                    .clone()
+            }
+            _ => build(name),
+        })
         .collect()
 }
 

@@ -12,10 +12,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::config::core::v3::{ControlPlane, Node};
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tonic::{Status, Streaming};
 
+use super::outbox::Outbox;
 use super::{AdsError, AdsServer, Peer, short_type};
+use crate::metrics::PushMetrics;
 use crate::model::Snapshot;
 use crate::proxy::Proxy;
 use crate::xds::{GenerateError, NamedResource};
@@ -28,6 +30,30 @@ pub enum Protocol {
     Sotw,
     /// `DeltaAggregatedResources` (incremental).
     Delta,
+}
+
+/// A moment, kept as the clock gave it and written as RFC 3339 (UTC) only when
+/// shown: a connection stamps every response and ACK, `/debug/syncz` reads few.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp(pub SystemTime);
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Self {
+        Timestamp(SystemTime::now())
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&rfc3339(self.0))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// A NACK as the proxy sent it.
@@ -60,7 +86,7 @@ pub struct TypeStatus {
     /// Nonce of the last response.
     pub nonce_sent: Option<String>,
     /// When the last response was sent (RFC 3339, UTC).
-    pub sent_at: Option<String>,
+    pub sent_at: Option<Timestamp>,
     /// Resources in the last response (for delta: changed ones only).
     pub resources_sent: usize,
     /// Responses sent for this type on this connection.
@@ -70,7 +96,7 @@ pub struct TypeStatus {
     /// The nonce the proxy last ACKed.
     pub nonce_acked: Option<String>,
     /// When the last ACK arrived (RFC 3339, UTC).
-    pub acked_at: Option<String>,
+    pub acked_at: Option<Timestamp>,
     /// NACKs received for this type on this connection.
     pub rejects: u64,
     /// The most recent NACK, kept after later ACKs as history.
@@ -207,16 +233,30 @@ struct Pending {
     types: BTreeSet<String>,
 }
 
+/// The request messages of one ADS call, whatever carries them: tonic's
+/// [`Streaming`] on the mTLS port, [`super::transport`]'s on the plaintext one.
+pub(crate) trait Requests<T>: Send {
+    /// The next request; `Ok(None)` when the proxy closed its side.
+    fn message(&mut self) -> impl std::future::Future<Output = Result<Option<T>, Status>> + Send;
+}
+
+impl<T: Send + 'static> Requests<T> for Streaming<T> {
+    async fn message(&mut self) -> Result<Option<T>, Status> {
+        Streaming::message(self).await
+    }
+}
+
 /// Reads the first request of a stream, bounded in time. `Ok(None)`: the proxy
 /// went away first.
 pub(super) async fn first_request<T>(
     server: &AdsServer,
-    requests: &mut Streaming<T>,
+    requests: &mut impl Requests<T>,
 ) -> Result<Option<T>, AdsError> {
     let limit = server.limits.first_request_timeout;
     match tokio::time::timeout(limit, requests.message()).await {
         Ok(Ok(Some(r))) => Ok(Some(r)),
         Ok(Ok(None)) => Ok(None),
+        Ok(Err(status)) if super::bad_request(&status) => Err(AdsError::BadRequest(status)),
         Ok(Err(status)) => {
             tracing::debug!(error = %status, "ADS stream failed before its first request");
             Ok(None)
@@ -253,10 +293,10 @@ pub(super) trait StreamProtocol: Sized {
 
 /// Serves one stream to its end: reads the first request, identifies the proxy,
 /// then [`drive`]s the protocol; a failure ends the stream with its status.
-pub(super) async fn serve<S: StreamProtocol>(
+pub(super) async fn serve<S: StreamProtocol, Q: Requests<S::Req>>(
     server: AdsServer,
-    mut requests: Streaming<S::Req>,
-    tx: mpsc::Sender<Result<S::Resp, Status>>,
+    mut requests: Q,
+    tx: Outbox<Result<S::Resp, Status>>,
     peer: Peer,
 ) {
     let first = match first_request(&server, &mut requests).await {
@@ -293,18 +333,24 @@ pub(super) async fn serve<S: StreamProtocol>(
 async fn drive<S: StreamProtocol>(
     s: &mut S,
     first: S::Req,
-    mut requests: Streaming<S::Req>,
+    mut requests: impl Requests<S::Req>,
 ) -> Result<(), AdsError> {
     s.handle(first).await?;
     let mut closing = s.conn().closing();
+    // One shutdown future for the stream's life, not one per loop turn.
+    let shutdown = closed(&mut closing);
+    tokio::pin!(shutdown);
     let mut model_alive = true;
     loop {
         tokio::select! {
             biased;
-            _ = closed(&mut closing) => return Err(AdsError::ShuttingDown),
+            () = &mut shutdown => return Err(AdsError::ShuttingDown),
             msg = requests.message() => match msg {
                 Ok(Some(req)) => s.handle(req).await?,
                 Ok(None) => return Ok(()),
+                Err(status) if super::bad_request(&status) => {
+                    return Err(AdsError::BadRequest(status));
+                }
                 Err(status) => {
                     tracing::debug!(connection = %s.conn().id, error = %status, "ADS: stream ended");
                     return Ok(());
@@ -319,11 +365,11 @@ async fn drive<S: StreamProtocol>(
 }
 
 /// Ends a stream with `error`, unless the proxy already went away.
-pub(super) async fn fail<R>(tx: &mpsc::Sender<Result<R, Status>>, error: &AdsError) {
+pub(super) async fn fail<R>(tx: &Outbox<Result<R, Status>>, error: &AdsError) {
     if matches!(error, AdsError::Closed) {
         return;
     }
-    let _ = tx.send(Err(Status::from(error))).await;
+    tx.send(Err(Status::from(error))).await;
 }
 
 /// One identified, registered connection.
@@ -340,10 +386,12 @@ pub(super) struct Conn<R> {
     pub versions: watch::Receiver<u64>,
     /// The connection id.
     pub id: String,
-    tx: mpsc::Sender<Result<R, Status>>,
+    tx: Outbox<Result<R, Status>>,
     closing: watch::Receiver<bool>,
     pending: Option<Pending>,
     registration: Registration,
+    /// Push metrics by type URL, looked up once per type.
+    push_metrics: Vec<(String, PushMetrics)>,
 }
 
 impl<R> Conn<R> {
@@ -354,7 +402,7 @@ impl<R> Conn<R> {
         node: Option<Node>,
         peer: Peer,
         protocol: Protocol,
-        tx: mpsc::Sender<Result<R, Status>>,
+        tx: Outbox<Result<R, Status>>,
     ) -> Result<Self, AdsError> {
         let node = node
             .filter(|n| !n.id.is_empty())
@@ -416,6 +464,7 @@ impl<R> Conn<R> {
             closing,
             pending: None,
             registration,
+            push_metrics: Vec::new(),
         })
     }
 
@@ -431,25 +480,35 @@ impl<R> Conn<R> {
         if latest.version == self.snapshot.version {
             return None;
         }
-        let proxy = complete(&self.base, &latest);
+        // The proxy is derived from its node and the registry's workload at its
+        // IPs; when that workload is the same, so is the proxy.
+        let proxy = if self.base.workload_in(&latest) == self.base.workload_in(&self.snapshot) {
+            None
+        } else {
+            Some(complete(&self.base, &latest)).filter(|p| *p != self.proxy)
+        };
         // The fast path holds only when this connection saw the snapshot right
         // before (none was skipped) and the proxy itself did not change.
-        let scope = if latest.endpoints_only
-            && latest.version == self.snapshot.version + 1
-            && proxy == self.proxy
+        let same = proxy.is_none();
+        let scope = if latest.endpoints_only && latest.version == self.snapshot.version + 1 && same
         {
             Scope::Endpoints
         } else {
             Scope::Full
         };
-        self.proxy = proxy;
+        let version = latest.version;
         self.snapshot = latest;
-        let proxy = self.proxy.clone();
-        let version = self.snapshot.version;
-        self.with_status(|s| {
-            s.snapshot_version = version;
-            s.proxy = proxy;
-        });
+        match proxy {
+            None => self.with_status(|s| s.snapshot_version = version),
+            Some(proxy) => {
+                self.proxy = proxy;
+                let proxy = self.proxy.clone();
+                self.with_status(|s| {
+                    s.snapshot_version = version;
+                    s.proxy = proxy;
+                });
+            }
+        }
         Some(scope)
     }
 
@@ -485,11 +544,16 @@ impl<R> Conn<R> {
         })
     }
 
-    /// Queues one response; fails when the proxy went away or pilot is stopping.
+    /// Queues one response; fails when pilot is stopping. (When the proxy goes
+    /// away, HTTP/2 drops the response stream and this loop with it.)
     pub async fn send(&self, response: R) -> Result<(), AdsError> {
+        let Err(response) = self.tx.try_send(Ok(response)) else {
+            return Ok(());
+        };
+        // The queue is full: wait for the proxy to read, or for shutdown.
         let mut closing = self.closing.clone();
         tokio::select! {
-            sent = self.tx.send(Ok(response)) => sent.map_err(|_| AdsError::Closed),
+            () = self.tx.send(response) => Ok(()),
             _ = closed(&mut closing) => Err(AdsError::ShuttingDown),
         }
     }
@@ -500,14 +564,19 @@ impl<R> Conn<R> {
 
     fn with_type(&self, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
         self.with_status(|s| {
-            let t = s
-                .types
-                .entry(short_type(type_url).to_string())
-                .or_insert_with(|| TypeStatus {
-                    type_url: type_url.to_string(),
-                    ..TypeStatus::default()
-                });
-            f(t);
+            let short = short_type(type_url);
+            if !s.types.contains_key(short) {
+                s.types.insert(
+                    short.to_string(),
+                    TypeStatus {
+                        type_url: type_url.to_string(),
+                        ..TypeStatus::default()
+                    },
+                );
+            }
+            if let Some(t) = s.types.get_mut(short) {
+                f(t);
+            }
         });
     }
 
@@ -530,20 +599,26 @@ impl<R> Conn<R> {
 
     /// Records a response sent and counts it.
     pub fn sent(
-        &self,
+        &mut self,
         type_url: &str,
         version: &str,
         nonce: &str,
         resources: usize,
         started: Instant,
     ) {
-        self.server
-            .metrics
-            .record_push(type_url, started.elapsed().as_secs_f64());
-        let now = rfc3339(SystemTime::now());
+        let seconds = started.elapsed().as_secs_f64();
+        match self.push_metrics.iter().find(|(t, _)| t == type_url) {
+            Some((_, m)) => m.record(seconds),
+            None => {
+                let m = self.server.metrics.push_metrics(type_url);
+                m.record(seconds);
+                self.push_metrics.push((type_url.to_string(), m));
+            }
+        }
+        let now = Timestamp::now();
         self.with_type(type_url, |t| {
-            t.version_sent = Some(version.to_string());
-            t.nonce_sent = Some(nonce.to_string());
+            set(&mut t.version_sent, version);
+            set(&mut t.nonce_sent, nonce);
             t.sent_at = Some(now);
             t.resources_sent = resources;
             t.pushes += 1;
@@ -553,10 +628,10 @@ impl<R> Conn<R> {
 
     /// Records an ACK of the latest response of `type_url`.
     pub fn acked(&mut self, type_url: &str, version: &str, nonce: &str) {
-        let now = rfc3339(SystemTime::now());
+        let now = Timestamp::now();
         self.with_type(type_url, |t| {
-            t.version_acked = Some(version.to_string());
-            t.nonce_acked = Some(nonce.to_string());
+            set(&mut t.version_acked, version);
+            set(&mut t.nonce_acked, nonce);
             t.acked_at = Some(now);
         });
         tracing::trace!(connection = %self.id, r#type = short_type(type_url), version, nonce, "ADS: ACK");
@@ -630,6 +705,17 @@ impl<R> Drop for Conn<R> {
     fn drop(&mut self) {
         self.server.metrics.connected.dec();
         tracing::info!(connection = %self.id, "ADS: connection closed");
+    }
+}
+
+/// Sets `slot` to `value`, reusing its allocation.
+fn set(slot: &mut Option<String>, value: &str) {
+    match slot {
+        Some(s) => {
+            s.clear();
+            s.push_str(value);
+        }
+        None => *slot = Some(value.to_string()),
     }
 }
 

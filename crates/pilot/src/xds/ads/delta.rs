@@ -374,7 +374,13 @@ impl Delta {
         };
         let mut pushed = Vec::new();
         let none = BTreeSet::new();
-        for type_url in in_push_order(self.watches.keys()) {
+        // An endpoint-only push concerns EDS alone.
+        let types = match scope {
+            Scope::Endpoints if self.watches.contains_key(ENDPOINT) => vec![ENDPOINT.to_string()],
+            Scope::Endpoints => Vec::new(),
+            Scope::Full => in_push_order(self.watches.keys()),
+        };
+        for type_url in types {
             let Some(only) = self.in_scope(scope, &type_url) else {
                 continue;
             };

@@ -39,8 +39,9 @@ use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager::RouteSpecifier,
 };
-use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
+};
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use pilot::app::{App, Config};
 use pilot::config::{ConfigController, ConfigOptions};
@@ -48,8 +49,9 @@ use pilot::model::{ModelHandle, Snapshot};
 use pilot::proxy::Proxy;
 use pilot::xds::{self, CLUSTER, ENDPOINT, LISTENER, NamedResource, ROUTE};
 use prost::Message;
+
+mod wire;
 use tokio::sync::{Semaphore, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 
 #[derive(Parser, Debug)]
 #[command(about = "Synthetic mesh generator and xDS benchmark for pilot")]
@@ -81,6 +83,9 @@ enum Mode {
         /// Accepted for the command line in the issue; the clients always speak delta.
         #[arg(long)]
         delta: bool,
+        /// Worker threads of the clients' own runtime; 0 runs them on pilot's.
+        #[arg(long, default_value_t = 1)]
+        client_threads: usize,
     },
     /// RSS of a pilot child process serving the generated mesh.
     Rss {
@@ -115,9 +120,15 @@ const PORT: u32 = 8080;
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Ok(n) = std::env::var("EVENT_INTERVAL") {
+        builder.event_interval(n.parse()?);
+    }
+    if let Ok(n) = std::env::var("GLOBAL_QUEUE_INTERVAL") {
+        builder.global_queue_interval(n.parse()?);
+    }
+    let rt = builder.build()?;
     rt.block_on(async move {
         match cli.mode {
             Mode::Push { mesh, rounds } => push(&mesh, rounds),
@@ -126,7 +137,8 @@ fn main() -> Result<()> {
                 clients,
                 changes,
                 delta: _,
-            } => converge(&mesh, clients, changes).await,
+                client_threads,
+            } => converge(&mesh, clients, changes, client_threads).await,
             Mode::Rss {
                 mesh,
                 pilot,
@@ -382,14 +394,54 @@ fn push(m: &MeshArgs, rounds: usize) -> Result<()> {
 
 // ---------------------------------------------------------------- clients
 
-/// What a client reports to the driver.
+/// What a client reports to the driver over a channel.
 enum Report {
     /// Initial sync done (CDS, EDS, LDS, RDS all received and ACKed).
     Synced,
-    /// An EDS response carrying a cluster of the watched host arrived.
-    Eds(usize, Instant),
     /// The stream failed.
     Failed(String),
+}
+
+/// When each client last received an EDS update for the watched host, written
+/// by the clients and read by the driver. Atomics, not a channel, so that
+/// reporting a measurement wakes no other thread (a wake-up per client per
+/// change would be measurement overhead on the same two cores).
+struct Board {
+    base: Instant,
+    /// Nanoseconds after `base` plus one; zero for "not yet".
+    eds: Vec<std::sync::atomic::AtomicU64>,
+}
+
+impl Board {
+    fn new(k: usize) -> Self {
+        Board {
+            base: Instant::now(),
+            eds: (0..k)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    fn mark(&self, i: usize, at: Instant) {
+        let nanos = u64::try_from(at.duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+        self.eds[i].store(
+            nanos.saturating_add(1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn clear(&self) {
+        for e in &self.eds {
+            e.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<Instant> {
+        match self.eds[i].load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.base + Duration::from_nanos(n - 1)),
+        }
+    }
 }
 
 fn cluster_host(name: &str) -> &str {
@@ -401,56 +453,58 @@ async fn client(
     addr: SocketAddr,
     watched_host: Arc<String>,
     reports: mpsc::UnboundedSender<Report>,
+    board: Arc<Board>,
     connect: Arc<Semaphore>,
 ) {
-    if let Err(e) = run_client(i, addr, &watched_host, &reports, connect).await {
+    if let Err(e) = run_client(i, addr, &watched_host, &reports, &board, connect).await {
         let _ = reports.send(Report::Failed(format!("client {i}: {e:#}")));
     }
 }
+
+/// The ADS method every client calls.
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
 async fn run_client(
     i: usize,
     addr: SocketAddr,
     watched_host: &str,
     reports: &mpsc::UnboundedSender<Report>,
+    board: &Board,
     connect: Arc<Semaphore>,
 ) -> Result<()> {
     let permit = connect.acquire_owned().await?;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(30))
-        .tcp_nodelay(true)
-        .initial_connection_window_size(Some(4 << 20))
-        .initial_stream_window_size(Some(1 << 20))
-        .connect()
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .context("connecting: timed out")?
+    .context("connecting")?;
+    tcp.set_nodelay(true)?;
+    let mut stream = wire::Call::open(tcp, &addr.to_string(), DELTA_PATH)
         .await
-        .context("connecting")?;
-    let mut ads = AggregatedDiscoveryServiceClient::new(channel)
-        .max_decoding_message_size(256 * 1024 * 1024)
-        .max_encoding_message_size(256 * 1024 * 1024);
-    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(64);
+        .context("opening the ADS call")?;
     let sub = |type_url: &str, names: Vec<String>| DeltaDiscoveryRequest {
         type_url: type_url.to_string(),
         resource_names_subscribe: names,
         ..Default::default()
     };
-    tx.send(DeltaDiscoveryRequest {
-        node: Some(node(i)),
-        ..sub(CLUSTER, vec![])
-    })
-    .await?;
-    tx.send(sub(LISTENER, vec![])).await?;
-    let mut responses = ads
-        .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    stream
+        .send(&DeltaDiscoveryRequest {
+            node: Some(node(i)),
+            ..sub(CLUSTER, vec![])
+        })
+        .await?;
+    stream.send(&sub(LISTENER, vec![])).await?;
     drop(permit);
     let mut eds_subscribed = BTreeSet::new();
     let mut rds_subscribed = BTreeSet::new();
     let mut seen = BTreeSet::new();
     let mut synced = false;
-    while let Some(resp) = responses.message().await? {
+    loop {
+        let resp: DeltaDiscoveryResponse = stream.recv().await?;
         let received = Instant::now();
-        let type_url = resp.type_url.clone();
         let named: Vec<NamedResource> = resp
             .resources
             .iter()
@@ -462,20 +516,21 @@ async fn run_client(
             })
             .collect();
         // ACK first, as Envoy does once it applied the response.
-        tx.send(DeltaDiscoveryRequest {
-            type_url: type_url.clone(),
-            response_nonce: resp.nonce.clone(),
-            ..Default::default()
-        })
-        .await?;
-        match type_url.as_str() {
+        stream
+            .send(&DeltaDiscoveryRequest {
+                type_url: resp.type_url.clone(),
+                response_nonce: resp.nonce.clone(),
+                ..Default::default()
+            })
+            .await?;
+        match resp.type_url.as_str() {
             CLUSTER => {
                 let new: Vec<String> = eds_names(&named)
                     .into_iter()
                     .filter(|n| eds_subscribed.insert(n.clone()))
                     .collect();
                 if !new.is_empty() {
-                    tx.send(sub(ENDPOINT, new)).await?;
+                    stream.send(&sub(ENDPOINT, new)).await?;
                 }
             }
             LISTENER => {
@@ -484,7 +539,7 @@ async fn run_client(
                     .filter(|n| rds_subscribed.insert(n.clone()))
                     .collect();
                 if !new.is_empty() {
-                    tx.send(sub(ROUTE, new)).await?;
+                    stream.send(&sub(ROUTE, new)).await?;
                 }
             }
             ENDPOINT
@@ -493,35 +548,44 @@ async fn run_client(
                     .iter()
                     .any(|r| cluster_host(&r.name) == watched_host) =>
             {
-                let _ = reports.send(Report::Eds(i, received));
+                board.mark(i, received);
             }
             _ => {}
         }
-        seen.insert(type_url);
+        seen.insert(resp.type_url);
         if !synced && seen.len() == 4 {
             synced = true;
             let _ = reports.send(Report::Synced);
         }
     }
-    bail!("stream ended")
 }
 
-/// Starts `k` clients and waits until all synced. Returns the report receiver.
+/// Clients started by [`start_clients`].
+struct Clients {
+    reports: mpsc::UnboundedReceiver<Report>,
+    board: Arc<Board>,
+    sync_time: Duration,
+}
+
+/// Starts `k` clients on `runtime` and waits until all synced.
 async fn start_clients(
     k: usize,
     addr: SocketAddr,
     watched_host: &str,
-) -> Result<(mpsc::UnboundedReceiver<Report>, Duration)> {
+    runtime: &tokio::runtime::Handle,
+) -> Result<Clients> {
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let watched = Arc::new(watched_host.to_string());
     let connect = Arc::new(Semaphore::new(64));
+    let board = Arc::new(Board::new(k));
     let started = Instant::now();
     for i in 0..k {
-        tokio::spawn(client(
+        runtime.spawn(client(
             i,
             addr,
             watched.clone(),
             reports_tx.clone(),
+            board.clone(),
             connect.clone(),
         ));
     }
@@ -530,18 +594,21 @@ async fn start_clients(
     while synced < k {
         match tokio::time::timeout_at(deadline, reports.recv()).await {
             Ok(Some(Report::Synced)) => synced += 1,
-            Ok(Some(Report::Eds(..))) => {}
             Ok(Some(Report::Failed(e))) => bail!("{e}"),
             Ok(None) => bail!("all clients ended"),
             Err(_) => bail!("only {synced} of {k} clients synced within 600 s"),
         }
     }
-    Ok((reports, started.elapsed()))
+    Ok(Clients {
+        reports,
+        board,
+        sync_time: started.elapsed(),
+    })
 }
 
 // ---------------------------------------------------------------- converge
 
-async fn converge(m: &MeshArgs, k: usize, changes: usize) -> Result<()> {
+async fn converge(m: &MeshArgs, k: usize, changes: usize, client_threads: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let stats = write_mesh(dir.path(), m)?;
     println!("mesh: {stats}; {k} delta ADS clients");
@@ -560,9 +627,30 @@ async fn converge(m: &MeshArgs, k: usize, changes: usize) -> Result<()> {
     // Change an endpoint of a service without subsets (svc-1).
     let target = 1.min(m.services - 1);
     let watched_host = host(target);
-    let (mut reports, sync_time) = start_clients(k, addr, &watched_host).await?;
+    // The clients run on their own runtime (threads) unless told to share
+    // pilot's: each side then drives its own sockets, as on separate machines,
+    // though on the same two cores.
+    let own_runtime = match client_threads {
+        0 => None,
+        n => Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(n)
+                .thread_name("xds-client")
+                .enable_all()
+                .build()?,
+        ),
+    };
+    let runtime = own_runtime
+        .as_ref()
+        .map_or_else(tokio::runtime::Handle::current, |r| r.handle().clone());
+    let Clients {
+        mut reports,
+        board,
+        sync_time,
+    } = start_clients(k, addr, &watched_host, &runtime).await?;
     println!("initial sync of {k} clients: {:.0} ms", ms(sync_time));
     let mut delays = Vec::new();
+    let mut cpu_per_client = Vec::new();
     for change in 0..changes {
         tokio::time::sleep(Duration::from_millis(300)).await;
         while reports.try_recv().is_ok() {}
@@ -579,48 +667,90 @@ async fn converge(m: &MeshArgs, k: usize, changes: usize) -> Result<()> {
         if !next.endpoints_only {
             bail!("the change was not seen as endpoints-only");
         }
+        if change == 0 {
+            println!(
+                "endpoint change: {} host(s), {} candidate EDS cluster name(s)",
+                next.endpoints_changed.len(),
+                next.changed_cluster_names().len()
+            );
+        }
+        board.clear();
+        let cpu_before = process_cpu()?;
         let published = Instant::now();
         model.publish(next);
         let mut got = vec![None; k];
         let mut n = 0;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while n < k {
-            match tokio::time::timeout_at(deadline, reports.recv()).await {
-                Ok(Some(Report::Eds(i, at))) if got[i].is_none() => {
-                    got[i] = Some(at.saturating_duration_since(published));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            if let Ok(Report::Failed(e)) = reports.try_recv() {
+                bail!("{e}");
+            }
+            for (i, slot) in got.iter_mut().enumerate() {
+                if slot.is_none()
+                    && let Some(at) = board.get(i)
+                {
+                    *slot = Some(at.saturating_duration_since(published));
                     n += 1;
                 }
-                Ok(Some(Report::Failed(e))) => bail!("{e}"),
-                Ok(Some(_)) => {}
-                Ok(None) => bail!("all clients ended"),
-                Err(_) => bail!("only {n} of {k} clients saw change {change} within 120 s"),
+            }
+            if Instant::now() > deadline {
+                bail!("only {n} of {k} clients saw change {change} within 120 s");
             }
         }
+        // Let the ACKs land before reading the CPU time spent on this change.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let cpu = process_cpu()?.saturating_sub(cpu_before);
+        cpu_per_client.push(cpu / k as u32);
         let mut this: Vec<Duration> = got.into_iter().flatten().collect();
         this.sort();
         println!(
-            "change {change}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            "change {change}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; CPU {:.1} ms ({:.1} µs per client, pilot and clients)",
             ms(pct(&this, 50.0)),
             ms(pct(&this, 99.0)),
-            ms(*this.last().expect("k > 0"))
+            ms(*this.last().expect("k > 0")),
+            ms(cpu),
+            cpu.as_secs_f64() * 1e6 / k as f64
         );
         delays.extend(this);
     }
     delays.sort();
+    cpu_per_client.sort();
     println!(
-        "\n| services × endpoints | delta clients | changes | p50 | p99 | max |\n|---|---|---|---|---|---|"
+        "\n| services × endpoints | delta clients | changes | p50 | p99 | max | CPU per client per change (median) |\n|---|---|---|---|---|---|---|"
     );
     println!(
-        "| {} × {} | {k} | {changes} | {:.1} ms | {:.1} ms | {:.1} ms |",
+        "| {} × {} | {k} | {changes} | {:.1} ms | {:.1} ms | {:.1} ms | {:.0} µs |",
         m.services,
         m.endpoints,
         ms(pct(&delays, 50.0)),
         ms(pct(&delays, 99.0)),
-        ms(*delays.last().context("no measurement")?)
+        ms(*delays.last().context("no measurement")?),
+        pct(&cpu_per_client, 50.0).as_secs_f64() * 1e6
     );
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    if let Some(r) = own_runtime {
+        r.shutdown_background();
+    }
     Ok(())
+}
+
+/// CPU time this process has used so far, all threads (user and system), from
+/// `/proc/self/task/*/schedstat` (nanoseconds on CPU).
+fn process_cpu() -> Result<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let Ok(stat) = std::fs::read_to_string(task?.path().join("schedstat")) else {
+            continue; // the thread ended meanwhile
+        };
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .context("reading schedstat")?;
+    }
+    Ok(Duration::from_nanos(total))
 }
 
 // ---------------------------------------------------------------- rss
@@ -731,7 +861,9 @@ async fn rss(m: &MeshArgs, pilot_bin: Option<PathBuf>, k: usize) -> Result<()> {
         ),
     ];
     if k > 0 {
-        let (_reports, took) = start_clients(k, xds_addr, &host(0)).await?;
+        let took = start_clients(k, xds_addr, &host(0), &tokio::runtime::Handle::current())
+            .await?
+            .sync_time;
         tokio::time::sleep(Duration::from_millis(500)).await;
         rows.push((
             format!("{k} delta clients synced ({:.1} s)", took.as_secs_f64()),

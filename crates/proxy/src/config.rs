@@ -1,0 +1,174 @@
+//! The proxy's command line: the subset of Envoy's flags istio-agent starts Envoy
+//! with that the proxy understands, each with an environment twin.
+//!
+//! It owns parsing and documenting the flags; it does not read the bootstrap file
+//! ([`crate::bootstrap`] does, with [`Config::config_path`], [`Config::config_yaml`]
+//! and the node overrides from here). Any Envoy flag not listed is refused by clap,
+//! so a start script that relies on one fails loudly instead of being half obeyed.
+
+use std::path::PathBuf;
+
+use common::runtime::{LogArgs, LogFormat};
+
+/// Flags of the `proxy` binary (named as Envoy's where they mean the same).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "proxy",
+    version,
+    about = "Mizzen's data plane: started like Envoy (-c BOOTSTRAP), it reads the same bootstrap \
+             and consumes the same xDS."
+)]
+pub struct Config {
+    /// Envoy bootstrap file (envoy.config.bootstrap.v3.Bootstrap) as YAML, or as JSON
+    /// when the name ends in `.json` (istio-agent's envoy-rev.json works as is).
+    #[arg(short = 'c', long, env = "PROXY_CONFIG_PATH", value_name = "FILE")]
+    pub config_path: PathBuf,
+    /// Bootstrap fragment (YAML or JSON) merged over --config-path the way Envoy
+    /// does: protobuf MergeFrom, so fields it sets replace the file's, messages merge
+    /// field by field, and repeated fields (clusters, listeners) are appended.
+    #[arg(long, env = "PROXY_CONFIG_YAML", value_name = "YAML")]
+    pub config_yaml: Option<String>,
+    /// Number of worker threads that carry traffic (Envoy's --concurrency);
+    /// defaults to the number of CPUs this process may run on. 0 runs one worker,
+    /// as in Envoy.
+    #[arg(long, env = "PROXY_CONCURRENCY", default_value_t = default_concurrency())]
+    pub concurrency: usize,
+    /// Log level: Envoy's names (trace, debug, info, warning/warn, error, critical,
+    /// off) or a tracing filter such as `proxy=debug,info`.
+    #[arg(short = 'l', long, env = "MIZZEN_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log output: `text` or `json`. Unlike Envoy's --log-format this takes no
+    /// spdlog pattern.
+    #[arg(long, env = "MIZZEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Seconds a listener drains its connections when it is removed or the proxy
+    /// shuts down (Envoy's --drain-time-s). Accepted now; used once listeners exist.
+    #[arg(
+        long,
+        env = "PROXY_DRAIN_TIME_S",
+        default_value_t = 600,
+        value_name = "SECONDS"
+    )]
+    pub drain_time_s: u64,
+    /// Seconds after a shutdown starts before remaining connections are closed
+    /// (Envoy's --parent-shutdown-time-s). Accepted now; used once listeners exist.
+    #[arg(
+        long,
+        env = "PROXY_PARENT_SHUTDOWN_TIME_S",
+        default_value_t = 900,
+        value_name = "SECONDS"
+    )]
+    pub parent_shutdown_time_s: u64,
+    /// Cluster of this proxy's node; replaces the bootstrap's `node.cluster`
+    /// (Envoy's --service-cluster).
+    #[arg(long, env = "PROXY_SERVICE_CLUSTER", value_name = "NAME")]
+    pub service_cluster: Option<String>,
+    /// Id of this proxy's node; replaces the bootstrap's `node.id` (Envoy's
+    /// --service-node).
+    #[arg(long, env = "PROXY_SERVICE_NODE", value_name = "ID")]
+    pub service_node: Option<String>,
+}
+
+impl Config {
+    /// Flags for `config_path` with every other flag at its default (tests).
+    pub fn for_path(config_path: impl Into<PathBuf>) -> Config {
+        Config {
+            config_path: config_path.into(),
+            config_yaml: None,
+            concurrency: default_concurrency(),
+            log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
+            drain_time_s: 600,
+            parent_shutdown_time_s: 900,
+            service_cluster: None,
+            service_node: None,
+        }
+    }
+
+    /// Worker threads to start: `--concurrency`, at least 1.
+    pub fn workers(&self) -> usize {
+        self.concurrency.max(1)
+    }
+
+    /// The logging flags as the shared [`LogArgs`], with Envoy's level names
+    /// translated to tracing's (`warning` → `warn`, `critical` → `error`).
+    pub fn log_args(&self) -> LogArgs {
+        LogArgs {
+            log_format: self.log_format,
+            log_level: tracing_level(&self.log_level),
+        }
+    }
+}
+
+/// Envoy's log level names as a tracing filter; anything else passes through.
+pub fn tracing_level(level: &str) -> String {
+    match level {
+        "warning" => "warn".to_owned(),
+        "critical" => "error".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// Envoy's default --concurrency: the CPUs available to this process (at least 1).
+pub fn default_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn envoy_style_flags_parse() {
+        let config = Config::try_parse_from([
+            "proxy",
+            "-c",
+            "/etc/istio/proxy/envoy-rev.json",
+            "--concurrency",
+            "2",
+            "--drain-time-s",
+            "45",
+            "--parent-shutdown-time-s",
+            "60",
+            "--service-node",
+            "sidecar~10.0.0.1~a.ns~ns.svc.cluster.local",
+            "--service-cluster",
+            "a.ns",
+            "-l",
+            "warning",
+            "--config-yaml",
+            "admin: {}",
+        ])
+        .expect("parses");
+        assert_eq!(config.concurrency, 2);
+        assert_eq!(config.workers(), 2);
+        assert_eq!(config.drain_time_s, 45);
+        assert_eq!(config.parent_shutdown_time_s, 60);
+        assert_eq!(config.service_cluster.as_deref(), Some("a.ns"));
+        assert_eq!(config.log_args().log_level, "warn");
+        assert_eq!(config.config_yaml.as_deref(), Some("admin: {}"));
+    }
+
+    #[test]
+    fn config_path_is_required_and_unknown_envoy_flags_are_refused() {
+        assert!(Config::try_parse_from(["proxy"]).is_err());
+        assert!(
+            Config::try_parse_from(["proxy", "-c", "b.yaml", "--disable-hot-restart"]).is_err()
+        );
+    }
+
+    #[test]
+    fn concurrency_defaults_to_the_cpus() {
+        let config = Config::try_parse_from(["proxy", "-c", "b.yaml"]).expect("parses");
+        assert_eq!(config.concurrency, default_concurrency());
+        assert!(config.concurrency >= 1);
+    }
+
+    #[test]
+    fn help_is_generated() {
+        use clap::CommandFactory;
+        Config::command().debug_assert();
+    }
+}
