@@ -287,3 +287,65 @@ async fn a_peer_that_stops_answering_keepalive_pings_is_dropped() {
     }
     assert!(kinds.contains(&6), "frames seen: {kinds:?}");
 }
+
+#[tokio::test]
+async fn a_peer_that_keeps_sending_is_not_pinged_nor_dropped() {
+    let settings = Http2 {
+        keepalive_interval: Duration::from_millis(200),
+        keepalive_timeout: Duration::from_millis(200),
+        ..Http2::default()
+    };
+    let server = serve(Limits::default(), settings).await;
+    // A peer that never answers pilot's PINGs but is never idle: it sends a
+    // PING of its own every 50 ms (pilot answers them).
+    let tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let (mut rd, mut wr) = tcp.into_split();
+    wr.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("preface");
+    let writer = tokio::spawn(async move {
+        for _ in 0..30 {
+            let ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00mizzen!!";
+            if wr.write_all(ping).await.is_err() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    });
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+    loop {
+        match tokio::time::timeout_at(deadline, rd.read(&mut buf)).await {
+            Err(_) => break,
+            Ok(Ok(0)) | Ok(Err(_)) => panic!("pilot dropped a peer that kept sending"),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert!(
+        writer.await.expect("writer"),
+        "the peer could write throughout"
+    );
+    // What pilot sent: settings, acks of the peer's pings, and no PING of its own.
+    let mut at = 0;
+    let mut own_pings = 0;
+    let mut acks = 0;
+    while at + 9 <= seen.len() {
+        let len = (usize::from(seen[at]) << 16)
+            | (usize::from(seen[at + 1]) << 8)
+            | usize::from(seen[at + 2]);
+        if seen[at + 3] == 6 {
+            if seen[at + 4] & 1 == 1 {
+                acks += 1;
+            } else {
+                own_pings += 1;
+            }
+        }
+        at += 9 + len;
+    }
+    assert!(acks > 10, "pilot answered the peer's pings ({acks})");
+    assert_eq!(own_pings, 0, "a connection that reads is not pinged");
+}

@@ -18,7 +18,7 @@
 //! hosts whose endpoints changed ([`Watch::affected`]), so its cost per
 //! connection does not grow with the size of the mesh.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -288,11 +288,32 @@ impl Delta {
         } else {
             generated
         };
-        let mut current = BTreeSet::new();
+        // Names this generation produced, borrowed before the resources move
+        // into the response.
+        let current: HashSet<&str> = generated.iter().map(|r| r.name.as_str()).collect();
+        let mut removed: BTreeSet<String> = match only {
+            Some(only) => only
+                .iter()
+                .filter(|n| watch.held.contains_key(*n) && !current.contains(n.as_str()))
+                .cloned()
+                .collect(),
+            None => watch
+                .held
+                .keys()
+                .filter(|n| !current.contains(n.as_str()))
+                .cloned()
+                .collect(),
+        };
+        removed.extend(
+            fresh
+                .iter()
+                .filter(|n| !current.contains(n.as_str()))
+                .cloned(),
+        );
+        drop(current);
         let mut resources = Vec::new();
         for r in generated {
             let version = resource_version(&r);
-            current.insert(r.name.clone());
             let held = watch.held.get(&r.name);
             if send == Mode::Everything || fresh.contains(&r.name) || held != Some(&version) {
                 resources.push(Resource {
@@ -303,29 +324,21 @@ impl Delta {
                 });
             }
         }
-        let mut removed: BTreeSet<String> = match only {
-            Some(only) => only
-                .iter()
-                .filter(|n| watch.held.contains_key(*n) && !current.contains(*n))
-                .cloned()
-                .collect(),
-            None => watch
-                .held
-                .keys()
-                .filter(|n| !current.contains(*n))
-                .cloned()
-                .collect(),
-        };
-        removed.extend(fresh.iter().filter(|n| !current.contains(*n)).cloned());
         if resources.is_empty() && removed.is_empty() && send == Mode::Changes {
             return Ok(false);
         }
         let version = self.conn.snapshot.version.to_string();
         let nonce = self.conn.nonce();
-        let held: Vec<(String, String)> = resources
-            .iter()
-            .map(|r| (r.name.clone(), r.version.clone()))
-            .collect();
+        // What the proxy will hold, recorded before the resources move into
+        // the response; an existing entry's strings are reused.
+        for r in &resources {
+            match watch.held.get_mut(&r.name) {
+                Some(v) => v.clone_from(&r.version),
+                None => {
+                    watch.held.insert(r.name.clone(), r.version.clone());
+                }
+            }
+        }
         let count = resources.len();
         let response = DeltaDiscoveryResponse {
             system_version_info: version.clone(),
@@ -336,13 +349,12 @@ impl Delta {
             control_plane: self.conn.control_plane(),
             ..Default::default()
         };
-        self.conn.send(response).await?;
         for name in &removed {
             watch.held.remove(name);
         }
-        watch.held.extend(held);
         watch.nonce_sent = Some(nonce.clone());
         watch.version_sent = Some(version.clone());
+        self.conn.send(response).await?;
         self.conn.sent(type_url, &version, &nonce, count, started);
         Ok(true)
     }

@@ -17,12 +17,20 @@
 //! `DeltaAggregatedResources` (anything else: `UNIMPLEMENTED`), uncompressed
 //! length-prefixed messages both ways, bounded by
 //! [`super::Limits::max_message_bytes`], `grpc-status`/`grpc-message` trailers,
-//! HTTP/2 keepalive pings (a peer that stops answering is dropped) and, on
+//! HTTP/2 keepalive pings on idle connections (as grpc-go's server, istiod's,
+//! does: a connection that has read nothing for the interval is pinged, and
+//! one that then reads nothing, pong included, for the timeout is dropped; a
+//! busy one is never pinged, so a large push queued ahead of a PING cannot
+//! get a live proxy dropped) and, on
 //! shutdown, GOAWAY once the streams have ended.
 
 use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -31,6 +39,7 @@ use futures::stream::FuturesUnordered;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use prost::Message;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::Status;
 
@@ -53,9 +62,9 @@ pub struct Http2 {
     pub stream_window: u32,
     /// Streams one connection may open at once.
     pub max_concurrent_streams: u32,
-    /// How often an idle connection is pinged.
+    /// How long a connection may read nothing before it is pinged.
     pub keepalive_interval: Duration,
-    /// How long a ping may go unanswered before the connection is dropped.
+    /// How long a pinged connection may then read nothing before it is dropped.
     pub keepalive_timeout: Duration,
 }
 
@@ -125,6 +134,16 @@ async fn serve_connection(
         .initial_window_size(settings.stream_window)
         .initial_connection_window_size(settings.connection_window)
         .max_concurrent_streams(settings.max_concurrent_streams);
+    let started = tokio::time::Instant::now();
+    let last_read = Arc::new(AtomicU64::new(0));
+    let tcp = Tracked {
+        io: tcp,
+        started,
+        last_read: last_read.clone(),
+    };
+    let read_since = |at: tokio::time::Instant| {
+        started + Duration::from_millis(last_read.load(Ordering::Relaxed)) > at
+    };
     let handshake = tokio::time::timeout(settings.keepalive_timeout, builder.handshake(tcp));
     let mut conn = match handshake.await {
         Ok(Ok(conn)) => conn,
@@ -140,7 +159,7 @@ async fn serve_connection(
     let mut pings = conn.ping_pong();
     let keepalive = tokio::time::sleep(settings.keepalive_interval);
     tokio::pin!(keepalive);
-    let mut ping_sent = false;
+    let mut ping_sent: Option<tokio::time::Instant> = None;
     let mut streams = FuturesUnordered::new();
     let mut shutting_down = false;
     // Long-lived, so each turn of the loop does not register them again.
@@ -175,17 +194,25 @@ async fn serve_connection(
                     conn.graceful_shutdown();
                 }
             }
-            // Every interval a ping; one unanswered for the timeout drops the
-            // connection.
+            // Nothing read for the interval: ping. Nothing read for the
+            // timeout after the ping: drop.
             () = &mut keepalive => {
                 let now = tokio::time::Instant::now();
-                if ping_sent {
-                    tracing::debug!(peer = %addr, "ADS: keepalive ping unanswered; closing");
-                    break;
+                let last = started + Duration::from_millis(last_read.load(Ordering::Relaxed));
+                if let Some(sent) = ping_sent {
+                    if !read_since(sent) {
+                        tracing::debug!(peer = %addr, "ADS: keepalive ping unanswered; closing");
+                        break;
+                    }
+                    ping_sent = None;
+                }
+                if now < last + settings.keepalive_interval {
+                    keepalive.as_mut().reset(last + settings.keepalive_interval);
+                    continue;
                 }
                 match pings.as_mut().map(|p| p.send_ping(h2::Ping::opaque())) {
                     Some(Ok(())) => {
-                        ping_sent = true;
+                        ping_sent = Some(now);
                         keepalive.as_mut().reset(now + settings.keepalive_timeout);
                     }
                     Some(Err(e)) => {
@@ -195,16 +222,70 @@ async fn serve_connection(
                     None => keepalive.as_mut().reset(now + settings.keepalive_interval),
                 }
             }
-            pong = poll_pong(&mut pings), if ping_sent => {
+            pong = poll_pong(&mut pings), if ping_sent.is_some() => {
                 if pong.is_err() {
                     break;
                 }
-                ping_sent = false;
+                ping_sent = None;
                 keepalive
                     .as_mut()
                     .reset(tokio::time::Instant::now() + settings.keepalive_interval);
             }
         }
+    }
+}
+
+/// The connection's socket, noting when it last read anything (milliseconds
+/// after `started`) for the keepalive.
+struct Tracked {
+    io: TcpStream,
+    started: tokio::time::Instant,
+    last_read: Arc<AtomicU64>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.last_read.store(ms, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
