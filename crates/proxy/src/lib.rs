@@ -7,7 +7,13 @@
 //! - `bootstrap`: Envoy's bootstrap file (YAML or JSON), read into Envoy's own
 //!   `Bootstrap` message, with unsupported fields refused or warned about by name;
 //! - `xds`: the ADS client (delta by default, SotW selectable) that keeps the last
-//!   good configuration and NACKs per resource what it cannot apply.
+//!   good configuration and NACKs per resource what it cannot apply;
+//! - `route`: RDS compiled into the HTTP routing table the data path selects from;
+//! - `app`: the service: bootstrap → ADS client → admin listener, run until shutdown;
+//! - `admin`: Envoy's admin endpoints (`/ready`, `/config_dump`, `/stats`, ...).
+pub mod admin;
+pub mod app;
 pub mod bootstrap;
 pub mod config;
+pub mod route;
 pub mod xds;

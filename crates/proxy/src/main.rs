@@ -1,34 +1,47 @@
-//! The `proxy` binary: Envoy-style flags in, bootstrap loaded and checked. The data
-//! plane is not built yet, so after a good bootstrap it says so and exits 2.
+//! The `proxy` binary: Envoy-style flags in, then [`proxy::app::App`] runs until
+//! SIGTERM, Ctrl-C or `POST /quitquitquit` on the admin address. The tokio
+//! runtime gets `--concurrency` worker threads.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use proxy::bootstrap::Bootstrap;
+use proxy::app::App;
 use proxy::config::Config;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    if let Err(err) = common::runtime::init_logging(&config.log_args()) {
-        eprintln!("proxy: {err}");
-        return ExitCode::FAILURE;
-    }
-    tracing::info!(?config, "starting proxy");
-    let bootstrap = match Bootstrap::from_config(&config) {
-        Ok(b) => b,
+    let log = match common::runtime::init_logging(&config.log_args()) {
+        Ok(log) => log,
         Err(err) => {
             eprintln!("proxy: {err}");
             return ExitCode::FAILURE;
         }
     };
-    for warning in &bootstrap.warnings {
-        tracing::warn!("{warning}");
+    tracing::info!(?config, "starting proxy");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.workers())
+        .thread_name("proxy-worker")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("proxy: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        App::build(config)
+            .await?
+            .with_log_handle(log)
+            .run_until(common::runtime::shutdown_signal())
+            .await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("proxy: {err}");
+            ExitCode::FAILURE
+        }
     }
-    let summary = bootstrap.summary();
-    tracing::info!(workers = config.workers(), "bootstrap loaded: {summary}");
-    eprintln!(
-        "proxy: bootstrap ok ({summary}; {} warning(s)); the data plane is not built yet",
-        bootstrap.warnings.len()
-    );
-    ExitCode::from(2)
 }

@@ -31,17 +31,22 @@ mod xds {
         Backoff, CLUSTER, ENDPOINT, Handlers, LISTENER, ROUTE, XdsConfig, XdsHandle, XdsStore,
     };
 
-    async fn synced_like_pilot(delta: bool) {
-        let dir = bookinfo_dir();
-        let pilot = Pilot::start(dir.path(), None).await;
+    /// A client of the pilot at `xds`, once it has synced its first full config.
+    async fn synced_client(xds: SocketAddr, delta: bool) -> (XdsStore, XdsHandle) {
         let store = XdsStore::new();
-        let client =
-            proxy::xds::spawn(config(pilot.xds, delta), store.clone(), Handlers::default());
+        let client = proxy::xds::spawn(config(xds, delta), store.clone(), Handlers::default());
         let mut synced = store.synced();
         tokio::time::timeout(WAIT, synced.wait_for(|s| *s))
             .await
-            .expect("initial sync within 20 s")
-            .unwrap();
+            .expect("initial sync within the wait")
+            .expect("the client is running");
+        (store, client)
+    }
+
+    async fn synced_like_pilot(delta: bool) {
+        let dir = bookinfo_dir();
+        let pilot = Pilot::start(dir.path(), None).await;
+        let (store, client) = synced_client(pilot.xds, delta).await;
         let expected = pilot.expected();
         assert!(
             expected[0].len() > 5,
@@ -108,14 +113,7 @@ spec:
     async fn config_change_arrives(delta: bool) {
         let dir = bookinfo_dir();
         let pilot = Pilot::start(dir.path(), None).await;
-        let store = XdsStore::new();
-        let client =
-            proxy::xds::spawn(config(pilot.xds, delta), store.clone(), Handlers::default());
-        let mut synced = store.synced();
-        tokio::time::timeout(WAIT, synced.wait_for(|s| *s))
-            .await
-            .unwrap()
-            .unwrap();
+        let (store, client) = synced_client(pilot.xds, delta).await;
         let before = store.generation();
         let tmp = dir.path().join(".legacy.yaml.tmp");
         std::fs::write(&tmp, LEGACY).unwrap();
@@ -154,13 +152,7 @@ spec:
         let dir = bookinfo_dir();
         let pilot = Pilot::start(dir.path(), None).await;
         let addr = pilot.xds;
-        let store = XdsStore::new();
-        let client = proxy::xds::spawn(config(addr, delta), store.clone(), Handlers::default());
-        let mut synced = store.synced();
-        tokio::time::timeout(WAIT, synced.wait_for(|s| *s))
-            .await
-            .unwrap()
-            .unwrap();
+        let (store, client) = synced_client(addr, delta).await;
         eventually("pilot to see every type ACKed", || pilot.all_acked()).await;
         let good = held(&store);
         pilot.stop().await;

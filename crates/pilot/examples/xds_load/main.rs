@@ -677,7 +677,12 @@ async fn converge(m: &MeshArgs, k: usize, changes: usize, client_threads: usize)
         board.clear();
         let cpu_before = process_cpu()?;
         let published = Instant::now();
-        model.publish(next);
+        // Published from a task on pilot's runtime, as the config controller
+        // does (`App::run_until`'s controller task), not from this driver's
+        // thread: where a wake-up comes from decides which run queue the
+        // connections' tasks land in.
+        let publisher = model.clone();
+        tokio::spawn(async move { publisher.publish(next) }).await?;
         let mut got = vec![None; k];
         let mut n = 0;
         let deadline = Instant::now() + Duration::from_secs(120);

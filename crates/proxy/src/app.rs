@@ -1,0 +1,341 @@
+//! The proxy as a service: bootstrap in, ADS client and admin listener out.
+//!
+//! [`App::build`] loads the bootstrap ([`Bootstrap::from_config`]), logs its
+//! warnings, turns `dynamic_resources.ads_config` into an [`XdsConfig`] (refusing
+//! what the client cannot do yet: a Unix socket or a TLS ADS cluster) and binds
+//! the admin listener at `admin.address`, so a bad file or a port conflict fails
+//! at start with the field to change. [`App::run_until`] then starts the xDS
+//! client (which keeps the last good config in the [`XdsStore`]) and serves
+//! Envoy's admin endpoints ([`crate::admin`]) until the shutdown future resolves
+//! or `POST /quitquitquit` is called; the server then reports `DRAINING`, the
+//! xDS client is stopped and the admin server drains, bounded by
+//! [`DRAIN_TIMEOUT`]. Without `ads_config` the proxy runs on its static
+//! resources only and is `LIVE` at once.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::runtime::{LogHandle, Stop};
+use tokio::net::TcpListener;
+
+use crate::admin::{self, Admin};
+use crate::bootstrap::{AdsTarget, Bootstrap, BootstrapError, Endpoint};
+use crate::config::Config;
+use crate::xds::{self, Handlers, XdsConfig, XdsStore};
+
+/// How long the admin server may take to finish in-flight requests at shutdown.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the proxy could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The bootstrap file could not be read or is refused.
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+    /// The ADS cluster's endpoint is a Unix domain socket.
+    #[error(
+        "bootstrap field `static_resources.clusters[{cluster}].load_assignment`: the ADS server \
+         is the unix socket {}; unix socket ADS not supported yet: point the ADS cluster at \
+         pilot's TCP address (socket_address, e.g. port 15010)",
+        path.display()
+    )]
+    AdsPipe {
+        /// The ADS cluster's name.
+        cluster: String,
+        /// The socket path.
+        path: std::path::PathBuf,
+    },
+    /// The ADS cluster uses TLS, which the proxy cannot map yet.
+    #[error(
+        "bootstrap field `static_resources.clusters[{cluster}].transport_socket`: ADS over TLS \
+         (UpstreamTlsContext) is not supported yet; remove the transport_socket and use pilot's \
+         plaintext port (15010)"
+    )]
+    AdsTls {
+        /// The ADS cluster's name.
+        cluster: String,
+    },
+    /// The admin listener could not be bound.
+    #[error(
+        "cannot listen on {addr} for the admin interface (bootstrap field `admin.address`): \
+         {source}; choose another address or port there, or free this one"
+    )]
+    AdminBind {
+        /// The address from the bootstrap.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The admin server failed while running.
+    #[error("the admin server on {addr} failed: {source}")]
+    AdminServe {
+        /// The admin address.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A built, not yet running proxy.
+pub struct App {
+    config: Config,
+    bootstrap: Bootstrap,
+    xds: Option<XdsConfig>,
+    handlers: Handlers,
+    store: XdsStore,
+    admin_listener: Option<TcpListener>,
+    log: Option<LogHandle>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .field("admin", &self.addrs().admin)
+            .field("ads", &self.xds.as_ref().map(|x| &x.endpoint))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The addresses a built app listens on (useful with port 0 in tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addrs {
+    /// The admin listener, when the bootstrap has `admin.address`.
+    pub admin: Option<SocketAddr>,
+}
+
+impl App {
+    /// Loads the bootstrap `config` names, prepares the ADS client and binds the
+    /// admin listener.
+    pub async fn build(config: Config) -> Result<App, Error> {
+        let bootstrap = Bootstrap::from_config(&config)?;
+        for warning in &bootstrap.warnings {
+            tracing::warn!("{warning}");
+        }
+        tracing::info!(
+            workers = config.workers(),
+            "bootstrap loaded: {}",
+            bootstrap.summary()
+        );
+        let xds = match &bootstrap.ads {
+            Some(ads) => Some(xds_config(ads, &bootstrap)?),
+            None => {
+                tracing::info!(
+                    "no dynamic_resources.ads_config in the bootstrap: running on static resources only"
+                );
+                None
+            }
+        };
+        let admin_listener = match bootstrap.admin {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| Error::AdminBind { addr, source })?,
+            ),
+            None => {
+                tracing::info!("no admin.address in the bootstrap: the admin interface is off");
+                None
+            }
+        };
+        Ok(App {
+            config,
+            bootstrap,
+            xds,
+            // Route configurations the routing table cannot compile are
+            // NACKed with the field at fault; the last good one stays.
+            handlers: Handlers {
+                routes: std::sync::Arc::new(crate::route::RouteValidator),
+                ..Handlers::default()
+            },
+            store: XdsStore::new(),
+            admin_listener,
+            log: None,
+        })
+    }
+
+    /// Lets `POST /logging` change the level through `handle`.
+    pub fn with_log_handle(mut self, handle: LogHandle) -> Self {
+        self.log = Some(handle);
+        self
+    }
+
+    /// Replaces the xDS validation handlers (the data plane's checks).
+    pub fn with_handlers(mut self, handlers: Handlers) -> Self {
+        self.handlers = handlers;
+        self
+    }
+
+    /// Where the app listens.
+    pub fn addrs(&self) -> Addrs {
+        Addrs {
+            admin: self
+                .admin_listener
+                .as_ref()
+                .and_then(|l| l.local_addr().ok()),
+        }
+    }
+
+    /// The store the xDS client publishes into (read-only use by embedders).
+    pub fn store(&self) -> XdsStore {
+        self.store.clone()
+    }
+
+    /// The ADS client's settings, when the bootstrap configures ADS.
+    pub fn xds_config(&self) -> Option<&XdsConfig> {
+        self.xds.as_ref()
+    }
+
+    /// Runs until `shutdown` resolves or `POST /quitquitquit` is called, then
+    /// stops the xDS client and drains the admin server (at most
+    /// [`DRAIN_TIMEOUT`]).
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let stop = Stop::new();
+        let addr = self.addrs().admin;
+        let admin = Admin::new(admin::Context {
+            config: self.config,
+            bootstrap: self.bootstrap,
+            store: self.store.clone(),
+            ads: self.xds.is_some(),
+            stop: stop.clone(),
+            log: self.log,
+        });
+        let client = self
+            .xds
+            .map(|config| xds::spawn(config, self.store.clone(), self.handlers));
+        let mut server = self.admin_listener.map(|listener| {
+            let router = admin::router(admin.clone());
+            tokio::spawn(
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.stopped())
+                    .into_future(),
+            )
+        });
+        if let Some(addr) = addr {
+            tracing::info!(%addr, "admin interface listening");
+        }
+        let mut failure = None;
+        tokio::select! {
+            _ = shutdown => tracing::info!("shutdown requested"),
+            _ = stop.stopped() => tracing::info!("shutdown requested on the admin interface"),
+            result = async {
+                match server.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                failure = Some(match result {
+                    Ok(Ok(())) => std::io::Error::other("stopped unexpectedly"),
+                    Ok(Err(e)) => e,
+                    Err(e) => std::io::Error::other(e),
+                });
+            }
+        }
+        if failure.is_some() {
+            server = None;
+        }
+        admin.set_draining();
+        stop.trigger();
+        if let Some(client) = client {
+            client.shutdown().await;
+        }
+        if let Some(task) = server
+            && tokio::time::timeout(DRAIN_TIMEOUT, task).await.is_err()
+        {
+            tracing::warn!(timeout = ?DRAIN_TIMEOUT, "admin drain took too long; stopping anyway");
+        }
+        match (failure, addr) {
+            (Some(source), Some(addr)) => Err(Error::AdminServe { addr, source }),
+            _ => {
+                tracing::info!("proxy stopped");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The ADS client's settings from the bootstrap's ADS target and node.
+fn xds_config(ads: &AdsTarget, bootstrap: &Bootstrap) -> Result<XdsConfig, Error> {
+    if ads.tls.is_some() {
+        return Err(Error::AdsTls {
+            cluster: ads.cluster.clone(),
+        });
+    }
+    let endpoint = match &ads.address {
+        Endpoint::Tcp { .. } => format!("http://{}", ads.address),
+        Endpoint::Pipe(path) => {
+            return Err(Error::AdsPipe {
+                cluster: ads.cluster.clone(),
+                path: path.clone(),
+            });
+        }
+    };
+    let mut config = XdsConfig::new(endpoint, bootstrap.node.clone());
+    config.delta = ads.delta;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn target(address: Endpoint) -> AdsTarget {
+        AdsTarget {
+            cluster: "xds-grpc".into(),
+            address,
+            tls: None,
+            delta: false,
+            set_node_on_first_message_only: true,
+        }
+    }
+
+    fn bootstrap() -> Bootstrap {
+        Bootstrap::from_proto("test", Default::default(), &Default::default())
+            .expect("an empty bootstrap is valid")
+    }
+
+    #[test]
+    fn tcp_ads_becomes_an_http_endpoint() {
+        let ads = target(Endpoint::Tcp {
+            host: "::1".into(),
+            port: 15010,
+        });
+        let config = xds_config(&ads, &bootstrap()).expect("maps");
+        assert_eq!(config.endpoint, "http://[::1]:15010");
+        assert!(!config.delta);
+        let ads = target(Endpoint::Tcp {
+            host: "istiod.istio-system.svc".into(),
+            port: 15010,
+        });
+        assert_eq!(
+            xds_config(&ads, &bootstrap()).expect("maps").endpoint,
+            "http://istiod.istio-system.svc:15010"
+        );
+    }
+
+    #[test]
+    fn pipe_and_tls_ads_are_refused_with_the_field() {
+        let err = xds_config(
+            &target(Endpoint::Pipe(PathBuf::from("./etc/istio/proxy/XDS"))),
+            &bootstrap(),
+        )
+        .expect_err("pipe refused");
+        assert!(
+            err.to_string()
+                .contains("unix socket ADS not supported yet")
+        );
+        let mut ads = target(Endpoint::Tcp {
+            host: "127.0.0.1".into(),
+            port: 15012,
+        });
+        ads.tls = Some(Default::default());
+        let err = xds_config(&ads, &bootstrap()).expect_err("tls refused");
+        assert!(err.to_string().contains("transport_socket"), "{err}");
+    }
+}
