@@ -17,16 +17,7 @@ pub mod endpoint;
 pub mod listener;
 pub mod route;
 
-/// `envoy.config.cluster.v3.Cluster` (CDS).
-pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-/// `envoy.config.endpoint.v3.ClusterLoadAssignment` (EDS).
-pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-/// `envoy.config.listener.v3.Listener` (LDS).
-pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-/// `envoy.config.route.v3.RouteConfiguration` (RDS).
-pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-/// `envoy.extensions.transport_sockets.tls.v3.Secret` (SDS).
-pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+pub use common::envoy::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 
 /// Whether a type is requested by name (EDS, RDS, SDS) rather than as "all"
 /// (CDS, LDS): an empty name list means "none" for the former, "all" for the latter.

@@ -40,16 +40,7 @@ pub use client::{XdsHandle, spawn};
 pub use handler::{AcceptAll, Handler, Handlers};
 pub use store::{Nack, TypeState, XdsState, XdsStats, XdsStore};
 
-/// `envoy.config.cluster.v3.Cluster` (CDS).
-pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-/// `envoy.config.endpoint.v3.ClusterLoadAssignment` (EDS).
-pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-/// `envoy.config.listener.v3.Listener` (LDS).
-pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-/// `envoy.config.route.v3.RouteConfiguration` (RDS).
-pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-/// `envoy.extensions.transport_sockets.tls.v3.Secret` (SDS).
-pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+pub use common::envoy::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 
 /// The types the client subscribes to, in Envoy's push order.
 pub const TYPES: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET];
@@ -59,17 +50,7 @@ pub fn is_wildcard_type(type_url: &str) -> bool {
     type_url == CLUSTER || type_url == LISTENER
 }
 
-/// Envoy's short name of a type (`cds`, `eds`, `lds`, `rds`, `sds`).
-pub fn short_type(type_url: &str) -> &str {
-    match type_url {
-        CLUSTER => "cds",
-        ENDPOINT => "eds",
-        LISTENER => "lds",
-        ROUTE => "rds",
-        SECRET => "sds",
-        other => other,
-    }
-}
+pub use common::envoy::short_type;
 
 /// Delays between connection attempts: exponential from `base`, capped at
 /// `max`, with jitter (Envoy's defaults for ADS: 500 ms and 30 s). The attempt

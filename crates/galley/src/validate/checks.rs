@@ -267,24 +267,7 @@ fn is_tchar(c: u8) -> bool {
 }
 
 /// Envoy's `retry_on` conditions (HTTP and gRPC) that Istio passes through.
-pub const RETRY_ON: &[&str] = &[
-    "5xx",
-    "gateway-error",
-    "reset",
-    "reset-before-request",
-    "connect-failure",
-    "envoy-ratelimited",
-    "retriable-4xx",
-    "refused-stream",
-    "retriable-status-codes",
-    "retriable-headers",
-    "http3-post-connect-failure",
-    "cancelled",
-    "deadline-exceeded",
-    "internal",
-    "resource-exhausted",
-    "unavailable",
-];
+pub use common::envoy::RETRY_ON;
 
 /// A comma-separated `retryOn` list: known conditions or HTTP status codes.
 pub fn retry_on(f: &mut Field<'_>, list: &str) -> bool {

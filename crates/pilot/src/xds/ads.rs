@@ -69,18 +69,7 @@ pub fn default_generator() -> Generator {
 /// listed follow, by name.
 pub const PUSH_ORDER: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET];
 
-/// Istio's short name of a type URL (`cds`, `eds`, `lds`, `rds`, `sds`); for
-/// other types, the last segment of the message name as written (`NameTable`).
-pub fn short_type(type_url: &str) -> &str {
-    match type_url {
-        CLUSTER => "cds",
-        ENDPOINT => "eds",
-        LISTENER => "lds",
-        ROUTE => "rds",
-        SECRET => "sds",
-        other => other.rsplit(['/', '.']).next().unwrap_or(other),
-    }
-}
+pub use common::envoy::short_type;
 
 /// `types` sorted in [`PUSH_ORDER`].
 pub(crate) fn in_push_order<'a>(types: impl IntoIterator<Item = &'a String>) -> Vec<String> {

@@ -5,25 +5,7 @@
 
 use super::*;
 
-/// The `retry_on` conditions Envoy knows.
-const RETRY_ON: &[&str] = &[
-    "5xx",
-    "gateway-error",
-    "reset",
-    "reset-before-request",
-    "connect-failure",
-    "envoy-ratelimited",
-    "retriable-4xx",
-    "refused-stream",
-    "retriable-status-codes",
-    "retriable-headers",
-    "http3-post-connect-failure",
-    "cancelled",
-    "deadline-exceeded",
-    "internal",
-    "resource-exhausted",
-    "unavailable",
-];
+use common::envoy::RETRY_ON;
 
 pub(super) fn forward(e: &mut Errors, at: &str, ra: &rpb::RouteAction) -> Forward {
     let clusters = match &ra.cluster_specifier {
