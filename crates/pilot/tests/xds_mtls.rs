@@ -328,33 +328,37 @@ async fn envoy_takes_its_config_over_mtls_with_a_workload_certificate() {
     let mut envoy = support::Envoy::spawn(&envoy_dir, &bootstrap, None);
     let admin = envoy.admin().await;
 
+    // The config has no Gateway, so there are no routes: CDS, EDS and LDS only.
+    // Envoy asks for LDS once its clusters have warmed, so wait for all three.
+    let parts = [
+        "cluster_manager.cds.",
+        "listener_manager.lds.",
+        "cluster.outbound|",
+    ];
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let stats = support::stats(admin).await;
         if support::stat_u64(&stats, "control_plane.connected_state") == 1
-            && support::stat_u64(&stats, "cluster_manager.cds.update_success") > 0
+            && parts
+                .iter()
+                .all(|part| support::stat_sum(&stats, part, "update_success") > 0)
         {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "Envoy never took CDS over mTLS:\n{}",
+            "Envoy never took CDS, EDS and LDS over mTLS:\n{}",
             envoy.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The config has no Gateway, so there are no routes: CDS, EDS and LDS only.
     let stats = support::stats(admin).await;
     let rejected: Vec<_> = stats
         .iter()
         .filter(|(k, v)| k.ends_with("update_rejected") && v.as_str() != "0")
         .collect();
     assert!(rejected.is_empty(), "Envoy rejected updates: {rejected:#?}");
-    for part in [
-        "cluster_manager.cds.",
-        "listener_manager.lds.",
-        "cluster.outbound|",
-    ] {
+    for part in parts {
         assert!(
             support::stat_sum(&stats, part, "update_success") > 0,
             "no accepted update under {part}"
