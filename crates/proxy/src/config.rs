@@ -28,7 +28,7 @@ pub struct Config {
     /// field by field, and repeated fields (clusters, listeners) are appended.
     #[arg(long, env = "PROXY_CONFIG_YAML", value_name = "YAML")]
     pub config_yaml: Option<String>,
-    /// Number of worker threads that carry traffic (Envoy's --concurrency);
+    /// Number of worker threads of the runtime (Envoy's --concurrency);
     /// defaults to the number of CPUs this process may run on. 0 runs one worker,
     /// as in Envoy.
     #[arg(long, env = "PROXY_CONCURRENCY", default_value_t = default_concurrency())]
