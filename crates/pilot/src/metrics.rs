@@ -151,9 +151,7 @@ impl Metrics {
 
     /// Counts one response sent for `type_url` and how long it took.
     pub fn record_push(&self, type_url: &str, seconds: f64) {
-        let labels = TypeLabels::of(type_url);
-        self.pushes.get_or_create(&labels).inc();
-        self.push_time.get_or_create(&labels).observe(seconds);
+        self.push_metrics(type_url).record(seconds);
     }
 
     /// Counts one NACK for `type_url`.

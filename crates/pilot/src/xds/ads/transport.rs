@@ -141,9 +141,7 @@ async fn serve_connection(
         started,
         last_read: last_read.clone(),
     };
-    let read_since = |at: tokio::time::Instant| {
-        started + Duration::from_millis(last_read.load(Ordering::Relaxed)) > at
-    };
+    let last_read_at = || started + Duration::from_millis(last_read.load(Ordering::Relaxed));
     let handshake = tokio::time::timeout(settings.keepalive_timeout, builder.handshake(tcp));
     let mut conn = match handshake.await {
         Ok(Ok(conn)) => conn,
@@ -198,9 +196,9 @@ async fn serve_connection(
             // timeout after the ping: drop.
             () = &mut keepalive => {
                 let now = tokio::time::Instant::now();
-                let last = started + Duration::from_millis(last_read.load(Ordering::Relaxed));
+                let last = last_read_at();
                 if let Some(sent) = ping_sent {
-                    if !read_since(sent) {
+                    if last <= sent {
                         tracing::debug!(peer = %addr, "ADS: keepalive ping unanswered; closing");
                         break;
                     }
