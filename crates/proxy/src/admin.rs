@@ -11,6 +11,7 @@
 //! | `/ready` | GET | 200 `LIVE` once the first full xDS config is applied (at once without ADS), else 503 `PRE_INITIALIZING`; 503 `DRAINING` after `/healthcheck/fail` or once shutdown started |
 //! | `/server_info` | GET | JSON: version, state, node, uptime, command line options (a subset) |
 //! | `/config_dump` | GET | Envoy's `ConfigDump` JSON ([`config_dump`]) |
+//! | `/clusters` | GET | every cluster's circuit breakers and every host's counters and health flags, Envoy's text lines ([`clusters`]) |
 //! | `/stats` | GET | `name: value` lines ([`stats`]); `?format=json` and `?format=prometheus` too |
 //! | `/stats/prometheus` | GET | the same stats in Prometheus text, `envoy_` prefixed |
 //! | `/logging` | GET, POST | the active log filter; `POST ?level=debug` changes it (Envoy's level names accepted) |
@@ -18,7 +19,7 @@
 //! | `/healthcheck/fail`, `/healthcheck/ok` | POST | sets or clears the failed flag that turns `/ready` to `DRAINING` |
 //! | `/`, `/help` | GET | the list of endpoints (also the body of every 404) |
 //!
-//! Not served yet: `/clusters`, `/listeners`, `/certs`, `/memory`, `/runtime`,
+//! Not served yet: `/clusters?format=json`, `/listeners`, `/certs`, `/memory`, `/runtime`,
 //! `/drain_listeners`, `/reset_counters`, `/stats?filter=` (they need the data
 //! plane or are not used by Istio's tooling yet). Request bodies are limited to
 //! [`MAX_BODY_BYTES`]; no endpoint reads one.
@@ -38,6 +39,7 @@ use crate::bootstrap::Bootstrap;
 use crate::config::Config;
 use crate::xds::XdsStore;
 
+pub mod clusters;
 pub mod config_dump;
 pub mod stats;
 
@@ -47,6 +49,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The endpoints served and what they do (Envoy's help texts).
 pub const ENDPOINTS: &[(&str, &str)] = &[
     ("/", "Admin home page"),
+    ("/clusters", "upstream cluster status"),
     ("/config_dump", "dump current Envoy configs"),
     (
         "/healthcheck/fail",
@@ -111,6 +114,8 @@ pub struct Context {
     pub stop: Stop,
     /// Where `/logging` reads and changes the level, if logging is managed here.
     pub log: Option<LogHandle>,
+    /// The data path (its clusters' and listeners' statistics).
+    pub data_path: std::sync::Arc<crate::server::DataPath>,
 }
 
 impl std::fmt::Debug for Context {
@@ -193,6 +198,7 @@ pub fn router(admin: Admin) -> Router {
         .route("/ready", get(ready))
         .route("/server_info", get(server_info))
         .route("/config_dump", get(config_dump_handler))
+        .route("/clusters", get(clusters_handler))
         .route("/stats", get(stats_handler))
         .route("/stats/prometheus", get(prometheus))
         .route("/logging", get(get_logging).post(set_logging))
@@ -274,10 +280,56 @@ async fn server_info(State(a): State<Admin>) -> Response {
     json(&info)
 }
 
-async fn config_dump_handler(State(a): State<Admin>) -> Response {
+#[derive(serde::Deserialize)]
+struct ClustersQuery {
+    format: Option<String>,
+}
+
+async fn clusters_handler(State(a): State<Admin>, Query(q): Query<ClustersQuery>) -> Response {
+    match q.format.as_deref() {
+        None | Some("text") => {
+            let c = a.context();
+            let statics: Vec<&str> = c
+                .bootstrap
+                .static_clusters
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            clusters::text(&c.data_path.current(), &statics).into_response()
+        }
+        Some(other) => (
+            StatusCode::BAD_REQUEST,
+            format!("/clusters?format={other} is not supported; use the text format\n"),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ConfigDumpQuery {
+    resource: Option<String>,
+    include_eds: Option<String>,
+}
+
+async fn config_dump_handler(State(a): State<Admin>, Query(q): Query<ConfigDumpQuery>) -> Response {
     let c = a.context();
+    // Endpoints are always in the dump; `include_eds` changes nothing.
+    let _ = q.include_eds;
     match config_dump::dump(&c.bootstrap, &c.store.load()) {
-        Ok(dump) => json(&dump),
+        Ok(dump) => match q.resource.as_deref() {
+            None => json(&dump),
+            Some(resource) => match config_dump::select_resource(&dump, resource) {
+                Some(only) => json(&only),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "no config dump field named {resource:?}: use a repeated field such as \
+                         dynamic_active_clusters, dynamic_listeners or dynamic_route_configs\n"
+                    ),
+                )
+                    .into_response(),
+            },
+        },
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }

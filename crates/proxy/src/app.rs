@@ -13,6 +13,7 @@
 //! resources only and is `LIVE` at once.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::runtime::{LogHandle, Stop};
@@ -21,6 +22,8 @@ use tokio::net::TcpListener;
 use crate::admin::{self, Admin};
 use crate::bootstrap::{AdsTarget, Bootstrap, BootstrapError, Endpoint};
 use crate::config::Config;
+use crate::dataplane::Statics;
+use crate::server::{self, DataPath};
 use crate::xds::{self, Handlers, XdsConfig, XdsStore};
 
 /// How long the admin server may take to finish in-flight requests at shutdown.
@@ -85,6 +88,7 @@ pub struct App {
     xds: Option<XdsConfig>,
     handlers: Handlers,
     store: XdsStore,
+    data_path: Arc<DataPath>,
     admin_listener: Option<TcpListener>,
     log: Option<LogHandle>,
 }
@@ -139,17 +143,34 @@ impl App {
                 None
             }
         };
+        let statics = Statics {
+            clusters: bootstrap
+                .static_clusters
+                .iter()
+                .cloned()
+                .map(Arc::new)
+                .collect(),
+            listeners: bootstrap
+                .static_listeners
+                .iter()
+                .cloned()
+                .map(Arc::new)
+                .collect(),
+        };
         Ok(App {
             config,
             bootstrap,
             xds,
-            // Route configurations the routing table cannot compile are
-            // NACKed with the field at fault; the last good one stays.
+            // Resources the data path cannot carry are NACKed with the field
+            // at fault; the last good version stays.
             handlers: Handlers {
-                routes: std::sync::Arc::new(crate::route::RouteValidator),
+                clusters: Arc::new(crate::cluster::ClusterValidator),
+                listeners: Arc::new(crate::listener::ListenerValidator),
+                routes: Arc::new(crate::route::RouteValidator),
                 ..Handlers::default()
             },
             store: XdsStore::new(),
+            data_path: DataPath::new(statics),
             admin_listener,
             log: None,
         })
@@ -182,6 +203,11 @@ impl App {
         self.store.clone()
     }
 
+    /// The data path (its current configuration and bound listeners).
+    pub fn data_path(&self) -> Arc<DataPath> {
+        Arc::clone(&self.data_path)
+    }
+
     /// The ADS client's settings, when the bootstrap configures ADS.
     pub fn xds_config(&self) -> Option<&XdsConfig> {
         self.xds.as_ref()
@@ -196,6 +222,7 @@ impl App {
     ) -> Result<(), Error> {
         let stop = Stop::new();
         let addr = self.addrs().admin;
+        let admin_address_path = self.config.admin_address_path.clone();
         let admin = Admin::new(admin::Context {
             config: self.config,
             bootstrap: self.bootstrap,
@@ -203,10 +230,16 @@ impl App {
             ads: self.xds.is_some(),
             stop: stop.clone(),
             log: self.log,
+            data_path: Arc::clone(&self.data_path),
         });
         let client = self
             .xds
             .map(|config| xds::spawn(config, self.store.clone(), self.handlers));
+        let data_path = tokio::spawn(server::run(
+            Arc::clone(&self.data_path),
+            self.store.clone(),
+            stop.clone(),
+        ));
         let mut server = self.admin_listener.map(|listener| {
             let router = admin::router(admin.clone());
             tokio::spawn(
@@ -217,6 +250,14 @@ impl App {
         });
         if let Some(addr) = addr {
             tracing::info!(%addr, "admin interface listening");
+        }
+        if let (Some(addr), Some(file)) = (addr, &admin_address_path)
+            && let Err(e) = std::fs::write(file, addr.to_string())
+        {
+            tracing::error!(
+                file = %file.display(),
+                "cannot write the admin address (--admin-address-path): {e}"
+            );
         }
         let mut failure = None;
         tokio::select! {
@@ -243,6 +284,7 @@ impl App {
         if let Some(client) = client {
             client.shutdown().await;
         }
+        let _ = data_path.await;
         if let Some(task) = server
             && tokio::time::timeout(DRAIN_TIMEOUT, task).await.is_err()
         {

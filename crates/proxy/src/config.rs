@@ -8,7 +8,53 @@
 
 use std::path::PathBuf;
 
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use common::runtime::{LogArgs, LogFormat};
+
+/// The whole command line: the proxy's own flags ([`Config`], top-level as in
+/// Envoy: `proxy -c FILE --concurrency 2`), or a subcommand. `-c` is required
+/// unless a subcommand is given, and the two do not mix (`proxy -c f init` is
+/// refused).
+#[derive(Debug, Clone)]
+pub enum Cli {
+    /// `proxy -c FILE ...`: run the proxy.
+    Run(Config),
+    /// `proxy init ...`: install or remove the traffic capture rules and exit.
+    Init(crate::init::Config),
+}
+
+impl CommandFactory for Cli {
+    fn command() -> clap::Command {
+        Config::command()
+            .subcommand(crate::init::Config::command())
+            .args_conflicts_with_subcommands(true)
+            .subcommand_negates_reqs(true)
+    }
+
+    fn command_for_update() -> clap::Command {
+        Self::command()
+    }
+}
+
+impl FromArgMatches for Cli {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Cli, clap::Error> {
+        match matches.subcommand() {
+            Some(("init", init)) => Ok(Cli::Init(crate::init::Config::from_arg_matches(init)?)),
+            Some((other, _)) => Err(clap::Error::raw(
+                clap::error::ErrorKind::InvalidSubcommand,
+                format!("unknown subcommand `{other}`\n"),
+            )),
+            None => Ok(Cli::Run(Config::from_arg_matches(matches)?)),
+        }
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Cli::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Parser for Cli {}
 
 /// Flags of the `proxy` binary (named as Envoy's where they mean the same).
 #[derive(Debug, Clone, clap::Parser)]
@@ -67,6 +113,10 @@ pub struct Config {
     /// --service-node).
     #[arg(long, env = "PROXY_SERVICE_NODE", value_name = "ID")]
     pub service_node: Option<String>,
+    /// File to write the admin listener's bound address to once it listens
+    /// (Envoy's --admin-address-path); useful with port 0 in the bootstrap.
+    #[arg(long, env = "PROXY_ADMIN_ADDRESS_PATH", value_name = "FILE")]
+    pub admin_address_path: Option<PathBuf>,
 }
 
 impl Config {
@@ -82,6 +132,7 @@ impl Config {
             parent_shutdown_time_s: 900,
             service_cluster: None,
             service_node: None,
+            admin_address_path: None,
         }
     }
 
@@ -168,7 +219,41 @@ mod tests {
 
     #[test]
     fn help_is_generated() {
-        use clap::CommandFactory;
         Config::command().debug_assert();
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_envoy_style_line_still_runs_the_proxy() {
+        let cli =
+            Cli::try_parse_from(["proxy", "-c", "b.yaml", "--concurrency", "2"]).expect("parses");
+        let Cli::Run(config) = cli else {
+            panic!("expected the proxy to run: {cli:?}");
+        };
+        assert_eq!(config.config_path, PathBuf::from("b.yaml"));
+        assert_eq!(config.concurrency, 2);
+    }
+
+    #[test]
+    fn init_is_a_subcommand_that_needs_no_bootstrap() {
+        let cli =
+            Cli::try_parse_from(["proxy", "init", "-p", "16001", "--dry-run"]).expect("parses");
+        let Cli::Init(init) = cli else {
+            panic!("expected init: {cli:?}");
+        };
+        assert_eq!(init.envoy_port, 16001);
+        assert!(init.dry_run);
+    }
+
+    #[test]
+    fn config_path_stays_required_without_a_subcommand_and_does_not_mix_with_one() {
+        let missing = Cli::try_parse_from(["proxy"]).expect_err("-c is required");
+        assert_eq!(
+            missing.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        assert!(Cli::try_parse_from(["proxy", "--concurrency", "2"]).is_err());
+        assert!(Cli::try_parse_from(["proxy", "-c", "b.yaml", "init"]).is_err());
+        assert!(Cli::try_parse_from(["proxy", "init", "-c", "b.yaml"]).is_err());
     }
 }

@@ -13,7 +13,18 @@
 //! - `admin`: Envoy's admin endpoints (`/ready`, `/config_dump`, `/stats`, ...).
 pub mod admin;
 pub mod app;
+pub mod balance;
+pub mod body;
 pub mod bootstrap;
+pub mod cluster;
 pub mod config;
+pub mod dataplane;
+pub mod http;
+pub mod init;
+pub mod listener;
+pub mod net;
 pub mod route;
+pub mod server;
+pub mod tcp;
+pub mod upstream;
 pub mod xds;

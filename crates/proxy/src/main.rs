@@ -1,15 +1,36 @@
 //! The `proxy` binary: Envoy-style flags in, then [`proxy::app::App`] runs until
 //! SIGTERM, Ctrl-C or `POST /quitquitquit` on the admin address. The tokio
-//! runtime gets `--concurrency` worker threads.
+//! runtime gets `--concurrency` worker threads. `proxy init` instead installs the
+//! traffic capture rules ([`proxy::init`]) and exits.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use proxy::app::App;
-use proxy::config::Config;
+use proxy::config::{Cli, Config};
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    match Cli::parse() {
+        Cli::Run(config) => run(config),
+        Cli::Init(config) => init(&config),
+    }
+}
+
+/// `proxy init`: prints what it did (or the rules, with `--dry-run`).
+fn init(config: &proxy::init::Config) -> ExitCode {
+    match proxy::init::run(config) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("proxy init: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> ExitCode {
     let log = match common::runtime::init_logging(&config.log_args()) {
         Ok(log) => log,
         Err(err) => {

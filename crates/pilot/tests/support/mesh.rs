@@ -64,7 +64,7 @@ impl Mesh {
     /// Starts the upstreams, pilot on `spec.files` and Envoy, and waits until
     /// Envoy accepted clusters and listeners.
     pub async fn start_spec(spec: &MeshSpec<'_>) -> Mesh {
-        envoy_binary();
+        data_plane();
         let mut upstreams = BTreeMap::new();
         let mut ports = vec![("GATEWAY_PORT".to_string(), free_port())];
         for &(name, ip, placeholder) in spec.upstreams {

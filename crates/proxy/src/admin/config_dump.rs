@@ -41,6 +41,43 @@ pub fn dump(bootstrap: &Bootstrap, state: &XdsState) -> Result<Value, EnvoyJsonE
     }))
 }
 
+/// Envoy's `?resource=FIELD`: the elements of the repeated field `FIELD` of
+/// whichever section has it, each as an `Any` of its element type
+/// (`ClustersConfigDump.DynamicCluster`, ...); `None` when no section has it.
+pub fn select_resource(dump: &Value, field: &str) -> Option<Value> {
+    let element = match field {
+        "static_clusters" => "ClustersConfigDump.StaticCluster",
+        "dynamic_active_clusters" | "dynamic_warming_clusters" => {
+            "ClustersConfigDump.DynamicCluster"
+        }
+        "static_listeners" => "ListenersConfigDump.StaticListener",
+        "dynamic_listeners" => "ListenersConfigDump.DynamicListener",
+        "static_route_configs" => "RoutesConfigDump.StaticRouteConfig",
+        "dynamic_route_configs" => "RoutesConfigDump.DynamicRouteConfig",
+        "static_secrets" => "SecretsConfigDump.StaticSecret",
+        "dynamic_active_secrets" | "dynamic_warming_secrets" => "SecretsConfigDump.DynamicSecret",
+        "static_endpoint_configs" => "EndpointsConfigDump.StaticEndpointConfig",
+        "dynamic_endpoint_configs" => "EndpointsConfigDump.DynamicEndpointConfig",
+        _ => return None,
+    };
+    let items = dump["configs"]
+        .as_array()?
+        .iter()
+        .find_map(|section| section.get(field)?.as_array())?;
+    let configs: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let mut out = Map::new();
+            out.insert("@type".into(), format!("{ADMIN}{element}").into());
+            if let Value::Object(fields) = item {
+                out.extend(fields.clone());
+            }
+            Value::Object(out)
+        })
+        .collect();
+    Some(json!({ "configs": configs }))
+}
+
 /// `msg` (named `name`) as an `Any` in JSON: `@type` first, then its fields.
 /// A resource that cannot be written (it holds an `Any` whose type is not in
 /// the descriptor pool) is shown by name with the reason under

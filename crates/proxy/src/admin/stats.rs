@@ -108,6 +108,61 @@ pub fn collect(admin: &Admin) -> Vec<Stat> {
         all.push(stat(format!("{prefix}.update_success"), ts.acks, Counter));
         all.push(stat(format!("{prefix}.update_rejected"), ts.nacks, Counter));
     }
+    // Envoy counts RDS per route configuration (under the connection
+    // manager's stat prefix) and EDS per cluster; the client counts per type,
+    // so each name carries its type's counts.
+    let dp = c.data_path.current();
+    let eds = state.type_state(ENDPOINT);
+    let rds = state.type_state(ROUTE);
+    let mut rds_names = std::collections::BTreeSet::new();
+    for l in dp.listeners.values() {
+        for chain in l.chains.iter().chain(l.default_chain.iter()) {
+            if let crate::listener::NetworkFilter::Http(hcm) = &chain.filter
+                && let crate::listener::RouteSource::Rds(name) = &hcm.routes
+            {
+                rds_names.insert(format!("http.{}.rds.{name}", hcm.stat_prefix));
+            }
+        }
+    }
+    for prefix in rds_names {
+        all.push(stat(format!("{prefix}.update_success"), rds.acks, Counter));
+        all.push(stat(
+            format!("{prefix}.update_rejected"),
+            rds.nacks,
+            Counter,
+        ));
+    }
+    let mut cluster_stats = Vec::new();
+    for cluster in dp.clusters.iter() {
+        cluster
+            .stats
+            .render(&cluster.name, &cluster.hosts(), &mut cluster_stats);
+        if cluster.is_eds() {
+            let prefix = format!("cluster.{}", cluster.name);
+            all.push(stat(format!("{prefix}.update_success"), eds.acks, Counter));
+            all.push(stat(
+                format!("{prefix}.update_rejected"),
+                eds.nacks,
+                Counter,
+            ));
+        }
+    }
+    let mut http = Vec::new();
+    for (prefix, s) in c.data_path.all_http_stats() {
+        s.render(&prefix, &mut http);
+    }
+    all.extend(
+        http.into_iter()
+            .map(|(name, value, gauge)| stat(name, value, if gauge { Gauge } else { Counter })),
+    );
+    all.extend(cluster_stats.into_iter().map(|(name, value)| {
+        let kind = if name.ends_with("_active") || name.contains(".membership_") {
+            Gauge
+        } else {
+            Counter
+        };
+        stat(name, value, kind)
+    }));
     for (name, counter) in [
         ("connects", &xs.connects),
         ("connect_failures", &xs.connect_failures),

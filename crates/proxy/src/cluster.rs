@@ -1,0 +1,819 @@
+//! Upstream clusters as the data path uses them: a CDS `Cluster` and its
+//! endpoints (EDS, or the inline `load_assignment`) compiled into a
+//! [`Cluster`] that picks hosts ([`Cluster::pick`]), keeps one connection pool
+//! per host ([`crate::upstream::Pool`]), enforces the circuit breakers
+//! ([`Limits`]) and ejects outliers ([`crate::balance::OutlierDetector`]).
+//!
+//! A [`Cluster`] is rebuilt only when its CDS resource or its endpoints
+//! change; hosts whose address is unchanged keep their `Arc<Host>` and so their
+//! pooled connections and in-flight counters (see [`ClusterSet::build`]).
+//!
+//! Discovery types: `EDS` and `STATIC` (endpoints by address), `STRICT_DNS` and
+//! `LOGICAL_DNS` (each endpoint's hostname is resolved when a connection is
+//! opened, Mizzen's simplification: no background re-resolution), and
+//! `ORIGINAL_DST` (the downstream connection's original destination, or for
+//! HTTP its `x-envoy-original-dst-host` header when the cluster allows it).
+//! Unix socket endpoints (`pipe`) are supported for inbound clusters.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, DiscoveryType, LbConfig, LbPolicy, common_lb_config,
+};
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster as ClusterProto, circuit_breakers};
+use envoy_types::pb::envoy::config::core::v3::{Address, address, socket_address};
+use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+    UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+};
+use prost::Message;
+
+use crate::balance::{
+    Balancer, BalancerConfig, HostInfo, Outcome, OutlierConfig, OutlierDetector, PickContext,
+    Policy,
+};
+use crate::upstream::Pool;
+
+/// The key of `typed_extension_protocol_options` for HTTP upstream options.
+pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// How a cluster finds its hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discovery {
+    /// `STATIC` or `EDS`: addresses from the load assignment.
+    Static,
+    /// `STRICT_DNS` / `LOGICAL_DNS`: hostnames resolved on connect.
+    Dns,
+    /// `ORIGINAL_DST`: the connection's original destination.
+    OriginalDst,
+}
+
+/// The HTTP protocol spoken upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (Envoy's default).
+    Http1,
+    /// HTTP/2 (prior knowledge, h2c, or ALPN `h2` over TLS).
+    Http2,
+    /// Whatever the downstream spoke (`use_downstream_protocol_config`).
+    Downstream,
+}
+
+/// Where a host is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostAddr {
+    /// An IP socket address.
+    Ip(SocketAddr),
+    /// A hostname to resolve and a port (DNS clusters).
+    Name(String, u16),
+    /// A Unix domain socket.
+    Pipe(PathBuf),
+}
+
+impl std::fmt::Display for HostAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostAddr::Ip(a) => write!(f, "{a}"),
+            HostAddr::Name(h, p) => write!(f, "{h}:{p}"),
+            HostAddr::Pipe(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// One upstream host: its address, weight and connection pool.
+#[derive(Debug)]
+pub struct Host {
+    /// Where to connect.
+    pub addr: HostAddr,
+    /// Requests (or TCP connections) in flight to this host.
+    pub active: AtomicU64,
+    /// Pooled connections to this host.
+    pub pool: Pool,
+}
+
+impl Host {
+    /// A host at `addr` with an empty pool.
+    pub fn new(addr: HostAddr) -> Arc<Host> {
+        Arc::new(Host {
+            addr,
+            active: AtomicU64::new(0),
+            pool: Pool::default(),
+        })
+    }
+}
+
+/// The hosts of a cluster with the balancer built over them.
+pub struct HostSet {
+    /// The hosts, in load assignment order.
+    pub hosts: Vec<Arc<Host>>,
+    infos: Vec<HostInfo>,
+    balancer: ArcSwap<Balancer>,
+    outlier: Option<OutlierDetector>,
+    last_sweep: Mutex<Instant>,
+}
+
+impl std::fmt::Debug for HostSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostSet")
+            .field("hosts", &self.hosts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Circuit breaker thresholds (the `DEFAULT` priority's), Envoy's defaults
+/// when absent: 1024 each, retries 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `max_connections`.
+    pub max_connections: u64,
+    /// `max_pending_requests`.
+    pub max_pending_requests: u64,
+    /// `max_requests`.
+    pub max_requests: u64,
+    /// `max_retries`.
+    pub max_retries: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_pending_requests: 1024,
+            max_requests: 1024,
+            max_retries: 3,
+        }
+    }
+}
+
+/// A cluster's counters and gauges (Envoy's `cluster.NAME.*` names in
+/// [`ClusterStats::render`]).
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// `upstream_cx_total`.
+    pub cx_total: AtomicU64,
+    /// `upstream_cx_active` (gauge).
+    pub cx_active: AtomicU64,
+    /// `upstream_cx_connect_fail`.
+    pub cx_connect_fail: AtomicU64,
+    /// `upstream_cx_connect_timeout`.
+    pub cx_connect_timeout: AtomicU64,
+    /// `upstream_cx_overflow`.
+    pub cx_overflow: AtomicU64,
+    /// `upstream_rq_total`.
+    pub rq_total: AtomicU64,
+    /// `upstream_rq_active` (gauge).
+    pub rq_active: AtomicU64,
+    /// `upstream_rq_pending_active` (gauge).
+    pub rq_pending_active: AtomicU64,
+    /// `upstream_rq_pending_overflow`.
+    pub rq_pending_overflow: AtomicU64,
+    /// `upstream_rq_retry`.
+    pub rq_retry: AtomicU64,
+    /// `upstream_rq_retry_overflow`.
+    pub rq_retry_overflow: AtomicU64,
+    /// `upstream_rq_timeout`.
+    pub rq_timeout: AtomicU64,
+    /// `upstream_rq_per_try_timeout`.
+    pub rq_per_try_timeout: AtomicU64,
+    /// `upstream_rq_2xx` .. `upstream_rq_5xx` by class (index 1..=5).
+    pub rq_class: [AtomicU64; 6],
+    /// `upstream_cx_none_healthy`: no host to pick.
+    pub no_healthy: AtomicU64,
+    /// `upstream_rq_pending_total`.
+    pub rq_pending_total: AtomicU64,
+    /// Retries in flight (for `max_retries`).
+    pub retries_active: AtomicU64,
+}
+
+impl ClusterStats {
+    /// Adds `delta` (±1) to the retries in flight; the count after it.
+    pub fn rq_retry_active(&self, delta: i64) -> u64 {
+        if delta >= 0 {
+            self.retries_active
+                .fetch_add(delta as u64, Ordering::AcqRel)
+                + delta as u64
+        } else {
+            let d = delta.unsigned_abs();
+            self.retries_active
+                .fetch_sub(d, Ordering::AcqRel)
+                .saturating_sub(d)
+        }
+    }
+
+    /// Counts a response status by class.
+    pub fn status(&self, status: u16) {
+        let class = (status / 100) as usize;
+        if (1..=5).contains(&class) {
+            self.rq_class[class].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `(name, value)` pairs under `cluster.NAME.`.
+    pub fn render(&self, name: &str, hosts: &HostSet, out: &mut Vec<(String, u64)>) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut put = |stat: &str, v: u64| out.push((format!("cluster.{name}.{stat}"), v));
+        put("upstream_cx_total", get(&self.cx_total));
+        put("upstream_cx_active", get(&self.cx_active));
+        put("upstream_cx_connect_fail", get(&self.cx_connect_fail));
+        put("upstream_cx_connect_timeout", get(&self.cx_connect_timeout));
+        put("upstream_cx_overflow", get(&self.cx_overflow));
+        put("upstream_cx_none_healthy", get(&self.no_healthy));
+        put("upstream_rq_total", get(&self.rq_total));
+        put("upstream_rq_active", get(&self.rq_active));
+        put("upstream_rq_pending_active", get(&self.rq_pending_active));
+        put("upstream_rq_pending_total", get(&self.rq_pending_total));
+        put(
+            "upstream_rq_pending_overflow",
+            get(&self.rq_pending_overflow),
+        );
+        put("upstream_rq_retry", get(&self.rq_retry));
+        put("upstream_rq_retry_overflow", get(&self.rq_retry_overflow));
+        put("upstream_rq_timeout", get(&self.rq_timeout));
+        put("upstream_rq_per_try_timeout", get(&self.rq_per_try_timeout));
+        for class in 1..=5 {
+            put(
+                &format!("upstream_rq_{class}xx"),
+                get(&self.rq_class[class]),
+            );
+        }
+        put("membership_total", hosts.hosts.len() as u64);
+        let (ejected, total) = hosts
+            .outlier
+            .as_ref()
+            .map(|o| (o.ejected_count() as u64, o.ejections_total()))
+            .unwrap_or((0, 0));
+        put("membership_healthy", hosts.hosts.len() as u64 - ejected);
+        put("outlier_detection.ejections_active", ejected);
+        put("outlier_detection.ejections_enforced_total", total);
+    }
+}
+
+/// A compiled cluster.
+pub struct Cluster {
+    /// The cluster's name.
+    pub name: String,
+    /// How it finds hosts.
+    pub discovery: Discovery,
+    /// `connect_timeout` (Envoy's default 5 s).
+    pub connect_timeout: Duration,
+    /// HTTP protocol upstream.
+    pub protocol: UpstreamProtocol,
+    /// Pooled connection idle timeout (`common_http_protocol_options.idle_timeout`,
+    /// Envoy's default 1 h).
+    pub idle_timeout: Duration,
+    /// Requests per upstream connection before it is retired (`None`: no limit).
+    pub max_requests_per_connection: Option<u32>,
+    /// Circuit breakers.
+    pub limits: Limits,
+    /// `upstream_bind_config.source_address`.
+    pub bind_source: Option<IpAddr>,
+    /// Whether the cluster has a TLS transport socket (not carried yet: such
+    /// connections fail with a log line rather than going out in plaintext).
+    pub tls: bool,
+    /// Whether `ORIGINAL_DST` honours `x-envoy-original-dst-host`.
+    pub use_http_header: bool,
+    /// Counters.
+    pub stats: ClusterStats,
+    /// Connections open now, over all hosts (for `max_connections`).
+    pub connections: AtomicUsize,
+    /// Woken when a pooled connection is returned or closed (pending requests
+    /// wait on it).
+    pub released: tokio::sync::Notify,
+    hosts: ArcSwap<HostSet>,
+    balancer: BalancerConfig,
+    proto: Arc<ClusterProto>,
+    assignment: Option<Arc<ClusterLoadAssignment>>,
+    /// Hosts made on the fly for `ORIGINAL_DST`, by address.
+    dynamic: Mutex<HashMap<SocketAddr, Arc<Host>>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("name", &self.name)
+            .field("discovery", &self.discovery)
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the data path passes to [`Cluster::pick`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PickInput {
+    /// The request's hash (route hash policies), for ring hash and Maglev.
+    pub hash: Option<u64>,
+    /// The connection's original destination (ORIGINAL_DST clusters).
+    pub original_dst: Option<SocketAddr>,
+}
+
+/// Why no host could be picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoHost {
+    /// The cluster has no (healthy) host.
+    Empty,
+    /// ORIGINAL_DST without an original destination.
+    NoOriginalDst,
+}
+
+impl Cluster {
+    /// Compiles `proto` with its endpoints (`assignment`: EDS, or `None` for
+    /// the inline `load_assignment`), reusing `previous`' hosts where the
+    /// address is unchanged.
+    pub fn build(
+        proto: Arc<ClusterProto>,
+        assignment: Option<Arc<ClusterLoadAssignment>>,
+        previous: Option<&Cluster>,
+    ) -> Result<Cluster, String> {
+        let discovery = discovery(&proto)?;
+        let balancer = balancer_config(&proto)?;
+        let outlier = proto
+            .outlier_detection
+            .as_ref()
+            .map(OutlierConfig::from_proto);
+        let (protocol, idle_timeout, max_per_conn) = protocol_options(&proto)?;
+        let limits = limits(&proto);
+        let bind_source = proto
+            .upstream_bind_config
+            .as_ref()
+            .and_then(|b| b.source_address.as_ref())
+            .and_then(|a| a.address.parse().ok());
+        let use_http_header = match &proto.lb_config {
+            Some(LbConfig::OriginalDstLbConfig(c)) => c.use_http_header,
+            _ => false,
+        };
+        let cla = assignment
+            .clone()
+            .or_else(|| proto.load_assignment.as_ref().map(|c| Arc::new(c.clone())));
+        let previous_hosts = previous.map(|p| p.hosts.load_full());
+        let old: HashMap<&HostAddr, &Arc<Host>> = previous_hosts
+            .as_ref()
+            .map(|set| set.hosts.iter().map(|h| (&h.addr, h)).collect())
+            .unwrap_or_default();
+        let mut hosts = Vec::new();
+        let mut infos = Vec::new();
+        if let Some(cla) = &cla {
+            let mut locality_index: HashMap<u32, usize> = HashMap::new();
+            for group in &cla.endpoints {
+                let loc = locality_index.entry(group.priority).or_insert(0);
+                let locality = *loc;
+                *loc += 1;
+                let locality_weight = group
+                    .load_balancing_weight
+                    .map(|w| w.value)
+                    .unwrap_or(1)
+                    .max(1);
+                for lb in &group.lb_endpoints {
+                    let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &lb.host_identifier
+                    else {
+                        continue;
+                    };
+                    // Envoy skips hosts EDS marks unhealthy, draining or timed out.
+                    if matches!(lb.health_status, 2 | 3 | 4 | 6) {
+                        continue;
+                    }
+                    let Some(addr) = ep.address.as_ref().and_then(host_addr) else {
+                        continue;
+                    };
+                    let key = addr.to_string();
+                    let host = old
+                        .get(&addr)
+                        .map(|h| Arc::clone(h))
+                        .unwrap_or_else(|| Host::new(addr));
+                    hosts.push(host);
+                    infos.push(HostInfo {
+                        key,
+                        weight: lb
+                            .load_balancing_weight
+                            .map(|w| w.value)
+                            .unwrap_or(1)
+                            .max(1),
+                        priority: group.priority,
+                        locality,
+                        locality_weight,
+                    });
+                }
+            }
+        }
+        let set = HostSet::new(hosts, infos, &balancer, outlier.clone());
+        Ok(Cluster {
+            name: proto.name.clone(),
+            discovery,
+            connect_timeout: proto
+                .connect_timeout
+                .as_ref()
+                .map(duration)
+                .unwrap_or(Duration::from_secs(5)),
+            protocol,
+            idle_timeout,
+            max_requests_per_connection: max_per_conn,
+            limits,
+            bind_source,
+            tls: proto.transport_socket.is_some(),
+            use_http_header,
+            stats: ClusterStats::default(),
+            connections: AtomicUsize::new(0),
+            released: tokio::sync::Notify::new(),
+            hosts: ArcSwap::from_pointee(set),
+            balancer,
+            proto,
+            assignment,
+            dynamic: Mutex::default(),
+        })
+    }
+
+    /// Whether the cluster takes its endpoints from EDS.
+    pub fn is_eds(&self) -> bool {
+        eds_name(&self.proto).is_some()
+    }
+
+    /// Whether `proto` and `assignment` are what this cluster was built from.
+    pub fn same_source(
+        &self,
+        proto: &Arc<ClusterProto>,
+        assignment: Option<&Arc<ClusterLoadAssignment>>,
+    ) -> bool {
+        Arc::ptr_eq(&self.proto, proto)
+            && match (&self.assignment, assignment) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+
+    /// The hosts now.
+    pub fn hosts(&self) -> Arc<HostSet> {
+        self.hosts.load_full()
+    }
+
+    /// Picks a host for one request or connection; `avoid` is consulted for
+    /// retries that skip hosts already tried.
+    pub fn pick(
+        &self,
+        input: &PickInput,
+        avoid: &dyn Fn(&Host) -> bool,
+    ) -> Result<Arc<Host>, NoHost> {
+        if self.discovery == Discovery::OriginalDst {
+            let addr = input.original_dst.ok_or(NoHost::NoOriginalDst)?;
+            let mut dynamic = self.dynamic.lock().unwrap_or_else(|p| p.into_inner());
+            if dynamic.len() > 4096 {
+                dynamic.retain(|_, h| Arc::strong_count(h) > 1);
+            }
+            return Ok(Arc::clone(
+                dynamic
+                    .entry(addr)
+                    .or_insert_with(|| Host::new(HostAddr::Ip(addr))),
+            ));
+        }
+        let set = self.hosts.load();
+        set.sweep(&self.balancer);
+        let balancer = set.balancer.load();
+        let hosts = &set.hosts;
+        let usable = |i: usize| !avoid(&hosts[i]);
+        let active = |i: usize| hosts[i].active.load(Ordering::Relaxed);
+        let i = balancer
+            .pick(&PickContext {
+                hash: input.hash,
+                random: fastrand::u64(..),
+                usable: &usable,
+                active: &active,
+            })
+            .ok_or(NoHost::Empty)?;
+        Ok(Arc::clone(&hosts[i]))
+    }
+
+    /// Records the outcome of a request to `host` for outlier detection.
+    pub fn record(&self, host: &Host, outcome: Outcome) {
+        let set = self.hosts.load();
+        let Some(outlier) = &set.outlier else {
+            return;
+        };
+        let Some(i) = set.hosts.iter().position(|h| std::ptr::eq(&**h, host)) else {
+            return;
+        };
+        if outlier.record(i, outcome, fastrand::u64(..), Instant::now()) {
+            set.rebuild(&self.balancer);
+        }
+    }
+}
+
+impl HostSet {
+    /// Host `i`'s load balancing weight.
+    pub fn weight(&self, i: usize) -> u32 {
+        self.infos.get(i).map_or(1, |h| h.weight)
+    }
+
+    /// Host `i`'s priority.
+    pub fn priority(&self, i: usize) -> u32 {
+        self.infos.get(i).map_or(0, |h| h.priority)
+    }
+
+    /// Whether host `i` is ejected by outlier detection now.
+    pub fn is_ejected(&self, i: usize) -> bool {
+        self.outlier.as_ref().is_some_and(|o| o.ejected(i))
+    }
+
+    fn new(
+        hosts: Vec<Arc<Host>>,
+        infos: Vec<HostInfo>,
+        config: &BalancerConfig,
+        outlier: Option<OutlierConfig>,
+    ) -> HostSet {
+        let healthy = vec![true; hosts.len()];
+        let balancer = Balancer::new(config, &infos, &healthy);
+        let outlier = outlier.map(|c| OutlierDetector::new(c, hosts.len()));
+        HostSet {
+            hosts,
+            infos,
+            balancer: ArcSwap::from_pointee(balancer),
+            outlier,
+            last_sweep: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn rebuild(&self, config: &BalancerConfig) {
+        if let Some(outlier) = &self.outlier {
+            let healthy = outlier.healthy();
+            self.balancer
+                .store(Arc::new(Balancer::new(config, &self.infos, &healthy)));
+        }
+    }
+
+    /// Runs the outlier detector's interval sweep at most once a second.
+    fn sweep(&self, config: &BalancerConfig) {
+        let Some(outlier) = &self.outlier else {
+            return;
+        };
+        let now = Instant::now();
+        let Ok(mut last) = self.last_sweep.try_lock() else {
+            return;
+        };
+        if now.duration_since(*last) < Duration::from_secs(1) {
+            return;
+        }
+        *last = now;
+        drop(last);
+        if outlier.tick(now) {
+            self.rebuild(config);
+        }
+    }
+}
+
+/// The CDS [`Handler`](crate::xds::Handler): a cluster that does not
+/// compile is NACKed with the reason.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterValidator;
+
+impl crate::xds::Handler<ClusterProto> for ClusterValidator {
+    fn validate(&self, _name: &str, resource: &ClusterProto) -> Result<(), String> {
+        discovery(resource)?;
+        balancer_config(resource)?;
+        protocol_options(resource)?;
+        Ok(())
+    }
+}
+
+/// All clusters, by name.
+#[derive(Debug, Default)]
+pub struct ClusterSet {
+    clusters: HashMap<String, Arc<Cluster>>,
+}
+
+impl ClusterSet {
+    /// Compiles `clusters` with their endpoints, reusing unchanged clusters of
+    /// `previous` as they are. A cluster that does not compile is left out
+    /// and its error returned (the xDS validator refuses it before it gets
+    /// here).
+    pub fn build<'a>(
+        clusters: impl IntoIterator<
+            Item = (
+                &'a Arc<ClusterProto>,
+                Option<&'a Arc<ClusterLoadAssignment>>,
+            ),
+        >,
+        previous: Option<&ClusterSet>,
+    ) -> (ClusterSet, Vec<String>) {
+        let mut out = HashMap::new();
+        let mut errors = Vec::new();
+        for (proto, cla) in clusters {
+            let prev = previous.and_then(|p| p.clusters.get(&proto.name));
+            if let Some(prev) = prev
+                && prev.same_source(proto, cla)
+            {
+                out.insert(proto.name.clone(), Arc::clone(prev));
+                continue;
+            }
+            match Cluster::build(Arc::clone(proto), cla.cloned(), prev.map(|p| &**p)) {
+                Ok(c) => {
+                    out.insert(proto.name.clone(), Arc::new(c));
+                }
+                Err(e) => errors.push(format!("cluster {}: {e}", proto.name)),
+            }
+        }
+        (ClusterSet { clusters: out }, errors)
+    }
+
+    /// The cluster named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Cluster>> {
+        self.clusters.get(name)
+    }
+
+    /// Every cluster.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        self.clusters.values()
+    }
+}
+
+/// The EDS name of a cluster: `eds_cluster_config.service_name`, else its name.
+pub fn eds_name(proto: &ClusterProto) -> Option<&str> {
+    match proto.cluster_discovery_type {
+        Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32 => Some(
+            proto
+                .eds_cluster_config
+                .as_ref()
+                .map(|c| c.service_name.as_str())
+                .filter(|s| !s.is_empty())
+                .unwrap_or(&proto.name),
+        ),
+        _ => None,
+    }
+}
+
+fn discovery(proto: &ClusterProto) -> Result<Discovery, String> {
+    let t = match proto.cluster_discovery_type {
+        None => DiscoveryType::Static,
+        Some(ClusterDiscoveryType::Type(t)) => DiscoveryType::try_from(t)
+            .map_err(|_| format!("field `type`: unknown discovery type {t}"))?,
+        Some(ClusterDiscoveryType::ClusterType(ref c)) => {
+            return Err(format!(
+                "field `cluster_type`: custom cluster type {} not supported",
+                c.name
+            ));
+        }
+    };
+    Ok(match t {
+        DiscoveryType::Static | DiscoveryType::Eds => Discovery::Static,
+        DiscoveryType::StrictDns | DiscoveryType::LogicalDns => Discovery::Dns,
+        DiscoveryType::OriginalDst => Discovery::OriginalDst,
+    })
+}
+
+fn balancer_config(proto: &ClusterProto) -> Result<BalancerConfig, String> {
+    let policy = LbPolicy::try_from(proto.lb_policy)
+        .map_err(|_| format!("field `lb_policy`: unknown policy {}", proto.lb_policy))?;
+    let policy = match policy {
+        LbPolicy::RoundRobin | LbPolicy::ClusterProvided => Policy::RoundRobin,
+        LbPolicy::Random => Policy::Random,
+        LbPolicy::LeastRequest => Policy::LeastRequest {
+            choice_count: match &proto.lb_config {
+                Some(LbConfig::LeastRequestLbConfig(c)) => {
+                    c.choice_count.map(|v| v.value).unwrap_or(2).max(2)
+                }
+                _ => 2,
+            },
+        },
+        LbPolicy::RingHash => {
+            let (min, max) = match &proto.lb_config {
+                Some(LbConfig::RingHashLbConfig(c)) => (
+                    c.minimum_ring_size.map(|v| v.value).unwrap_or(1024),
+                    c.maximum_ring_size
+                        .map(|v| v.value)
+                        .unwrap_or(8 * 1024 * 1024),
+                ),
+                _ => (1024, 8 * 1024 * 1024),
+            };
+            Policy::RingHash {
+                minimum_ring_size: min,
+                maximum_ring_size: max,
+            }
+        }
+        LbPolicy::Maglev => Policy::Maglev {
+            table_size: match &proto.lb_config {
+                Some(LbConfig::MaglevLbConfig(c)) => {
+                    c.table_size.map(|v| v.value).unwrap_or(65_537)
+                }
+                _ => 65_537,
+            },
+        },
+        LbPolicy::LoadBalancingPolicyConfig => {
+            return Err(
+                "field `load_balancing_policy`: typed load balancing policies not supported; \
+                 use lb_policy"
+                    .into(),
+            );
+        }
+    };
+    let common = proto.common_lb_config.as_ref();
+    Ok(BalancerConfig {
+        policy,
+        panic_threshold: common
+            .and_then(|c| c.healthy_panic_threshold.as_ref())
+            .map(|p| p.value)
+            .unwrap_or(50.0),
+        locality_weighted: matches!(
+            common.and_then(|c| c.locality_config_specifier.as_ref()),
+            Some(common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(_))
+        ),
+    })
+}
+
+// The deprecated cluster-level fields are still honoured, as Envoy does.
+#[allow(deprecated)]
+fn protocol_options(
+    proto: &ClusterProto,
+) -> Result<(UpstreamProtocol, Duration, Option<u32>), String> {
+    let mut protocol = if proto.http2_protocol_options.is_some() {
+        UpstreamProtocol::Http2
+    } else {
+        UpstreamProtocol::Http1
+    };
+    let mut idle = Duration::from_secs(3600);
+    let mut max_per_conn = proto.max_requests_per_connection.map(|v| v.value);
+    if let Some(any) = proto
+        .typed_extension_protocol_options
+        .get(HTTP_PROTOCOL_OPTIONS)
+    {
+        let options = HttpProtocolOptions::decode(any.value.as_slice()).map_err(|e| {
+            format!("field `typed_extension_protocol_options[{HTTP_PROTOCOL_OPTIONS}]`: {e}")
+        })?;
+        if let Some(common) = &options.common_http_protocol_options {
+            if let Some(d) = &common.idle_timeout {
+                idle = duration(d);
+            }
+            if let Some(v) = common.max_requests_per_connection {
+                max_per_conn = Some(v.value);
+            }
+        }
+        protocol = match options.upstream_protocol_options {
+            Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match e.protocol_config {
+                Some(ProtocolConfig::Http2ProtocolOptions(_)) => UpstreamProtocol::Http2,
+                Some(ProtocolConfig::Http3ProtocolOptions(_)) => {
+                    return Err("HTTP/3 upstreams not supported".into());
+                }
+                _ => UpstreamProtocol::Http1,
+            },
+            Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(_)) => {
+                UpstreamProtocol::Downstream
+            }
+            Some(UpstreamProtocolOptions::AutoConfig(_)) => UpstreamProtocol::Downstream,
+            None => protocol,
+        };
+    }
+    Ok((protocol, idle, max_per_conn.filter(|v| *v > 0)))
+}
+
+fn limits(proto: &ClusterProto) -> Limits {
+    let mut l = Limits::default();
+    let Some(t) = proto.circuit_breakers.as_ref().and_then(|cb| {
+        cb.thresholds
+            .iter()
+            .find(|t| t.priority == 0)
+            .or(cb.thresholds.first())
+    }) else {
+        return l;
+    };
+    let v = |f: &Option<envoy_types::pb::google::protobuf::UInt32Value>, d: u64| {
+        f.map(|x| u64::from(x.value)).unwrap_or(d)
+    };
+    let circuit_breakers::Thresholds {
+        max_connections,
+        max_pending_requests,
+        max_requests,
+        max_retries,
+        ..
+    } = t;
+    l.max_connections = v(max_connections, l.max_connections);
+    l.max_pending_requests = v(max_pending_requests, l.max_pending_requests);
+    l.max_requests = v(max_requests, l.max_requests);
+    l.max_retries = v(max_retries, l.max_retries);
+    l
+}
+
+/// A host address from an Envoy `Address`.
+pub fn host_addr(a: &Address) -> Option<HostAddr> {
+    match a.address.as_ref()? {
+        address::Address::SocketAddress(s) => {
+            let port = match s.port_specifier {
+                Some(socket_address::PortSpecifier::PortValue(p)) => u16::try_from(p).ok()?,
+                _ => return None,
+            };
+            Some(match s.address.parse::<IpAddr>() {
+                Ok(ip) => HostAddr::Ip(SocketAddr::new(ip, port)),
+                Err(_) => HostAddr::Name(s.address.clone(), port),
+            })
+        }
+        address::Address::Pipe(p) => Some(HostAddr::Pipe(PathBuf::from(&p.path))),
+        _ => None,
+    }
+}
+
+/// A protobuf duration as a std one (negative → zero).
+pub fn duration(d: &envoy_types::pb::google::protobuf::Duration) -> Duration {
+    Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
+}

@@ -1,0 +1,346 @@
+//! The HTTP connection manager: serves one downstream connection (HTTP/1.1
+//! with keep-alive and upgrades, or HTTP/2 by prior knowledge, per the
+//! manager's codec), routes each request with the route table
+//! ([`crate::route`]), runs the fault filter, answers redirects and direct
+//! responses itself, and hands forwarded requests to the router
+//! ([`router`]). Local replies carry Envoy's status codes and bodies.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::body::Body;
+use crate::listener::{Codec, Hcm, RouteSource};
+use crate::route::{AppendAction, FaultAbort, HeaderOps, RequestView, SelectedAction};
+use crate::server::DataPath;
+
+pub mod router;
+
+/// One HTTP connection manager's counters, by its `stat_prefix` (they
+/// outlive listener updates), under Envoy's `http.PREFIX.` names.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    /// `downstream_cx_total`.
+    pub cx_total: AtomicU64,
+    /// `downstream_cx_active`.
+    pub cx_active: AtomicU64,
+    /// `downstream_rq_total`.
+    pub rq_total: AtomicU64,
+    /// `downstream_rq_1xx` .. `downstream_rq_5xx` (index 1..=5).
+    pub rq_class: [AtomicU64; 6],
+    /// `no_route`.
+    pub no_route: AtomicU64,
+    /// `rq_direct_response`.
+    pub direct_response: AtomicU64,
+    /// `rq_redirect`.
+    pub redirect: AtomicU64,
+    /// `fault.delays_injected`.
+    pub delays_injected: AtomicU64,
+    /// `fault.aborts_injected`.
+    pub aborts_injected: AtomicU64,
+}
+
+impl HttpStats {
+    /// `(name, value)` pairs under `http.PREFIX.`; the second element of each
+    /// is true for gauges.
+    pub fn render(&self, prefix: &str, out: &mut Vec<(String, u64, bool)>) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut put = |stat: &str, v: u64, gauge: bool| {
+            out.push((format!("http.{prefix}.{stat}"), v, gauge));
+        };
+        put("downstream_cx_total", get(&self.cx_total), false);
+        put("downstream_cx_active", get(&self.cx_active), true);
+        put("downstream_rq_total", get(&self.rq_total), false);
+        for class in 1..=5 {
+            put(
+                &format!("downstream_rq_{class}xx"),
+                get(&self.rq_class[class]),
+                false,
+            );
+        }
+        put("no_route", get(&self.no_route), false);
+        put("rq_direct_response", get(&self.direct_response), false);
+        put("rq_redirect", get(&self.redirect), false);
+        put("fault.delays_injected", get(&self.delays_injected), false);
+        put("fault.aborts_injected", get(&self.aborts_injected), false);
+    }
+
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+struct Active<'a>(&'a AtomicU64);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What the HTTP layer knows of the downstream connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The peer.
+    pub peer: SocketAddr,
+    /// The (original) destination.
+    pub dst: SocketAddr,
+}
+
+/// Serves HTTP on `io` until the peer closes it.
+pub async fn serve<I>(io: I, conn: ConnInfo, hcm: Arc<Hcm>, path: Arc<DataPath>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = conn.peer;
+    let conn = Arc::new(conn);
+    let codec = hcm.codec;
+    let stats = path.http_stats(&hcm.stat_prefix);
+    HttpStats::count(&stats.cx_total);
+    stats.cx_active.fetch_add(1, Ordering::Relaxed);
+    let _active = Active(&stats.cx_active);
+    let conn_stats = Arc::clone(&stats);
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let (hcm, path, conn) = (Arc::clone(&hcm), Arc::clone(&path), Arc::clone(&conn));
+        let stats = Arc::clone(&conn_stats);
+        async move {
+            HttpStats::count(&stats.rq_total);
+            let resp = handle(req, &hcm, &path, &conn, &stats).await;
+            let class = (resp.status().as_u16() / 100) as usize;
+            if (1..=5).contains(&class) {
+                HttpStats::count(&stats.rq_class[class]);
+            }
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let io = TokioIo::new(io);
+    let result = match codec {
+        Codec::Auto => {
+            hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(io, svc)
+                .await
+        }
+        Codec::Http1 => hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, svc)
+            .with_upgrades()
+            .await
+            .map_err(Into::into),
+        Codec::Http2 => hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, svc)
+            .await
+            .map_err(Into::into),
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, "downstream HTTP connection ended: {e}");
+    }
+}
+
+/// A local reply: `status`, a `text/plain` body when not empty.
+pub fn local_reply(status: u16, body: &str) -> Response<Body> {
+    let mut resp = Response::new(Body::full(body.to_string()));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if !body.is_empty() {
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    resp
+}
+
+/// Handles one request.
+async fn handle(
+    req: Request<Incoming>,
+    hcm: &Hcm,
+    path: &DataPath,
+    conn: &ConnInfo,
+    stats: &HttpStats,
+) -> Response<Body> {
+    let start = Instant::now();
+    let dp = path.current();
+    let table = match &hcm.routes {
+        RouteSource::Rds(name) => match dp.routes.get(name) {
+            Some(t) => Arc::clone(t),
+            None => {
+                HttpStats::count(&stats.no_route);
+                return finish(hcm, local_reply(404, ""), &[]);
+            }
+        },
+        RouteSource::Inline(t) => Arc::clone(t),
+    };
+    let authority = authority(&req);
+    let scheme = req.uri().scheme_str().unwrap_or("http").to_string();
+    let random = fastrand::u64(..);
+    let view = RequestView {
+        authority: &authority,
+        method: req.method().as_str(),
+        path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+        scheme: &scheme,
+        headers: req.headers(),
+        random,
+    };
+    let Some(selected) = table.select(&view) else {
+        HttpStats::count(&stats.no_route);
+        return finish(hcm, local_reply(404, ""), &[]);
+    };
+    let ops = selected.header_ops.clone();
+    match selected.action {
+        SelectedAction::Redirect(_) | SelectedAction::RequireTls => {
+            HttpStats::count(&stats.redirect);
+            let location = selected.redirect_location(&view).unwrap_or_default();
+            let mut resp = local_reply(selected.response_status().unwrap_or(301), "");
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            return finish(hcm, resp, &ops);
+        }
+        SelectedAction::DirectResponse(d) => {
+            HttpStats::count(&stats.direct_response);
+            let mut resp = Response::new(d.body.clone().map_or(Body::Empty, Body::full));
+            *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
+            if d.body.is_some() {
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            }
+            return finish(hcm, resp, &ops);
+        }
+        SelectedAction::Cluster(_) => {}
+    }
+    if hcm.fault
+        && let Some(fault) = selected.fault
+    {
+        if let Some((delay, fraction)) = fault.delay
+            && fraction.hits(fastrand::u64(..))
+        {
+            HttpStats::count(&stats.delays_injected);
+            tokio::time::sleep(delay).await;
+        }
+        if let Some((abort, fraction)) = fault.abort
+            && fraction.hits(fastrand::u64(..))
+        {
+            HttpStats::count(&stats.aborts_injected);
+            let resp = match abort {
+                FaultAbort::Http(status) => local_reply(status, "fault filter abort"),
+                FaultAbort::Grpc(code) => {
+                    let mut r = local_reply(200, "");
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/grpc"),
+                    );
+                    r.headers_mut()
+                        .insert("grpc-status", HeaderValue::from(code));
+                    r.headers_mut().insert(
+                        "grpc-message",
+                        HeaderValue::from_static("fault filter abort"),
+                    );
+                    r
+                }
+            };
+            return finish(hcm, resp, &ops);
+        }
+    }
+    let new_path = selected.rewritten_path(view.path_and_query);
+    let resp = router::forward(req, &selected, new_path, hcm, &dp, conn, start).await;
+    finish(hcm, resp, &ops)
+}
+
+/// The request's authority: the URI's (HTTP/2, absolute form), else `Host`.
+pub fn authority<B>(req: &Request<B>) -> String {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+/// The authority of request `parts` (see [`authority`]).
+pub fn authority_of(parts: &http::request::Parts) -> String {
+    parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+/// Applies the response header mutations and the `server` header.
+fn finish(hcm: &Hcm, mut resp: Response<Body>, ops: &[&HeaderOps]) -> Response<Body> {
+    let headers = resp.headers_mut();
+    for op in ops {
+        apply(headers, &op.response_remove, &op.response_add);
+    }
+    match hcm.server_header {
+        // OVERWRITE
+        0 => {
+            if let Ok(v) = HeaderValue::from_str(&hcm.server_name) {
+                headers.insert(header::SERVER, v);
+            }
+        }
+        // APPEND_IF_ABSENT
+        1 if !headers.contains_key(header::SERVER) => {
+            if let Ok(v) = HeaderValue::from_str(&hcm.server_name) {
+                headers.insert(header::SERVER, v);
+            }
+        }
+        _ => {}
+    }
+    resp
+}
+
+/// Removes then adds headers per one level's mutations.
+pub fn apply(headers: &mut HeaderMap, remove: &[String], add: &[crate::route::HeaderAdd]) {
+    for name in remove {
+        headers.remove(name.as_str());
+    }
+    for h in add {
+        if h.value.is_empty() && !h.keep_empty_value {
+            continue;
+        }
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_str(&h.value),
+        ) else {
+            continue;
+        };
+        match h.action {
+            AppendAction::AppendIfExistsOrAdd => {
+                headers.append(name, value);
+            }
+            AppendAction::AddIfAbsent => {
+                if !headers.contains_key(&name) {
+                    headers.insert(name, value);
+                }
+            }
+            AppendAction::OverwriteIfExistsOrAdd => {
+                headers.insert(name, value);
+            }
+            AppendAction::OverwriteIfExists => {
+                if headers.contains_key(&name) {
+                    headers.insert(name, value);
+                }
+            }
+        }
+    }
+}
+
+/// Milliseconds of `d`, for `x-envoy-*` headers.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

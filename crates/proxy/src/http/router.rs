@@ -1,0 +1,565 @@
+//! The router: forwards a routed request to its cluster with the route's
+//! policies: header mutations, path and host rewrites, the overall timeout
+//! and per-try timeouts, retries (Envoy's `retry_on` conditions, back-off,
+//! `previous_hosts`, the cluster's `max_retries` budget), request mirroring,
+//! circuit breakers (`max_requests`: 503 `overflow`), outlier detection
+//! outcomes, and WebSocket upgrades (the upgraded connection is spliced).
+//!
+//! A request body is buffered (up to [`RETRY_BUFFER_LIMIT`]) only when a
+//! retry or a mirror may need to send it again; otherwise it streams, and a
+//! request whose body was already sent is not retried.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
+
+use super::{ConnInfo, apply, local_reply, millis};
+use crate::balance::Outcome;
+use crate::body::Body;
+use crate::cluster::{Cluster, Host, NoHost, PickInput, UpstreamProtocol};
+use crate::dataplane::Dataplane;
+use crate::listener::Hcm;
+use crate::route::{HostRewrite, RetryPolicy, Selected, SelectedAction};
+use crate::upstream::{self, UpstreamError};
+
+/// The largest request body kept in memory so that it can be retried or
+/// mirrored (Envoy's default `per_connection_buffer_limit_bytes`, 1 MiB).
+pub const RETRY_BUFFER_LIMIT: u64 = 1024 * 1024;
+
+/// Hop-by-hop headers never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+];
+
+/// Forwards `req` as `selected` says and returns the response to send
+/// downstream (the upstream's, or a local reply).
+pub async fn forward(
+    mut req: Request<Incoming>,
+    selected: &Selected<'_>,
+    new_path: Option<String>,
+    hcm: &Hcm,
+    dp: &Dataplane,
+    conn: &ConnInfo,
+    start: Instant,
+) -> Response<Body> {
+    let SelectedAction::Cluster(name) = selected.action else {
+        return local_reply(500, "");
+    };
+    let Some(cluster) = dp.clusters.get(name) else {
+        return local_reply(503, "");
+    };
+    let forward = selected.forward;
+    let upgrade = hcm.websocket && is_websocket(req.headers());
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+
+    // Headers.
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    if !parts.headers.contains_key("x-forwarded-proto") {
+        parts
+            .headers
+            .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if hcm.generate_request_id
+        && !parts.headers.contains_key("x-request-id")
+        && let Ok(v) = HeaderValue::from_str(&request_id())
+    {
+        parts.headers.insert("x-request-id", v);
+    }
+    let mut timeout = selected.timeout();
+    if let Some(max) = forward.and_then(|f| f.grpc_timeout_header_max)
+        && let Some(t) = parts.headers.get("grpc-timeout").and_then(grpc_timeout)
+    {
+        timeout = Some(if max.is_zero() { t } else { t.min(max) });
+    }
+    let retry = selected.retry.cloned();
+    let per_try = retry.as_ref().and_then(|r| r.per_try_timeout);
+    if let Some(t) = per_try.or(timeout) {
+        parts.headers.insert(
+            "x-envoy-expected-rq-timeout-ms",
+            HeaderValue::from(millis(t)),
+        );
+    }
+    for op in &selected.header_ops {
+        apply(&mut parts.headers, &op.request_remove, &op.request_add);
+    }
+    let mut authority = super::authority_of(&parts);
+    if let Some(f) = forward {
+        match &f.host_rewrite {
+            HostRewrite::Literal(h) => authority = h.clone(),
+            HostRewrite::Auto | HostRewrite::None => {}
+        }
+    }
+    let path = new_path.unwrap_or_else(|| {
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/".to_string(), |p| p.as_str().to_string())
+    });
+    let http2 = match cluster.protocol {
+        UpstreamProtocol::Http1 => false,
+        UpstreamProtocol::Http2 => true,
+        UpstreamProtocol::Downstream => parts.version == Version::HTTP_2,
+    } && !upgrade;
+
+    // Body: buffered when it may be sent more than once.
+    let mirrors: Vec<&crate::route::Mirror> = forward
+        .map(|f| {
+            f.mirrors
+                .iter()
+                .filter(|m| m.fraction.is_none_or(|fr| fr.hits(fastrand::u64(..))))
+                .collect()
+        })
+        .unwrap_or_default();
+    let needs_copy = retry.is_some() || !mirrors.is_empty();
+    let body = if body.is_end_stream() {
+        Payload::Buffered(Bytes::new())
+    } else if needs_copy
+        && body
+            .size_hint()
+            .upper()
+            .is_some_and(|n| n <= RETRY_BUFFER_LIMIT)
+    {
+        match body.collect().await {
+            Ok(b) => Payload::Buffered(b.to_bytes()),
+            Err(_) => return local_reply(400, "downstream body read failed"),
+        }
+    } else {
+        Payload::Streaming(Some(body))
+    };
+
+    let template = Template {
+        method: parts.method.clone(),
+        path,
+        authority,
+        headers: parts.headers.clone(),
+        http2,
+    };
+    for m in mirrors {
+        if let (Some(shadow), Payload::Buffered(b)) = (dp.clusters.get(&m.cluster), &body) {
+            let req = template.build(Body::full(b.clone()), Some("-shadow"));
+            let (shadow, input) = (
+                Arc::clone(shadow),
+                PickInput {
+                    hash: None,
+                    original_dst: Some(conn.dst),
+                },
+            );
+            tokio::spawn(async move {
+                if let Ok(host) = shadow.pick(&input, &|_| false) {
+                    let _ = upstream::send(&shadow, &host, req, http2).await;
+                }
+            });
+        }
+    }
+
+    let attempt = Attempts {
+        cluster,
+        template: &template,
+        conn,
+        retry: retry.as_ref(),
+        per_try,
+    };
+    let result = match timeout {
+        Some(t) => match tokio::time::timeout_at((start + t).into(), attempt.run(body)).await {
+            Ok(r) => r,
+            Err(_) => {
+                cluster.stats.rq_timeout.fetch_add(1, Ordering::Relaxed);
+                Err(local_reply(504, "upstream request timeout"))
+            }
+        },
+        None => attempt.run(body).await,
+    };
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(local) => return local,
+    };
+    cluster.stats.status(resp.status().as_u16());
+    strip_hop_by_hop(resp.headers_mut(), upgrade);
+    resp.headers_mut().insert(
+        "x-envoy-upstream-service-time",
+        HeaderValue::from(millis(start.elapsed())),
+    );
+    if upgrade && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        splice_upgrade(&mut resp, downstream_upgrade);
+    }
+    resp
+}
+
+fn is_websocket(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+fn strip_hop_by_hop(headers: &mut http::HeaderMap, upgrade: bool) {
+    // Headers named in `Connection` are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        if !(upgrade && n == header::UPGRADE) {
+            headers.remove(n);
+        }
+    }
+    for h in HOP_BY_HOP {
+        if upgrade && (*h == "upgrade" || *h == "connection") {
+            continue;
+        }
+        if *h == "te"
+            && headers
+                .get(header::TE)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+        {
+            continue;
+        }
+        headers.remove(*h);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Splices the downstream and upstream connections after a `101`.
+fn splice_upgrade(resp: &mut Response<Body>, downstream: Option<hyper::upgrade::OnUpgrade>) {
+    let (Some(down), Some(up)) = (
+        downstream,
+        resp.extensions_mut().remove::<hyper::upgrade::OnUpgrade>(),
+    ) else {
+        return;
+    };
+    tokio::spawn(async move {
+        let (Ok(down), Ok(up)) = (down.await, up.await) else {
+            return;
+        };
+        let mut down = hyper_util::rt::TokioIo::new(down);
+        let mut up = hyper_util::rt::TokioIo::new(up);
+        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+    });
+}
+
+/// A fresh `x-request-id` (a random UUID v4).
+fn request_id() -> String {
+    let a = fastrand::u64(..);
+    let b = fastrand::u64(..);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0x0fff,
+        ((b >> 48) & 0x3fff) | 0x8000,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// `grpc-timeout` (`<digits><unit>`) as a duration.
+fn grpc_timeout(v: &HeaderValue) -> Option<Duration> {
+    let s = v.to_str().ok()?;
+    let (digits, unit) = s.split_at(s.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The request body, kept for another attempt or streamed once.
+enum Payload {
+    Buffered(Bytes),
+    Streaming(Option<Incoming>),
+}
+
+impl Payload {
+    /// The body for the next attempt, or `None` when it was already sent.
+    fn take(&mut self) -> Option<Body> {
+        match self {
+            Payload::Buffered(b) => Some(Body::full(b.clone())),
+            Payload::Streaming(b) => b.take().map(Body::Incoming),
+        }
+    }
+}
+
+/// What every attempt's request is made from.
+struct Template {
+    method: Method,
+    path: String,
+    authority: String,
+    headers: http::HeaderMap,
+    http2: bool,
+}
+
+impl Template {
+    fn build(&self, body: Body, host_suffix: Option<&str>) -> Request<Body> {
+        let authority = match host_suffix {
+            Some(s) => format!("{}{s}", self.authority),
+            None => self.authority.clone(),
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.headers_mut() = self.headers.clone();
+        if self.http2 {
+            *req.version_mut() = Version::HTTP_2;
+            *req.uri_mut() = Uri::builder()
+                .scheme("http")
+                .authority(authority.as_str())
+                .path_and_query(self.path.as_str())
+                .build()
+                .unwrap_or_else(|_| Uri::from_static("/"));
+            req.headers_mut().remove(header::HOST);
+        } else {
+            *req.version_mut() = Version::HTTP_11;
+            *req.uri_mut() = self.path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+            if let Ok(v) = HeaderValue::from_str(&authority) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+        req
+    }
+}
+
+/// The attempts of one request.
+struct Attempts<'a> {
+    cluster: &'a Arc<Cluster>,
+    template: &'a Template,
+    conn: &'a ConnInfo,
+    retry: Option<&'a RetryPolicy>,
+    per_try: Option<Duration>,
+}
+
+/// How one attempt ended, for `retry_on`.
+enum Attempt {
+    Response(Response<Body>),
+    Failed(UpstreamError),
+    PerTryTimeout,
+}
+
+/// Releases the in-flight counters of an attempt.
+struct InFlight<'a> {
+    cluster: &'a Cluster,
+    host: &'a Host,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.cluster.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
+        self.host.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Attempts<'_> {
+    async fn run(&self, mut body: Payload) -> Result<Response<Body>, Response<Body>> {
+        let cluster = self.cluster;
+        let max_attempts = 1 + self.retry.map_or(0, |r| r.num_retries);
+        let mut tried: Vec<Arc<Host>> = Vec::new();
+        let mut retrying = false;
+        for n in 0..max_attempts {
+            if n > 0 {
+                // Envoy's back-off: a random wait in [0, base × (2^n − 1)], capped.
+                let (base, max) = self.retry.map_or(
+                    (Duration::from_millis(25), Duration::from_millis(250)),
+                    |r| r.back_off,
+                );
+                let ceiling = base
+                    .saturating_mul((1u32 << n.min(16)) - 1)
+                    .min(max)
+                    .as_millis() as u64;
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=ceiling))).await;
+            }
+            let Some(req_body) = body.take() else { break };
+            let avoid_previous = self.retry.is_some_and(|r| r.previous_hosts);
+            let input = PickInput {
+                hash: None,
+                original_dst: Some(self.conn.dst),
+            };
+            let host = match cluster.pick(&input, &|h| {
+                avoid_previous && tried.iter().any(|t| std::ptr::eq(&**t, h))
+            }) {
+                Ok(h) => h,
+                Err(NoHost::Empty | NoHost::NoOriginalDst) => {
+                    cluster.stats.no_healthy.fetch_add(1, Ordering::Relaxed);
+                    return Err(local_reply(503, "no healthy upstream"));
+                }
+            };
+            if cluster.stats.rq_active.load(Ordering::Relaxed) >= cluster.limits.max_requests {
+                cluster
+                    .stats
+                    .rq_pending_overflow
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(overflow());
+            }
+            cluster.stats.rq_total.fetch_add(1, Ordering::Relaxed);
+            cluster.stats.rq_active.fetch_add(1, Ordering::Relaxed);
+            host.active.fetch_add(1, Ordering::Relaxed);
+            let in_flight = InFlight {
+                cluster,
+                host: &host,
+            };
+            let req = self.template.build(req_body, None);
+            let send = upstream::send(cluster, &host, req, self.template.http2);
+            let outcome = match self.per_try {
+                Some(t) => match tokio::time::timeout(t, send).await {
+                    Ok(Ok(r)) => Attempt::Response(r),
+                    Ok(Err(e)) => Attempt::Failed(e),
+                    Err(_) => {
+                        cluster
+                            .stats
+                            .rq_per_try_timeout
+                            .fetch_add(1, Ordering::Relaxed);
+                        Attempt::PerTryTimeout
+                    }
+                },
+                None => match send.await {
+                    Ok(r) => Attempt::Response(r),
+                    Err(e) => Attempt::Failed(e),
+                },
+            };
+            drop(in_flight);
+            cluster.record(
+                &host,
+                match &outcome {
+                    Attempt::Response(r) => Outcome::Response(r.status().as_u16()),
+                    Attempt::Failed(UpstreamError::Reset(_)) => Outcome::Reset,
+                    Attempt::Failed(UpstreamError::ConnectTimeout) => Outcome::Timeout,
+                    Attempt::Failed(UpstreamError::Overflow) => Outcome::Response(503),
+                    Attempt::Failed(_) => Outcome::ConnectFailure,
+                    Attempt::PerTryTimeout => Outcome::Timeout,
+                },
+            );
+            tried.push(host);
+            let last = n + 1 == max_attempts;
+            let retriable = !last && self.retry.is_some_and(|r| should_retry(r, &outcome));
+            if retriable {
+                if retrying {
+                    cluster.stats.rq_retry.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                // The cluster's budget of concurrent retries.
+                let active = cluster.stats.rq_retry_active(1);
+                if active > cluster.limits.max_retries {
+                    cluster.stats.rq_retry_active(-1);
+                    cluster
+                        .stats
+                        .rq_retry_overflow
+                        .fetch_add(1, Ordering::Relaxed);
+                } else {
+                    retrying = true;
+                    cluster.stats.rq_retry.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
+            if retrying {
+                cluster.stats.rq_retry_active(-1);
+            }
+            return match outcome {
+                Attempt::Response(r) => Ok(r),
+                Attempt::Failed(UpstreamError::Overflow) => Err(overflow()),
+                Attempt::Failed(e) => Err(local_reply(
+                    503,
+                    &format!(
+                        "upstream connect error or disconnect/reset before headers. reset reason: {}",
+                        e.reason()
+                    ),
+                )),
+                Attempt::PerTryTimeout => Err(local_reply(504, "upstream request timeout")),
+            };
+        }
+        if retrying {
+            cluster.stats.rq_retry_active(-1);
+        }
+        Err(local_reply(
+            503,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+        ))
+    }
+}
+
+fn overflow() -> Response<Body> {
+    let mut r = local_reply(
+        503,
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+    );
+    r.headers_mut()
+        .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+    r
+}
+
+/// Whether `outcome` is retriable under `policy` (Envoy's `retry_on`).
+fn should_retry(policy: &RetryPolicy, outcome: &Attempt) -> bool {
+    let on = |c: &str| policy.retry_on.iter().any(|r| r == c);
+    match outcome {
+        Attempt::Response(r) => {
+            let status = r.status().as_u16();
+            if on("5xx") && status >= 500 {
+                return true;
+            }
+            if on("gateway-error") && matches!(status, 502..=504) {
+                return true;
+            }
+            if on("retriable-4xx") && status == 409 {
+                return true;
+            }
+            if on("retriable-status-codes")
+                && policy.retriable_status_codes.contains(&u32::from(status))
+            {
+                return true;
+            }
+            // gRPC status in the headers (a trailers-only response).
+            let grpc = r
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u32>().ok());
+            match grpc {
+                Some(1) => on("cancelled"),
+                Some(4) => on("deadline-exceeded"),
+                Some(8) => on("resource-exhausted"),
+                Some(13) => on("internal"),
+                Some(14) => on("unavailable"),
+                _ => false,
+            }
+        }
+        Attempt::Failed(UpstreamError::Overflow) => false,
+        Attempt::Failed(UpstreamError::Reset(e)) => {
+            on("5xx")
+                || on("gateway-error")
+                || on("reset")
+                || (on("refused-stream") && is_refused_stream(e))
+        }
+        Attempt::Failed(_) => {
+            on("connect-failure") || on("5xx") || on("gateway-error") || on("reset")
+        }
+        Attempt::PerTryTimeout => on("5xx") || on("gateway-error") || on("reset"),
+    }
+}
+
+fn is_refused_stream(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = s.source();
+    }
+    false
+}

@@ -1,0 +1,210 @@
+//! The running data path: [`DataPath`] holds the current [`Dataplane`] and
+//! recompiles it whenever the xDS client publishes; [`run`] keeps the bound
+//! listeners in step with it (binding new ones, closing removed ones, leaving
+//! unchanged ones alone) and dispatches every accepted connection:
+//!
+//! 1. the destination is the original one (`SO_ORIGINAL_DST`) when the
+//!    listener has `use_original_dst` or the `original_dst` listener filter,
+//!    else the local address;
+//! 2. a `use_original_dst` listener hands the connection to the listener of
+//!    that destination (exact address, else `0.0.0.0:PORT`), if there is one;
+//! 3. the listener's filter chain for the connection decides: HTTP
+//!    ([`crate::http`]) or TCP ([`crate::tcp`]); no chain closes it.
+//!
+//! Connections keep the snapshot they started with; removing a listener
+//! stops accepting on it but lets its connections finish.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use common::runtime::Stop;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::dataplane::{Dataplane, Statics};
+use crate::http::{self, ConnInfo, HttpStats};
+use crate::listener::{ConnFacts, NetworkFilter};
+use crate::xds::{XdsState, XdsStore};
+
+/// The current compiled configuration, shared by every connection.
+#[derive(Debug)]
+pub struct DataPath {
+    current: ArcSwap<Dataplane>,
+    statics: Statics,
+    bound: Mutex<HashMap<String, SocketAddr>>,
+    http_stats: Mutex<HashMap<String, Arc<HttpStats>>>,
+}
+
+impl DataPath {
+    /// An empty data path over the bootstrap's static resources.
+    pub fn new(statics: Statics) -> Arc<DataPath> {
+        let empty = Dataplane::build(&XdsState::default(), &statics, &Dataplane::default());
+        Arc::new(DataPath {
+            current: ArcSwap::from_pointee(empty),
+            statics,
+            bound: Mutex::default(),
+            http_stats: Mutex::default(),
+        })
+    }
+
+    /// The current configuration.
+    pub fn current(&self) -> Arc<Dataplane> {
+        self.current.load_full()
+    }
+
+    /// Recompiles from `state` and publishes the result.
+    pub fn update(&self, state: &XdsState) -> Arc<Dataplane> {
+        let previous = self.current.load_full();
+        let next = Arc::new(Dataplane::build(state, &self.statics, &previous));
+        for e in &next.errors {
+            tracing::warn!("data path: {e}");
+        }
+        self.current.store(Arc::clone(&next));
+        next
+    }
+
+    /// The counters of the HTTP connection managers with `stat_prefix`.
+    pub fn http_stats(&self, stat_prefix: &str) -> Arc<HttpStats> {
+        let mut all = self.http_stats.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(all.entry(stat_prefix.to_string()).or_default())
+    }
+
+    /// Every HTTP connection manager's counters, by stat prefix.
+    pub fn all_http_stats(&self) -> Vec<(String, Arc<HttpStats>)> {
+        let all = self.http_stats.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect()
+    }
+
+    /// The addresses the listeners are bound to now, by listener name.
+    pub fn bound(&self) -> HashMap<String, SocketAddr> {
+        self.bound.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+struct Bound {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+/// Follows `store` until `stop`: recompiles on every publish and keeps the
+/// bound listeners in step.
+pub async fn run(path: Arc<DataPath>, store: XdsStore, stop: Stop) {
+    let mut generations = store.subscribe();
+    let mut bound: HashMap<String, Bound> = HashMap::new();
+    loop {
+        let dp = path.update(&store.load());
+        reconcile(&path, &dp, &mut bound).await;
+        tokio::select! {
+            changed = generations.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            () = stop.stopped() => break,
+        }
+    }
+    for (_, b) in bound.drain() {
+        b.task.abort();
+    }
+}
+
+async fn reconcile(path: &Arc<DataPath>, dp: &Dataplane, bound: &mut HashMap<String, Bound>) {
+    bound.retain(|name, b| {
+        let keep = dp
+            .listeners
+            .get(name)
+            .is_some_and(|l| l.bind && l.addr == b.addr);
+        if !keep {
+            tracing::info!(listener = %name, addr = %b.addr, "listener removed");
+            b.task.abort();
+        }
+        keep
+    });
+    for (name, l) in &dp.listeners {
+        if !l.bind || bound.contains_key(name) {
+            continue;
+        }
+        match TcpListener::bind(l.addr).await {
+            Ok(listener) => {
+                let local = listener.local_addr().unwrap_or(l.addr);
+                tracing::info!(listener = %name, addr = %local, "listener bound");
+                let task = tokio::spawn(accept_loop(Arc::clone(path), name.clone(), listener));
+                bound.insert(name.clone(), Bound { addr: l.addr, task });
+                path.bound
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.clone(), local);
+            }
+            Err(e) => tracing::error!(
+                listener = %name,
+                addr = %l.addr,
+                "cannot bind listener: {e}; free the port or change the listener's address"
+            ),
+        }
+    }
+    path.bound
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|name, _| bound.contains_key(name));
+}
+
+async fn accept_loop(path: Arc<DataPath>, name: String, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(dispatch(Arc::clone(&path), name.clone(), stream, peer));
+            }
+            Err(e) => {
+                tracing::warn!(listener = %name, "accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Routes one accepted connection to its listener's filter chain.
+async fn dispatch(path: Arc<DataPath>, name: String, stream: TcpStream, peer: SocketAddr) {
+    let dp = path.current();
+    let Some(mut listener) = dp.listeners.get(&name) else {
+        return;
+    };
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let dst = if listener.use_original_dst || listener.original_dst_filter {
+        crate::net::original_dst(&stream).unwrap_or(local)
+    } else {
+        local
+    };
+    if listener.use_original_dst
+        && let Some(target) = dp.listener_for(dst)
+        && target.name != listener.name
+    {
+        listener = target;
+    }
+    let facts = ConnFacts {
+        dst,
+        src: peer,
+        server_name: None,
+        transport: "raw_buffer",
+        alpn: &[],
+    };
+    let Some(chain) = listener.select_chain(&facts) else {
+        tracing::debug!(listener = %listener.name, %dst, "no filter chain matches; closing");
+        return;
+    };
+    let conn = ConnInfo { peer, dst };
+    match &chain.filter {
+        NetworkFilter::Http(hcm) => {
+            http::serve(stream, conn, Arc::clone(hcm), Arc::clone(&path)).await
+        }
+        NetworkFilter::Tcp(tp) => {
+            crate::tcp::proxy(stream, conn, Arc::clone(tp), Arc::clone(&dp)).await;
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! Upstream connections: opening them (TCP or Unix socket, with the cluster's
+//! connect timeout, source address and `max_connections`), and pooling them
+//! per host for HTTP: HTTP/1.1 connections are reused one request at a time
+//! (a connection goes back to its host's idle list when the response body has
+//! been read to the end), an HTTP/2 connection is shared by every request to
+//! its host.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream, UnixStream};
+
+use crate::body::Body;
+use crate::cluster::{Cluster, Host, HostAddr};
+
+/// A connected upstream stream: TCP or a Unix socket.
+#[derive(Debug)]
+pub enum Stream {
+    /// TCP.
+    Tcp(TcpStream),
+    /// Unix domain socket.
+    Unix(UnixStream),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Tcp(s) => s.is_write_vectored(),
+            Stream::Unix(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// Why an upstream request failed before a response arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// `max_connections` or `max_pending_requests` reached.
+    #[error("overflow")]
+    Overflow,
+    /// The connection could not be made.
+    #[error("connection failure: {0}")]
+    Connect(io::Error),
+    /// The connection was not made within `connect_timeout`.
+    #[error("connection timeout")]
+    ConnectTimeout,
+    /// The cluster needs TLS, which the proxy does not carry yet.
+    #[error("upstream TLS (transport_socket) not supported yet")]
+    TlsUnsupported,
+    /// The connection was reset or closed before the response headers.
+    #[error("connection termination: {0}")]
+    Reset(hyper::Error),
+}
+
+impl UpstreamError {
+    /// Envoy's `reset reason` words for the local reply body.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UpstreamError::Overflow => "overflow",
+            UpstreamError::Connect(_) | UpstreamError::TlsUnsupported => "connection failure",
+            UpstreamError::ConnectTimeout => "connection timeout",
+            UpstreamError::Reset(_) => "connection termination",
+        }
+    }
+}
+
+/// Counts an open upstream connection against its cluster until dropped.
+#[derive(Debug)]
+pub struct ConnGuard {
+    cluster: Arc<Cluster>,
+}
+
+impl ConnGuard {
+    fn new(cluster: &Arc<Cluster>) -> Result<ConnGuard, UpstreamError> {
+        let limit = cluster.limits.max_connections as usize;
+        if cluster.connections.fetch_add(1, Ordering::AcqRel) >= limit {
+            cluster.connections.fetch_sub(1, Ordering::AcqRel);
+            cluster.stats.cx_overflow.fetch_add(1, Ordering::Relaxed);
+            return Err(UpstreamError::Overflow);
+        }
+        cluster.stats.cx_total.fetch_add(1, Ordering::Relaxed);
+        cluster.stats.cx_active.fetch_add(1, Ordering::Relaxed);
+        Ok(ConnGuard {
+            cluster: Arc::clone(cluster),
+        })
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.cluster.connections.fetch_sub(1, Ordering::AcqRel);
+        self.cluster.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
+        self.cluster.released.notify_waiters();
+    }
+}
+
+/// Opens a connection to `host` of `cluster`: the cluster's connect timeout,
+/// source address and connection limit apply.
+pub async fn connect(
+    cluster: &Arc<Cluster>,
+    host: &Host,
+) -> Result<(Stream, ConnGuard), UpstreamError> {
+    if cluster.tls {
+        tracing::warn!(
+            cluster = %cluster.name,
+            "upstream TLS is not supported yet; refusing to connect in plaintext"
+        );
+        cluster
+            .stats
+            .cx_connect_fail
+            .fetch_add(1, Ordering::Relaxed);
+        return Err(UpstreamError::TlsUnsupported);
+    }
+    let guard = ConnGuard::new(cluster)?;
+    let attempt = async {
+        match &host.addr {
+            HostAddr::Ip(addr) => connect_tcp(*addr, cluster).await.map(Stream::Tcp),
+            HostAddr::Name(name, port) => {
+                let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+                for addr in tokio::net::lookup_host((name.as_str(), *port)).await? {
+                    match connect_tcp(addr, cluster).await {
+                        Ok(s) => return Ok(Stream::Tcp(s)),
+                        Err(e) => last = e,
+                    }
+                }
+                Err(last)
+            }
+            HostAddr::Pipe(path) => UnixStream::connect(path).await.map(Stream::Unix),
+        }
+    };
+    match tokio::time::timeout(cluster.connect_timeout, attempt).await {
+        Ok(Ok(s)) => Ok((s, guard)),
+        Ok(Err(e)) => {
+            cluster
+                .stats
+                .cx_connect_fail
+                .fetch_add(1, Ordering::Relaxed);
+            Err(UpstreamError::Connect(e))
+        }
+        Err(_) => {
+            cluster
+                .stats
+                .cx_connect_fail
+                .fetch_add(1, Ordering::Relaxed);
+            cluster
+                .stats
+                .cx_connect_timeout
+                .fetch_add(1, Ordering::Relaxed);
+            Err(UpstreamError::ConnectTimeout)
+        }
+    }
+}
+
+async fn connect_tcp(addr: SocketAddr, cluster: &Cluster) -> io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(source) = cluster.bind_source
+        && source.is_ipv4() == addr.is_ipv4()
+    {
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A pooled HTTP/1.1 connection.
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+    served: u32,
+}
+
+/// One host's pooled HTTP connections.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<Body>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let idle = self.idle.lock().map(|i| i.len()).unwrap_or(0);
+        f.debug_struct("Pool").field("idle_h1", &idle).finish()
+    }
+}
+
+/// Where an HTTP/1.1 connection goes back when its response is done.
+pub struct Checkin {
+    cluster: Arc<Cluster>,
+    host: Arc<Host>,
+    sender: http1::SendRequest<Body>,
+    served: u32,
+    max: Option<u32>,
+}
+
+impl Checkin {
+    /// Returns the connection to the host's idle list (unless it served its
+    /// quota of requests).
+    pub fn done(self) {
+        if self.max.is_some_and(|m| self.served >= m) || self.sender.is_closed() {
+            return;
+        }
+        {
+            let mut idle = self
+                .host
+                .pool
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            idle.push(Idle {
+                sender: self.sender,
+                since: Instant::now(),
+                served: self.served,
+            });
+        }
+        self.cluster.released.notify_waiters();
+    }
+}
+
+/// Sends `req` to `host` over a pooled (or new) connection of the given
+/// protocol; the response body hands an HTTP/1.1 connection back to the pool
+/// when read to its end.
+pub async fn send(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+    req: Request<Body>,
+    http2: bool,
+) -> Result<Response<Body>, UpstreamError> {
+    if http2 {
+        let mut sender = h2_sender(cluster, host).await?;
+        let resp = sender.send_request(req).await.map_err(|e| {
+            // A GOAWAY or broken connection: drop it so the next request reconnects.
+            let mut slot = host.pool.h2.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.as_ref().is_some_and(|s| s.is_closed()) {
+                *slot = None;
+            }
+            UpstreamError::Reset(e)
+        })?;
+        return Ok(resp.map(|b| Body::upstream(b, None)));
+    }
+    let (mut sender, served) = h1_sender(cluster, host).await?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(UpstreamError::Reset)?;
+    let checkin = Checkin {
+        cluster: Arc::clone(cluster),
+        host: Arc::clone(host),
+        sender,
+        served: served + 1,
+        max: cluster.max_requests_per_connection,
+    };
+    Ok(resp.map(|b| Body::upstream(b, Some(checkin))))
+}
+
+/// An idle HTTP/1.1 connection of `host` that is still open, or a new one.
+/// When the cluster is at `max_connections` the request waits as pending
+/// (at most `max_pending_requests` of them, else `overflow`) until a
+/// connection is returned or closed, as Envoy's connection pool does.
+async fn h1_sender(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+) -> Result<(http1::SendRequest<Body>, u32), UpstreamError> {
+    let mut pending: Option<Pending<'_>> = None;
+    loop {
+        let released = cluster.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        while let Some(mut c) = take_idle(host) {
+            if c.since.elapsed() > cluster.idle_timeout || c.sender.is_closed() {
+                continue;
+            }
+            if c.sender.ready().await.is_ok() {
+                return Ok((c.sender, c.served));
+            }
+        }
+        let limit = cluster.limits.max_connections as usize;
+        if cluster.connections.load(Ordering::Acquire) < limit {
+            match connect(cluster, host).await {
+                Ok((stream, guard)) => return handshake_h1(stream, guard).await.map(|s| (s, 0)),
+                // Another request took the last connection meanwhile: wait.
+                Err(UpstreamError::Overflow) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if pending.is_none() {
+            pending = Some(Pending::enter(cluster)?);
+        }
+        released.await;
+    }
+}
+
+fn take_idle(host: &Host) -> Option<Idle> {
+    host.pool
+        .idle
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .pop()
+}
+
+async fn handshake_h1(
+    stream: Stream,
+    guard: ConnGuard,
+) -> Result<http1::SendRequest<Body>, UpstreamError> {
+    let (sender, conn) = http1::Builder::new()
+        .handshake::<_, Body>(TokioIo::new(stream))
+        .await
+        .map_err(UpstreamError::Reset)?;
+    tokio::spawn(async move {
+        let _guard = guard;
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!("upstream HTTP/1.1 connection ended: {e}");
+        }
+    });
+    Ok(sender)
+}
+
+/// A request waiting for a connection, counted against `max_pending_requests`.
+struct Pending<'a> {
+    cluster: &'a Cluster,
+}
+
+impl<'a> Pending<'a> {
+    fn enter(cluster: &'a Cluster) -> Result<Pending<'a>, UpstreamError> {
+        let stats = &cluster.stats;
+        let before = stats.rq_pending_active.fetch_add(1, Ordering::AcqRel);
+        if before >= cluster.limits.max_pending_requests {
+            stats.rq_pending_active.fetch_sub(1, Ordering::AcqRel);
+            stats.rq_pending_overflow.fetch_add(1, Ordering::Relaxed);
+            return Err(UpstreamError::Overflow);
+        }
+        stats.rq_pending_total.fetch_add(1, Ordering::Relaxed);
+        Ok(Pending { cluster })
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.cluster
+            .stats
+            .rq_pending_active
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The host's HTTP/2 connection, made when there is none or it closed.
+async fn h2_sender(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+) -> Result<http2::SendRequest<Body>, UpstreamError> {
+    {
+        let slot = host.pool.h2.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = slot.as_ref()
+            && !s.is_closed()
+        {
+            return Ok(s.clone());
+        }
+    }
+    let (stream, guard) = connect(cluster, host).await?;
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .keep_alive_interval(None)
+        .handshake::<_, Body>(TokioIo::new(stream))
+        .await
+        .map_err(UpstreamError::Reset)?;
+    tokio::spawn(async move {
+        let _guard = guard;
+        if let Err(e) = conn.await {
+            tracing::debug!("upstream HTTP/2 connection ended: {e}");
+        }
+    });
+    let mut slot = host.pool.h2.lock().unwrap_or_else(|p| p.into_inner());
+    match slot.as_ref() {
+        // Another request connected meanwhile: share its connection.
+        Some(s) if !s.is_closed() => Ok(s.clone()),
+        _ => {
+            *slot = Some(sender.clone());
+            Ok(sender)
+        }
+    }
+}
+
+/// Drops idle pooled connections older than `idle` (called periodically).
+pub fn expire_idle(host: &Host, idle: Duration) {
+    let mut list = host.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+    list.retain(|c| c.since.elapsed() <= idle && !c.sender.is_closed());
+}
