@@ -1,0 +1,112 @@
+//! The fixed-rate load of `scripts/bench-proxy`: HTTP/1.1 GETs at a constant
+//! rate over keep-alive connections, open loop (each request's latency is
+//! measured from when it was scheduled, so a stall counts against every
+//! request it delays), then the latency percentiles.
+//!
+//! `bench_rate ADDR RATE SECONDS CONNECTIONS` prints
+//! `requests=N errors=E p50_us=.. p90_us=.. p99_us=.. max_us=..`.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+fn arg<T: std::str::FromStr>(i: usize, default: T) -> T {
+    std::env::args()
+        .nth(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Sends one request and reads one response with a `content-length` body.
+async fn exchange(s: &mut TcpStream, req: &[u8], buf: &mut Vec<u8>) -> std::io::Result<()> {
+    s.write_all(req).await?;
+    buf.clear();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return if head.starts_with("http/1.1 200") {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::other(head))
+                };
+            }
+        }
+    }
+}
+
+fn main() {
+    let addr: String = arg(1, "127.0.0.1:18000".to_string());
+    let rate: u64 = arg(2, 1000);
+    let seconds: u64 = arg(3, 10);
+    let conns: usize = arg(4, 10);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let req = b"GET /bench HTTP/1.1\r\nHost: bench.example\r\n\r\n".to_vec();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<Duration, ()>>();
+        let mut senders = Vec::new();
+        for _ in 0..conns {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Instant>();
+            senders.push(tx);
+            let mut s = TcpStream::connect(&addr).await.expect("connect");
+            s.set_nodelay(true).expect("nodelay");
+            let req = req.clone();
+            let done = done_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::with_capacity(8192);
+                while let Some(scheduled) = rx.recv().await {
+                    let r = exchange(&mut s, &req, &mut buf).await;
+                    let _ = done.send(r.map(|()| scheduled.elapsed()).map_err(drop));
+                }
+            });
+        }
+        drop(done_tx);
+        let total = rate * seconds;
+        let start = Instant::now();
+        let period = Duration::from_secs_f64(1.0 / rate as f64);
+        for i in 0..total {
+            let at = start + period * i as u32;
+            tokio::time::sleep_until(at.into()).await;
+            let _ = senders[i as usize % conns].send(at);
+        }
+        drop(senders);
+        let mut lat = Vec::with_capacity(total as usize);
+        let mut errors = 0u64;
+        while let Some(r) = done_rx.recv().await {
+            match r {
+                Ok(d) => lat.push(d.as_micros() as u64),
+                Err(()) => errors += 1,
+            }
+        }
+        lat.sort_unstable();
+        let p = |q: f64| {
+            lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0)
+        };
+        println!(
+            "requests={} errors={errors} p50_us={} p90_us={} p99_us={} max_us={}",
+            lat.len(),
+            p(0.50),
+            p(0.90),
+            p(0.99),
+            lat.last().copied().unwrap_or(0)
+        );
+    });
+}
