@@ -14,7 +14,7 @@
 //! bytes → the envoy-types message. [`to_json`] goes the other way, with proto field
 //! names and default fields left out, like Envoy's `/config_dump`.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, Mutex, Weak};
 
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, SerializeOptions};
@@ -22,17 +22,30 @@ use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, Serializ
 /// The encoded `FileDescriptorSet` of the vendored Envoy API protos.
 static DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptor.bin"));
 
-static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
-    // The bytes are produced by this crate's build script from protox's own output,
-    // so they always decode; a failure here is a build bug, not bad input.
-    DescriptorPool::decode(DESCRIPTOR_SET)
-        .expect("the Envoy descriptor set embedded by build.rs decodes")
-});
+/// The decoded pool while anyone uses it. It is decoded on demand and freed
+/// when the last user drops it: a proxy needs it only to read its bootstrap
+/// and to answer `/config_dump`, and it is several MB of memory otherwise held
+/// for the process's life.
+static POOL: Mutex<Weak<DescriptorPool>> = Mutex::new(Weak::new());
 
 /// The descriptors of every Envoy message `from_json`/`to_json` know: the roots in
 /// `proto/envoy-api/ROOTS` and everything they import.
-pub fn pool() -> &'static DescriptorPool {
-    &POOL
+///
+/// Hold the returned `Arc` across many calls (as `/config_dump` does) to decode
+/// it once.
+pub fn pool() -> Arc<DescriptorPool> {
+    let mut cached = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(pool) = cached.upgrade() {
+        return pool;
+    }
+    // The bytes are produced by this crate's build script from protox's own output,
+    // so they always decode; a failure here is a build bug, not bad input.
+    let pool = Arc::new(
+        DescriptorPool::decode(DESCRIPTOR_SET)
+            .expect("the Envoy descriptor set embedded by build.rs decodes"),
+    );
+    *cached = Arc::downgrade(&pool);
+    pool
 }
 
 /// Why an Envoy message could not be read from or written to JSON.

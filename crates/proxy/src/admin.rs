@@ -344,7 +344,7 @@ async fn stats_handler(State(a): State<Admin>, Query(q): Query<StatsQuery>) -> R
     match q.format.as_deref() {
         None | Some("text") => stats::text(&all).into_response(),
         Some("json") => json(&stats::json(&all)),
-        Some("prometheus") => prometheus_response(&all),
+        Some("prometheus") => prometheus_response(&a, &all),
         Some(other) => (
             StatusCode::BAD_REQUEST,
             format!("unknown format {other:?}: use text, json or prometheus\n"),
@@ -353,17 +353,22 @@ async fn stats_handler(State(a): State<Admin>, Query(q): Query<StatsQuery>) -> R
     }
 }
 
-fn prometheus_response(all: &[stats::Stat]) -> Response {
+/// Envoy's stats and Istio's standard metrics (`istio_requests_total`, ...),
+/// in Prometheus text.
+fn prometheus_response(a: &Admin, all: &[stats::Stat]) -> Response {
+    let mut body = String::new();
+    a.context().data_path.telemetry.render_prometheus(&mut body);
+    body.push_str(&stats::prometheus(all));
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        stats::prometheus(all),
+        body,
     )
         .into_response()
 }
 
 async fn prometheus(State(a): State<Admin>) -> Response {
-    prometheus_response(&stats::collect(&a))
+    prometheus_response(&a, &stats::collect(&a))
 }
 
 #[derive(serde::Deserialize)]

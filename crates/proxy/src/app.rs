@@ -157,6 +157,7 @@ impl App {
                 .map(Arc::new)
                 .collect(),
         };
+        let telemetry = crate::telemetry::Telemetry::from_node(&bootstrap.node);
         Ok(App {
             config,
             bootstrap,
@@ -170,7 +171,7 @@ impl App {
                 ..Handlers::default()
             },
             store: XdsStore::new(),
-            data_path: DataPath::new(statics),
+            data_path: DataPath::new(statics, telemetry),
             admin_listener,
             log: None,
         })

@@ -108,3 +108,98 @@ impl HttpBody for Body {
         }
     }
 }
+
+/// A response body that records the request's Istio metrics when it ends
+/// (or is dropped): the response bytes it carried, the gRPC status from its
+/// headers or trailers, and the duration until then.
+pub struct Metered {
+    inner: Body,
+    recording: Option<Recording>,
+}
+
+/// What [`Metered`] records into.
+pub struct Recording {
+    /// The series of the request's stable labels.
+    pub series: std::sync::Arc<crate::telemetry::RequestSeries>,
+    /// The response status.
+    pub status: u16,
+    /// The gRPC status, once known.
+    pub grpc: Option<u32>,
+    /// Envoy's response flags (`-` when none).
+    pub flags: &'static str,
+    /// When the request arrived.
+    pub start: std::time::Instant,
+    /// Request body bytes.
+    pub request_bytes: u64,
+    /// Response body bytes so far.
+    pub response_bytes: u64,
+}
+
+impl Metered {
+    /// `inner`, recording into `recording` when it ends (none: not metered).
+    pub fn new(inner: Body, recording: Option<Recording>) -> Metered {
+        Metered { inner, recording }
+    }
+
+    fn finish(&mut self) {
+        if let Some(r) = self.recording.take() {
+            r.series.record(
+                r.status,
+                r.grpc,
+                r.flags,
+                r.start.elapsed(),
+                r.request_bytes,
+                r.response_bytes,
+            );
+        }
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl HttpBody for Metered {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(rec) = this.recording.as_mut() {
+                    if let Some(data) = frame.data_ref() {
+                        rec.response_bytes += data.len() as u64;
+                    } else if let Some(g) = frame
+                        .trailers_ref()
+                        .and_then(|t| t.get("grpc-status"))
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok())
+                    {
+                        rec.grpc = Some(g);
+                    }
+                }
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.finish(),
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

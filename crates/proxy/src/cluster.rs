@@ -279,6 +279,10 @@ pub struct Cluster {
     pub tls: bool,
     /// Whether `ORIGINAL_DST` honours `x-envoy-original-dst-host`.
     pub use_http_header: bool,
+    /// The destination service of an Istio cluster name
+    /// (`outbound|PORT|SUBSET|HOST`): host, short name and namespace; empty
+    /// for other clusters.
+    pub service: (String, String, String),
     /// Counters.
     pub stats: ClusterStats,
     /// Connections open now, over all hosts (for `max_connections`).
@@ -417,6 +421,7 @@ impl Cluster {
             bind_source,
             tls: proto.transport_socket.is_some(),
             use_http_header,
+            service: service_of(&proto.name),
             stats: ClusterStats::default(),
             connections: AtomicUsize::new(0),
             released: tokio::sync::Notify::new(),
@@ -793,6 +798,22 @@ fn limits(proto: &ClusterProto) -> Limits {
     l.max_requests = v(max_requests, l.max_requests);
     l.max_retries = v(max_retries, l.max_retries);
     l
+}
+
+/// The destination service of an Istio cluster name: for
+/// `outbound|9080|v1|reviews.default.svc.cluster.local`, the host, `reviews`
+/// and `default`.
+pub fn service_of(cluster: &str) -> (String, String, String) {
+    let mut parts = cluster.split('|');
+    match (parts.next(), parts.nth(2)) {
+        (Some("outbound"), Some(host)) if !host.is_empty() => {
+            let mut labels = host.split('.');
+            let name = labels.next().unwrap_or_default().to_string();
+            let namespace = labels.next().unwrap_or_default().to_string();
+            (host.to_string(), name, namespace)
+        }
+        _ => Default::default(),
+    }
 }
 
 /// A host address from an Envoy `Address`.

@@ -17,10 +17,12 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::body::Body;
+use crate::body::{Body, Metered, Recording};
+use crate::cluster::Cluster;
 use crate::listener::{Codec, Hcm, RouteSource};
 use crate::route::{AppendAction, FaultAbort, HeaderOps, RequestView, SelectedAction};
 use crate::server::DataPath;
+use crate::telemetry::{Peer, Protocol, RequestKey, RequestSeries, Security};
 
 pub mod router;
 
@@ -93,6 +95,19 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The (original) destination.
     pub dst: SocketAddr,
+    /// Whether the listener is inbound (`virtualInbound`).
+    pub inbound: bool,
+}
+
+/// Envoy's response flags of a local reply (`NR`, `UH`, `UF`, ...), carried
+/// in the response's extensions to the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseFlags(pub &'static str);
+
+/// `resp` marked with Envoy's response flags `flags`.
+pub fn flagged(mut resp: Response<Body>, flags: &'static str) -> Response<Body> {
+    resp.extensions_mut().insert(ResponseFlags(flags));
+    resp
 }
 
 /// Serves HTTP on `io` until the peer closes it.
@@ -108,17 +123,68 @@ where
     stats.cx_active.fetch_add(1, Ordering::Relaxed);
     let _active = Active(&stats.cx_active);
     let conn_stats = Arc::clone(&stats);
+    // The metric series of the last destination, reused while the connection's
+    // requests keep going there.
+    let series: Arc<std::sync::Mutex<Option<SeriesCache>>> = Arc::default();
     let svc = service_fn(move |req: Request<Incoming>| {
         let (hcm, path, conn) = (Arc::clone(&hcm), Arc::clone(&path), Arc::clone(&conn));
         let stats = Arc::clone(&conn_stats);
+        let series = Arc::clone(&series);
         async move {
             HttpStats::count(&stats.rq_total);
-            let resp = handle(req, &hcm, &path, &conn, &stats).await;
-            let class = (resp.status().as_u16() / 100) as usize;
+            let start = Instant::now();
+            let grpc = is_grpc(req.headers());
+            let request_bytes = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let (resp, cluster) = handle(req, &hcm, &path, &conn, &stats).await;
+            let status = resp.status().as_u16();
+            let class = (status / 100) as usize;
             if (1..=5).contains(&class) {
                 HttpStats::count(&stats.rq_class[class]);
             }
-            Ok::<_, Infallible>(resp)
+            let flags = resp
+                .extensions()
+                .get::<ResponseFlags>()
+                .map_or("-", |f| f.0);
+            let grpc_status = resp
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            let series = {
+                let mut cache = series.lock().unwrap_or_else(|p| p.into_inner());
+                let same = |c: &SeriesCache| match (&c.cluster, &cluster) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                };
+                match cache.as_ref() {
+                    Some(c) if same(c) && c.grpc == grpc => Arc::clone(&c.series),
+                    _ => {
+                        let s = request_series(&path, &conn, cluster.as_deref(), grpc);
+                        *cache = Some(SeriesCache {
+                            cluster: cluster.clone(),
+                            grpc,
+                            series: Arc::clone(&s),
+                        });
+                        s
+                    }
+                }
+            };
+            let recording = Recording {
+                series,
+                status,
+                grpc: grpc_status,
+                flags,
+                start,
+                request_bytes,
+                response_bytes: 0,
+            };
+            Ok::<_, Infallible>(resp.map(|b| Metered::new(b, Some(recording))))
         }
     });
     let io = TokioIo::new(io);
@@ -143,6 +209,38 @@ where
     }
 }
 
+struct SeriesCache {
+    cluster: Option<Arc<Cluster>>,
+    grpc: bool,
+    series: Arc<RequestSeries>,
+}
+
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The metric series of requests on `conn` to `cluster`.
+fn request_series(
+    path: &DataPath,
+    conn: &ConnInfo,
+    cluster: Option<&Cluster>,
+    grpc: bool,
+) -> Arc<RequestSeries> {
+    let telemetry = &path.telemetry;
+    let (host, name, namespace) = cluster.map(|c| c.service.clone()).unwrap_or_default();
+    telemetry.request_series(&RequestKey {
+        reporter: telemetry.reporter(conn.inbound),
+        peer: Peer::unknown(),
+        destination_service: host,
+        destination_service_name: name,
+        destination_service_namespace: namespace,
+        request_protocol: if grpc { Protocol::Grpc } else { Protocol::Http },
+        connection_security_policy: Security::None,
+    })
+}
+
 /// A local reply: `status`, a `text/plain` body when not empty.
 pub fn local_reply(status: u16, body: &str) -> Response<Body> {
     let mut resp = Response::new(Body::full(body.to_string()));
@@ -161,7 +259,7 @@ async fn handle(
     path: &DataPath,
     conn: &ConnInfo,
     stats: &HttpStats,
-) -> Response<Body> {
+) -> (Response<Body>, Option<Arc<Cluster>>) {
     let start = Instant::now();
     let dp = path.current();
     let table = match &hcm.routes {
@@ -169,25 +267,34 @@ async fn handle(
             Some(t) => Arc::clone(t),
             None => {
                 HttpStats::count(&stats.no_route);
-                return finish(hcm, local_reply(404, ""), &[]);
+                return (finish(hcm, flagged(local_reply(404, ""), "NR"), &[]), None);
             }
         },
         RouteSource::Inline(t) => Arc::clone(t),
     };
-    let authority = authority(&req);
-    let scheme = req.uri().scheme_str().unwrap_or("http").to_string();
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+        })
+        .unwrap_or_default();
+    let scheme = req.uri().scheme_str().unwrap_or("http");
     let random = fastrand::u64(..);
     let view = RequestView {
-        authority: &authority,
+        authority,
         method: req.method().as_str(),
         path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
-        scheme: &scheme,
+        scheme,
         headers: req.headers(),
         random,
     };
     let Some(selected) = table.select(&view) else {
         HttpStats::count(&stats.no_route);
-        return finish(hcm, local_reply(404, ""), &[]);
+        return (finish(hcm, flagged(local_reply(404, ""), "NR"), &[]), None);
     };
     let ops = selected.header_ops.clone();
     match selected.action {
@@ -198,7 +305,7 @@ async fn handle(
             if let Ok(v) = HeaderValue::from_str(&location) {
                 resp.headers_mut().insert(header::LOCATION, v);
             }
-            return finish(hcm, resp, &ops);
+            return (finish(hcm, resp, &ops), None);
         }
         SelectedAction::DirectResponse(d) => {
             HttpStats::count(&stats.direct_response);
@@ -208,7 +315,7 @@ async fn handle(
                 resp.headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             }
-            return finish(hcm, resp, &ops);
+            return (finish(hcm, resp, &ops), None);
         }
         SelectedAction::Cluster(_) => {}
     }
@@ -242,12 +349,12 @@ async fn handle(
                     r
                 }
             };
-            return finish(hcm, resp, &ops);
+            return (finish(hcm, flagged(resp, "FI"), &ops), None);
         }
     }
     let new_path = selected.rewritten_path(view.path_and_query);
-    let resp = router::forward(req, &selected, new_path, hcm, &dp, conn, start).await;
-    finish(hcm, resp, &ops)
+    let (resp, cluster) = router::forward(req, &selected, new_path, hcm, &dp, conn, start).await;
+    (finish(hcm, resp, &ops), cluster)
 }
 
 /// The request's authority: the URI's (HTTP/2, absolute form), else `Host`.

@@ -51,6 +51,9 @@ pub struct ListenerConfig {
     pub use_original_dst: bool,
     /// Whether the `original_dst` listener filter restores the destination.
     pub original_dst_filter: bool,
+    /// `traffic_direction: INBOUND` (Istio's `virtualInbound`): its requests
+    /// are reported as the destination's.
+    pub inbound: bool,
     /// The filter chains in order.
     pub chains: Vec<Arc<Chain>>,
     /// `default_filter_chain`.
@@ -434,6 +437,7 @@ pub fn compile(proto: Arc<Listener>) -> Result<ListenerConfig, Vec<String>> {
         bind: proto.bind_to_port.is_none_or(|b| b.value),
         use_original_dst: proto.use_original_dst.is_some_and(|b| b.value),
         original_dst_filter,
+        inbound: proto.traffic_direction == 1,
         chains,
         default_chain,
         proto,

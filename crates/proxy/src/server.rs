@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::dataplane::{Dataplane, Statics};
 use crate::http::{self, ConnInfo, HttpStats};
 use crate::listener::{ConnFacts, NetworkFilter};
+use crate::telemetry::Telemetry;
 use crate::xds::{XdsState, XdsStore};
 
 /// The current compiled configuration, shared by every connection.
@@ -33,17 +34,20 @@ use crate::xds::{XdsState, XdsStore};
 pub struct DataPath {
     current: ArcSwap<Dataplane>,
     statics: Statics,
+    /// Istio's standard metrics of this proxy.
+    pub telemetry: Telemetry,
     bound: Mutex<HashMap<String, SocketAddr>>,
     http_stats: Mutex<HashMap<String, Arc<HttpStats>>>,
 }
 
 impl DataPath {
     /// An empty data path over the bootstrap's static resources.
-    pub fn new(statics: Statics) -> Arc<DataPath> {
+    pub fn new(statics: Statics, telemetry: Telemetry) -> Arc<DataPath> {
         let empty = Dataplane::build(&XdsState::default(), &statics, &Dataplane::default());
         Arc::new(DataPath {
             current: ArcSwap::from_pointee(empty),
             statics,
+            telemetry,
             bound: Mutex::default(),
             http_stats: Mutex::default(),
         })
@@ -198,13 +202,18 @@ async fn dispatch(path: Arc<DataPath>, name: String, stream: TcpStream, peer: So
         tracing::debug!(listener = %listener.name, %dst, "no filter chain matches; closing");
         return;
     };
-    let conn = ConnInfo { peer, dst };
+    let conn = ConnInfo {
+        peer,
+        dst,
+        inbound: listener.inbound,
+    };
     match &chain.filter {
         NetworkFilter::Http(hcm) => {
             http::serve(stream, conn, Arc::clone(hcm), Arc::clone(&path)).await
         }
         NetworkFilter::Tcp(tp) => {
-            crate::tcp::proxy(stream, conn, Arc::clone(tp), Arc::clone(&dp)).await;
+            let telemetry = path.telemetry.clone();
+            crate::tcp::proxy(stream, conn, Arc::clone(tp), Arc::clone(&dp), telemetry).await;
         }
     }
 }

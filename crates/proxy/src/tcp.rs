@@ -15,11 +15,17 @@ use crate::cluster::PickInput;
 use crate::dataplane::Dataplane;
 use crate::http::ConnInfo;
 use crate::listener::TcpProxy;
+use crate::telemetry::{Peer, Security, TcpLabels, Telemetry};
 use crate::upstream;
 
 /// Proxies `down` to the cluster `tp` picks.
-pub async fn proxy<S>(down: S, conn: ConnInfo, tp: Arc<TcpProxy>, dp: Arc<Dataplane>)
-where
+pub async fn proxy<S>(
+    down: S,
+    conn: ConnInfo,
+    tp: Arc<TcpProxy>,
+    dp: Arc<Dataplane>,
+    dp_telemetry: Telemetry,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let name = tp.cluster(fastrand::u64(..));
@@ -45,6 +51,18 @@ where
         }
     };
     host.active.fetch_add(1, Ordering::Relaxed);
+    let (service, service_name, namespace) = cluster.service.clone();
+    let telemetry = &dp_telemetry;
+    let series = telemetry.tcp_series(&TcpLabels {
+        reporter: telemetry.reporter(conn.inbound),
+        peer: Peer::unknown(),
+        destination_service: service,
+        destination_service_name: service_name,
+        destination_service_namespace: namespace,
+        response_flags: String::new(),
+        connection_security_policy: Security::None,
+    });
+    series.open();
     let epoch = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
     let mut down = Watched {
@@ -52,7 +70,7 @@ where
         epoch,
         last: Arc::clone(&last),
     };
-    let mut up = up;
+    let mut up = Counted::new(up);
     let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
     match tp.idle_timeout {
         Some(idle) => {
@@ -65,6 +83,8 @@ where
         }
         None => log_end(name, copy.await),
     }
+    // Istio counts from the proxy's side: sent = bytes to the upstream.
+    series.close(up.written, up.read);
     host.active.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -127,6 +147,60 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
         if r.is_ready() {
             this.touch();
+        }
+        r
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// A stream that counts the bytes read from and written to it.
+struct Counted<S> {
+    inner: S,
+    read: u64,
+    written: u64,
+}
+
+impl<S> Counted<S> {
+    fn new(inner: S) -> Counted<S> {
+        Counted {
+            inner,
+            read: 0,
+            written: 0,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.read += (buf.filled().len() - before) as u64;
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            this.written += *n as u64;
         }
         r
     }

@@ -110,6 +110,16 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// Envoy's response flags for this failure.
+    pub fn flags(&self) -> &'static str {
+        match self {
+            UpstreamError::Overflow => "UO",
+            UpstreamError::Connect(_) | UpstreamError::TlsUnsupported => "UF",
+            UpstreamError::ConnectTimeout => "UF",
+            UpstreamError::Reset(_) => "UC",
+        }
+    }
+
     /// Envoy's `reset reason` words for the local reply body.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -150,6 +150,7 @@ fn cluster(name: &str, addr: SocketAddr, http2: bool) -> String {
 struct Proxy {
     http: SocketAddr,
     tcp: SocketAddr,
+    admin: SocketAddr,
     h1: Upstream,
     _stop: tokio::sync::oneshot::Sender<()>,
     _dir: tempfile::TempDir,
@@ -217,6 +218,7 @@ static_resources:
         .await
         .expect("the bootstrap is accepted");
     let data_path = app.data_path();
+    let admin = app.addrs().admin.expect("admin bound");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let _ = app
@@ -240,6 +242,7 @@ static_resources:
     Proxy {
         http: bound["http"],
         tcp: bound["tcp"],
+        admin,
         h1,
         _stop: stop,
         _dir: dir,
@@ -291,6 +294,34 @@ async fn http1_keep_alive_reuses_the_upstream_connection() {
         "one upstream connection carried every request: {conns:?}"
     );
     assert_eq!(p.h1.connections.load(Ordering::SeqCst), 1);
+
+    // Istio's standard metrics counted the five requests, with their bytes.
+    client.ready().await.unwrap();
+    let mut req = get("/stats/prometheus");
+    *req.uri_mut() = "/stats/prometheus".parse().unwrap();
+    let mut admin = h1_client(p.admin).await;
+    let resp = admin.send_request(req).await.unwrap();
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    let total = text
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"200\""))
+        .unwrap_or_else(|| panic!("no istio_requests_total for 200s:\n{text}"));
+    assert!(total.ends_with(" 5"), "{total}");
+    assert!(total.contains("request_protocol=\"http\""), "{total}");
+    let bytes = text
+        .lines()
+        .find(|l| l.starts_with("istio_response_bytes_sum{"))
+        .unwrap_or_else(|| panic!("no istio_response_bytes:\n{text}"));
+    // Each body is "GET /rN " (8 bytes).
+    assert!(bytes.ends_with(" 40"), "{bytes}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,5 +445,41 @@ async fn tcp_proxy_carries_bytes_both_ways() {
             .unwrap()
             .unwrap();
         assert_eq!(back, msg.as_bytes());
+    }
+    drop(s);
+    // The TCP metrics count the connection once it closed.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut admin = h1_client(p.admin).await;
+        let resp = admin.send_request(get("/stats/prometheus")).await.unwrap();
+        let text = String::from_utf8(
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap();
+        let closed = text
+            .lines()
+            .find(|l| l.starts_with("istio_tcp_connections_closed_total{"));
+        let sent = text
+            .lines()
+            .find(|l| l.starts_with("istio_tcp_sent_bytes_total{"));
+        if let (Some(closed), Some(sent)) = (closed, sent)
+            && closed.ends_with(" 1")
+        {
+            assert!(
+                sent.ends_with(&format!(" {}", 3 * "opaque bytes, round 0".len())),
+                "{sent}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no TCP metrics:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

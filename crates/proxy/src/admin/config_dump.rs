@@ -26,6 +26,8 @@ const ADMIN: &str = "type.googleapis.com/envoy.admin.v3.";
 
 /// The whole dump: bootstrap, clusters, listeners, routes, secrets, endpoints.
 pub fn dump(bootstrap: &Bootstrap, state: &XdsState) -> Result<Value, EnvoyJsonError> {
+    // One decoded descriptor pool for every resource of the dump.
+    let _pool = common::envoy_json::pool();
     Ok(json!({
         "configs": [
             {

@@ -19,7 +19,7 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 
-use super::{ConnInfo, apply, local_reply, millis};
+use super::{ConnInfo, apply, flagged, local_reply, millis};
 use crate::balance::Outcome;
 use crate::body::Body;
 use crate::cluster::{Cluster, Host, NoHost, PickInput, UpstreamProtocol};
@@ -45,6 +45,26 @@ const HOP_BY_HOP: &[&str] = &[
 /// Forwards `req` as `selected` says and returns the response to send
 /// downstream (the upstream's, or a local reply).
 pub async fn forward(
+    req: Request<Incoming>,
+    selected: &Selected<'_>,
+    new_path: Option<String>,
+    hcm: &Hcm,
+    dp: &Dataplane,
+    conn: &ConnInfo,
+    start: Instant,
+) -> (Response<Body>, Option<Arc<Cluster>>) {
+    let SelectedAction::Cluster(name) = selected.action else {
+        return (local_reply(500, ""), None);
+    };
+    let Some(cluster) = dp.clusters.get(name) else {
+        return (flagged(local_reply(503, ""), "NC"), None);
+    };
+    let resp = forward_to(req, selected, new_path, hcm, dp, conn, start, cluster).await;
+    (resp, Some(Arc::clone(cluster)))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward_to(
     mut req: Request<Incoming>,
     selected: &Selected<'_>,
     new_path: Option<String>,
@@ -52,13 +72,8 @@ pub async fn forward(
     dp: &Dataplane,
     conn: &ConnInfo,
     start: Instant,
+    cluster: &Arc<Cluster>,
 ) -> Response<Body> {
-    let SelectedAction::Cluster(name) = selected.action else {
-        return local_reply(500, "");
-    };
-    let Some(cluster) = dp.clusters.get(name) else {
-        return local_reply(503, "");
-    };
     let forward = selected.forward;
     let upgrade = hcm.websocket && is_websocket(req.headers());
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -133,17 +148,17 @@ pub async fn forward(
     {
         match body.collect().await {
             Ok(b) => Payload::Buffered(b.to_bytes()),
-            Err(_) => return local_reply(400, "downstream body read failed"),
+            Err(_) => return flagged(local_reply(400, "downstream body read failed"), "DPE"),
         }
     } else {
         Payload::Streaming(Some(body))
     };
 
     let template = Template {
-        method: parts.method.clone(),
+        method: parts.method,
         path,
         authority,
-        headers: parts.headers.clone(),
+        headers: parts.headers,
         http2,
     };
     for m in mirrors {
@@ -166,7 +181,7 @@ pub async fn forward(
 
     let attempt = Attempts {
         cluster,
-        template: &template,
+        template,
         conn,
         retry: retry.as_ref(),
         per_try,
@@ -176,7 +191,7 @@ pub async fn forward(
             Ok(r) => r,
             Err(_) => {
                 cluster.stats.rq_timeout.fetch_add(1, Ordering::Relaxed);
-                Err(local_reply(504, "upstream request timeout"))
+                Err(flagged(local_reply(504, "upstream request timeout"), "UT"))
             }
         },
         None => attempt.run(body).await,
@@ -310,29 +325,54 @@ struct Template {
 }
 
 impl Template {
+    /// The request, moving the headers out (for the last use).
+    fn take(&mut self, body: Body) -> Request<Body> {
+        let headers = std::mem::take(&mut self.headers);
+        let mut req = self.build_with(body, None, http::HeaderMap::new());
+        *req.headers_mut() = headers;
+        self.finish_headers(&mut req, &self.authority.clone());
+        req
+    }
+
     fn build(&self, body: Body, host_suffix: Option<&str>) -> Request<Body> {
         let authority = match host_suffix {
             Some(s) => format!("{}{s}", self.authority),
             None => self.authority.clone(),
         };
+        let mut req = self.build_with(body, Some(&authority), self.headers.clone());
+        self.finish_headers(&mut req, &authority);
+        req
+    }
+
+    fn finish_headers(&self, req: &mut Request<Body>, authority: &str) {
+        if self.http2 {
+            req.headers_mut().remove(header::HOST);
+        } else if let Ok(v) = HeaderValue::from_str(authority) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+
+    fn build_with(
+        &self,
+        body: Body,
+        authority: Option<&str>,
+        headers: http::HeaderMap,
+    ) -> Request<Body> {
+        let authority = authority.unwrap_or(&self.authority);
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
-        *req.headers_mut() = self.headers.clone();
+        *req.headers_mut() = headers;
         if self.http2 {
             *req.version_mut() = Version::HTTP_2;
             *req.uri_mut() = Uri::builder()
                 .scheme("http")
-                .authority(authority.as_str())
+                .authority(authority)
                 .path_and_query(self.path.as_str())
                 .build()
                 .unwrap_or_else(|_| Uri::from_static("/"));
-            req.headers_mut().remove(header::HOST);
         } else {
             *req.version_mut() = Version::HTTP_11;
             *req.uri_mut() = self.path.parse().unwrap_or_else(|_| Uri::from_static("/"));
-            if let Ok(v) = HeaderValue::from_str(&authority) {
-                req.headers_mut().insert(header::HOST, v);
-            }
         }
         req
     }
@@ -341,7 +381,7 @@ impl Template {
 /// The attempts of one request.
 struct Attempts<'a> {
     cluster: &'a Arc<Cluster>,
-    template: &'a Template,
+    template: Template,
     conn: &'a ConnInfo,
     retry: Option<&'a RetryPolicy>,
     per_try: Option<Duration>,
@@ -368,7 +408,7 @@ impl Drop for InFlight<'_> {
 }
 
 impl Attempts<'_> {
-    async fn run(&self, mut body: Payload) -> Result<Response<Body>, Response<Body>> {
+    async fn run(mut self, mut body: Payload) -> Result<Response<Body>, Response<Body>> {
         let cluster = self.cluster;
         let max_attempts = 1 + self.retry.map_or(0, |r| r.num_retries);
         let mut tried: Vec<Arc<Host>> = Vec::new();
@@ -398,7 +438,7 @@ impl Attempts<'_> {
                 Ok(h) => h,
                 Err(NoHost::Empty | NoHost::NoOriginalDst) => {
                     cluster.stats.no_healthy.fetch_add(1, Ordering::Relaxed);
-                    return Err(local_reply(503, "no healthy upstream"));
+                    return Err(flagged(local_reply(503, "no healthy upstream"), "UH"));
                 }
             };
             if cluster.stats.rq_active.load(Ordering::Relaxed) >= cluster.limits.max_requests {
@@ -415,7 +455,12 @@ impl Attempts<'_> {
                 cluster,
                 host: &host,
             };
-            let req = self.template.build(req_body, None);
+            // The last attempt takes the template's headers instead of a copy.
+            let req = if n + 1 == max_attempts {
+                self.template.take(req_body)
+            } else {
+                self.template.build(req_body, None)
+            };
             let send = upstream::send(cluster, &host, req, self.template.http2);
             let outcome = match self.per_try {
                 Some(t) => match tokio::time::timeout(t, send).await {
@@ -474,30 +519,41 @@ impl Attempts<'_> {
             return match outcome {
                 Attempt::Response(r) => Ok(r),
                 Attempt::Failed(UpstreamError::Overflow) => Err(overflow()),
-                Attempt::Failed(e) => Err(local_reply(
-                    503,
-                    &format!(
-                        "upstream connect error or disconnect/reset before headers. reset reason: {}",
-                        e.reason()
+                Attempt::Failed(e) => Err(flagged(
+                    local_reply(
+                        503,
+                        &format!(
+                            "upstream connect error or disconnect/reset before headers. reset reason: {}",
+                            e.reason()
+                        ),
                     ),
+                    e.flags(),
                 )),
-                Attempt::PerTryTimeout => Err(local_reply(504, "upstream request timeout")),
+                Attempt::PerTryTimeout => {
+                    Err(flagged(local_reply(504, "upstream request timeout"), "UT"))
+                }
             };
         }
         if retrying {
             cluster.stats.rq_retry_active(-1);
         }
-        Err(local_reply(
-            503,
-            "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+        Err(flagged(
+            local_reply(
+                503,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+            ),
+            "UC",
         ))
     }
 }
 
 fn overflow() -> Response<Body> {
-    let mut r = local_reply(
-        503,
-        "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+    let mut r = flagged(
+        local_reply(
+            503,
+            "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+        ),
+        "UO",
     );
     r.headers_mut()
         .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
