@@ -23,6 +23,8 @@ use crate::admin::{self, Admin};
 use crate::bootstrap::{AdsTarget, Bootstrap, BootstrapError, Endpoint};
 use crate::config::Config;
 use crate::dataplane::Statics;
+use crate::identity::{CertManager, IdentityConfig, TokenSource};
+use crate::secrets::Secrets;
 use crate::server::{self, DataPath};
 use crate::xds::{self, Handlers, XdsConfig, XdsStore};
 
@@ -70,6 +72,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The workload identity cannot be set up from the flags.
+    #[error("{0}")]
+    Identity(String),
     /// The admin server failed while running.
     #[error("the admin server on {addr} failed: {source}")]
     AdminServe {
@@ -89,6 +94,7 @@ pub struct App {
     handlers: Handlers,
     store: XdsStore,
     data_path: Arc<DataPath>,
+    identity: Option<Arc<CertManager>>,
     admin_listener: Option<TcpListener>,
     log: Option<LogHandle>,
 }
@@ -158,6 +164,7 @@ impl App {
                 .collect(),
         };
         let telemetry = crate::telemetry::Telemetry::from_node(&bootstrap.node);
+        let identity = identity(&config, &bootstrap)?;
         Ok(App {
             config,
             bootstrap,
@@ -171,7 +178,8 @@ impl App {
                 ..Handlers::default()
             },
             store: XdsStore::new(),
-            data_path: DataPath::new(statics, telemetry),
+            data_path: DataPath::new(statics, telemetry, Arc::new(Secrets::new(identity.clone()))),
+            identity,
             admin_listener,
             log: None,
         })
@@ -236,6 +244,11 @@ impl App {
         let client = self
             .xds
             .map(|config| xds::spawn(config, self.store.clone(), self.handlers));
+        if let Some(identity) = &self.identity {
+            let identity = Arc::clone(identity);
+            let stopped = stop.clone();
+            tokio::spawn(async move { identity.run(stopped.stopped()).await });
+        }
         let data_path = tokio::spawn(server::run(
             Arc::clone(&self.data_path),
             self.store.clone(),
@@ -299,6 +312,48 @@ impl App {
             }
         }
     }
+}
+
+/// The workload identity when `--ca-addr` is given: the SPIFFE id from the
+/// node's `NAMESPACE` and `SERVICE_ACCOUNT` metadata.
+fn identity(config: &Config, bootstrap: &Bootstrap) -> Result<Option<Arc<CertManager>>, Error> {
+    let Some(ca_addr) = &config.ca_addr else {
+        return Ok(None);
+    };
+    let meta = |key: &str| {
+        bootstrap
+            .node
+            .metadata
+            .as_ref()
+            .and_then(|m| m.fields.get(key))
+            .and_then(|v| match &v.kind {
+                Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => {
+                    Some(s.clone())
+                }
+                _ => None,
+            })
+    };
+    let (Some(ns), Some(sa)) = (meta("NAMESPACE"), meta("SERVICE_ACCOUNT")) else {
+        return Err(Error::Identity(
+            "--ca-addr needs the workload's namespace and service account: set node.metadata \
+             NAMESPACE and SERVICE_ACCOUNT in the bootstrap"
+                .into(),
+        ));
+    };
+    let root = std::fs::read(&config.ca_root_cert).map_err(|e| {
+        Error::Identity(format!(
+            "cannot read the CA root {} (--ca-root-cert): {e}",
+            config.ca_root_cert.display()
+        ))
+    })?;
+    let spiffe = format!("spiffe://{}/ns/{ns}/sa/{sa}", config.trust_domain);
+    let identity = IdentityConfig::new(
+        ca_addr.clone(),
+        root,
+        TokenSource::File(config.token_file.clone()),
+        spiffe,
+    );
+    Ok(Some(Arc::new(CertManager::new(identity))))
 }
 
 /// The ADS client's settings from the bootstrap's ADS target and node.

@@ -274,9 +274,10 @@ pub struct Cluster {
     pub limits: Limits,
     /// `upstream_bind_config.source_address`.
     pub bind_source: Option<IpAddr>,
-    /// Whether the cluster has a TLS transport socket (not carried yet: such
-    /// connections fail with a log line rather than going out in plaintext).
-    pub tls: bool,
+    /// The cluster's TLS origination (`UpstreamTlsContext`), when it has one.
+    pub tls: Option<crate::secrets::ClientTls>,
+    /// Where its certificates come from (set for TLS clusters).
+    pub secrets: Option<Arc<crate::secrets::Secrets>>,
     /// Whether `ORIGINAL_DST` honours `x-envoy-original-dst-host`.
     pub use_http_header: bool,
     /// The destination service of an Istio cluster name
@@ -334,7 +335,9 @@ impl Cluster {
         proto: Arc<ClusterProto>,
         assignment: Option<Arc<ClusterLoadAssignment>>,
         previous: Option<&Cluster>,
+        secrets: &Arc<crate::secrets::Secrets>,
     ) -> Result<Cluster, String> {
+        let tls = client_tls(&proto)?;
         let discovery = discovery(&proto)?;
         let balancer = balancer_config(&proto)?;
         let outlier = proto
@@ -419,7 +422,8 @@ impl Cluster {
             max_requests_per_connection: max_per_conn,
             limits,
             bind_source,
-            tls: proto.transport_socket.is_some(),
+            secrets: tls.as_ref().map(|_| Arc::clone(secrets)),
+            tls,
             use_http_header,
             service: service_of(&proto.name),
             stats: ClusterStats::default(),
@@ -580,6 +584,7 @@ impl crate::xds::Handler<ClusterProto> for ClusterValidator {
         discovery(resource)?;
         balancer_config(resource)?;
         protocol_options(resource)?;
+        client_tls(resource)?;
         Ok(())
     }
 }
@@ -603,6 +608,7 @@ impl ClusterSet {
             ),
         >,
         previous: Option<&ClusterSet>,
+        secrets: &Arc<crate::secrets::Secrets>,
     ) -> (ClusterSet, Vec<String>) {
         let mut out = HashMap::new();
         let mut errors = Vec::new();
@@ -614,7 +620,7 @@ impl ClusterSet {
                 out.insert(proto.name.clone(), Arc::clone(prev));
                 continue;
             }
-            match Cluster::build(Arc::clone(proto), cla.cloned(), prev.map(|p| &**p)) {
+            match Cluster::build(Arc::clone(proto), cla.cloned(), prev.map(|p| &**p), secrets) {
                 Ok(c) => {
                     out.insert(proto.name.clone(), Arc::new(c));
                 }
@@ -831,6 +837,15 @@ pub fn host_addr(a: &Address) -> Option<HostAddr> {
         }
         address::Address::Pipe(p) => Some(HostAddr::Pipe(PathBuf::from(&p.path))),
         _ => None,
+    }
+}
+
+fn client_tls(proto: &ClusterProto) -> Result<Option<crate::secrets::ClientTls>, String> {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    match proto.transport_socket.as_ref().map(|t| &t.config_type) {
+        None => Ok(None),
+        Some(Some(ConfigType::TypedConfig(any))) => crate::secrets::client_tls(any).map(Some),
+        Some(None) => Err("transport_socket: typed_config missing".into()),
     }
 }
 

@@ -117,6 +117,34 @@ pub struct Config {
     /// (Envoy's --admin-address-path); useful with port 0 in the bootstrap.
     #[arg(long, env = "PROXY_ADMIN_ADDRESS_PATH", value_name = "FILE")]
     pub admin_address_path: Option<PathBuf>,
+    /// The mesh CA (citadel, or istiod's CA) to get this workload's certificate
+    /// from, as istio-agent does (`CA_ADDR`); e.g. `citadel.istio-system:15012`.
+    /// It serves the `default` and `ROOTCA` secrets that ISTIO_MUTUAL clusters
+    /// and mTLS listener chains name from the `sds-grpc` cluster. Without it,
+    /// such clusters and chains carry no traffic (and say why in the log).
+    #[arg(long, env = "CA_ADDR", value_name = "HOST:PORT")]
+    pub ca_addr: Option<String>,
+    /// PEM roots that verify the CA's serving certificate.
+    #[arg(
+        long,
+        env = "PROXY_CA_ROOT_CERT",
+        value_name = "FILE",
+        default_value = "/var/run/secrets/istio/root-cert.pem"
+    )]
+    pub ca_root_cert: PathBuf,
+    /// The service account token sent to the CA (read on every request).
+    #[arg(
+        long,
+        env = "PROXY_TOKEN_FILE",
+        value_name = "FILE",
+        default_value = "/var/run/secrets/tokens/istio-token"
+    )]
+    pub token_file: PathBuf,
+    /// The trust domain of this workload's SPIFFE id
+    /// (`spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT`, the last two
+    /// from the bootstrap's node metadata).
+    #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
 }
 
 impl Config {
@@ -133,6 +161,10 @@ impl Config {
             service_cluster: None,
             service_node: None,
             admin_address_path: None,
+            ca_addr: None,
+            ca_root_cert: PathBuf::from("/var/run/secrets/istio/root-cert.pem"),
+            token_file: PathBuf::from("/var/run/secrets/tokens/istio-token"),
+            trust_domain: "cluster.local".to_owned(),
         }
     }
 

@@ -46,7 +46,12 @@ pub struct Dataplane {
 impl Dataplane {
     /// Compiles `state` and `statics`, reusing what `previous` compiled from
     /// the same resources.
-    pub fn build(state: &XdsState, statics: &Statics, previous: &Dataplane) -> Dataplane {
+    pub fn build(
+        state: &XdsState,
+        statics: &Statics,
+        previous: &Dataplane,
+        secrets: &Arc<crate::secrets::Secrets>,
+    ) -> Dataplane {
         let mut errors = Vec::new();
         let clusters = statics
             .clusters
@@ -56,7 +61,8 @@ impl Dataplane {
                 let cla = eds_name(c).and_then(|n| state.endpoints.get(n));
                 (c, cla)
             });
-        let (clusters, cluster_errors) = ClusterSet::build(clusters, Some(&previous.clusters));
+        let (clusters, cluster_errors) =
+            ClusterSet::build(clusters, Some(&previous.clusters), secrets);
         errors.extend(cluster_errors);
 
         let mut routes = HashMap::new();

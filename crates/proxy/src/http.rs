@@ -97,6 +97,8 @@ pub struct ConnInfo {
     pub dst: SocketAddr,
     /// Whether the listener is inbound (`virtualInbound`).
     pub inbound: bool,
+    /// The peer's SPIFFE id, when it presented a mesh certificate (mTLS).
+    pub peer_identity: Option<String>,
 }
 
 /// Envoy's response flags of a local reply (`NR`, `UH`, `UF`, ...), carried
@@ -232,12 +234,22 @@ fn request_series(
     let (host, name, namespace) = cluster.map(|c| c.service.clone()).unwrap_or_default();
     telemetry.request_series(&RequestKey {
         reporter: telemetry.reporter(conn.inbound),
-        peer: Peer::unknown(),
+        peer: match &conn.peer_identity {
+            Some(id) => Arc::new(Peer {
+                principal: id.clone(),
+                ..Peer::default()
+            }),
+            None => Peer::unknown(),
+        },
         destination_service: host,
         destination_service_name: name,
         destination_service_namespace: namespace,
         request_protocol: if grpc { Protocol::Grpc } else { Protocol::Http },
-        connection_security_policy: Security::None,
+        connection_security_policy: if conn.peer_identity.is_some() {
+            Security::MutualTls
+        } else {
+            Security::None
+        },
     })
 }
 

@@ -5,9 +5,13 @@
 //! ([`TcpProxy`]). [`ListenerConfig::select_chain`] picks the chain for a
 //! connection with Envoy's filter chain matching order.
 //!
+//! A chain's `transport_socket` (`DownstreamTlsContext` with SDS secrets) is
+//! compiled into [`crate::secrets::ServerTls`]; the TLS itself is terminated
+//! when a connection picks the chain.
+//!
 //! What the data path cannot carry is refused by [`compile`] with the field's
 //! path, so the xDS client NACKs it and keeps the last good listener:
-//! downstream TLS (`transport_socket`), network filters other than the HTTP
+//! inline certificates, network filters other than the HTTP
 //! connection manager and the TCP proxy, HTTP filters other than `fault`,
 //! `cors` and `router`, listener filters other than `tls_inspector`,
 //! `original_dst` and `http_inspector`, and non-TCP listeners.
@@ -54,6 +58,11 @@ pub struct ListenerConfig {
     /// `traffic_direction: INBOUND` (Istio's `virtualInbound`): its requests
     /// are reported as the destination's.
     pub inbound: bool,
+    /// Whether connections are inspected for TLS (the `tls_inspector`
+    /// listener filter, or chains matching on transport, SNI or ALPN), and
+    /// how long to wait for the first bytes (`listener_filters_timeout`,
+    /// default 15 s; past it the connection is plain text).
+    pub inspect: Option<Duration>,
     /// The filter chains in order.
     pub chains: Vec<Arc<Chain>>,
     /// `default_filter_chain`.
@@ -68,6 +77,8 @@ pub struct Chain {
     /// The chain's name.
     pub name: String,
     matcher: ChainMatch,
+    /// TLS termination (`transport_socket`), when the chain has it.
+    pub tls: Option<crate::secrets::ServerTls>,
     /// What carries the connection.
     pub filter: NetworkFilter,
 }
@@ -385,6 +396,7 @@ pub fn compile(proto: Arc<Listener>) -> Result<ListenerConfig, Vec<String>> {
         }
     };
     let mut original_dst_filter = false;
+    let mut tls_inspector = false;
     for (i, lf) in proto.listener_filters.iter().enumerate() {
         let type_url = match &lf.config_type {
             Some(listener_filter::ConfigType::TypedConfig(any)) => any.type_url.as_str(),
@@ -393,11 +405,9 @@ pub fn compile(proto: Arc<Listener>) -> Result<ListenerConfig, Vec<String>> {
         let name = lf.name.as_str();
         if name.contains("original_dst") || type_url.ends_with(".OriginalDst") {
             original_dst_filter = true;
-        } else if name.contains("tls_inspector")
-            || type_url.ends_with(".TlsInspector")
-            || name.contains("http_inspector")
-            || type_url.ends_with(".HttpInspector")
-        {
+        } else if name.contains("tls_inspector") || type_url.ends_with(".TlsInspector") {
+            tls_inspector = true;
+        } else if name.contains("http_inspector") || type_url.ends_with(".HttpInspector") {
             // SNI and ALPN are read when a chain asks for them.
         } else {
             errors.push(format!(
@@ -431,7 +441,21 @@ pub fn compile(proto: Arc<Listener>) -> Result<ListenerConfig, Vec<String>> {
     if !errors.is_empty() {
         return Err(errors);
     }
+    let matches_tls = chains.iter().chain(default_chain.iter()).any(|c| {
+        c.matcher.transport.is_some()
+            || !c.matcher.server_names.is_empty()
+            || !c.matcher.alpn.is_empty()
+    });
+    let inspect = (tls_inspector || matches_tls).then(|| {
+        proto
+            .listener_filters_timeout
+            .as_ref()
+            .map(duration)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(15))
+    });
     Ok(ListenerConfig {
+        inspect,
         name: proto.name.clone(),
         addr,
         bind: proto.bind_to_port.is_none_or(|b| b.value),
@@ -508,13 +532,24 @@ fn chain(c: &FilterChain) -> Result<Chain, Vec<String>> {
         }
         None => ChainMatch::default(),
     };
-    if c.transport_socket.is_some() {
-        errors.push(
-            "transport_socket: downstream TLS not supported yet; serve this port in plaintext \
-             or use Envoy for it"
-                .into(),
-        );
-    }
+    let tls = match c.transport_socket.as_ref().map(|t| &t.config_type) {
+        None => None,
+        Some(Some(
+            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+                any,
+            ),
+        )) => match crate::secrets::server_tls(any) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+        Some(None) => {
+            errors.push("transport_socket: typed_config missing".into());
+            None
+        }
+    };
     let filter = match c.filters.as_slice() {
         [] => {
             errors.push("filters: a chain needs an HTTP connection manager or a TCP proxy".into());
@@ -542,6 +577,7 @@ fn chain(c: &FilterChain) -> Result<Chain, Vec<String>> {
         Some(filter) if errors.is_empty() => Ok(Chain {
             name: c.name.clone(),
             matcher,
+            tls,
             filter,
         }),
         _ => Err(errors),

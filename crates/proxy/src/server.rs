@@ -25,7 +25,9 @@ use tokio::task::JoinHandle;
 
 use crate::dataplane::{Dataplane, Statics};
 use crate::http::{self, ConnInfo, HttpStats};
+use crate::inspect::{self, Detected};
 use crate::listener::{ConnFacts, NetworkFilter};
+use crate::secrets::Secrets;
 use crate::telemetry::Telemetry;
 use crate::xds::{XdsState, XdsStore};
 
@@ -36,18 +38,26 @@ pub struct DataPath {
     statics: Statics,
     /// Istio's standard metrics of this proxy.
     pub telemetry: Telemetry,
+    /// Certificates for TLS chains and clusters.
+    pub secrets: Arc<Secrets>,
     bound: Mutex<HashMap<String, SocketAddr>>,
     http_stats: Mutex<HashMap<String, Arc<HttpStats>>>,
 }
 
 impl DataPath {
     /// An empty data path over the bootstrap's static resources.
-    pub fn new(statics: Statics, telemetry: Telemetry) -> Arc<DataPath> {
-        let empty = Dataplane::build(&XdsState::default(), &statics, &Dataplane::default());
+    pub fn new(statics: Statics, telemetry: Telemetry, secrets: Arc<Secrets>) -> Arc<DataPath> {
+        let empty = Dataplane::build(
+            &XdsState::default(),
+            &statics,
+            &Dataplane::default(),
+            &secrets,
+        );
         Arc::new(DataPath {
             current: ArcSwap::from_pointee(empty),
             statics,
             telemetry,
+            secrets,
             bound: Mutex::default(),
             http_stats: Mutex::default(),
         })
@@ -61,7 +71,13 @@ impl DataPath {
     /// Recompiles from `state` and publishes the result.
     pub fn update(&self, state: &XdsState) -> Arc<Dataplane> {
         let previous = self.current.load_full();
-        let next = Arc::new(Dataplane::build(state, &self.statics, &previous));
+        self.secrets.set_xds(state.secrets.clone());
+        let next = Arc::new(Dataplane::build(
+            state,
+            &self.statics,
+            &previous,
+            &self.secrets,
+        ));
         for e in &next.errors {
             tracing::warn!("data path: {e}");
         }
@@ -191,29 +207,75 @@ async fn dispatch(path: Arc<DataPath>, name: String, stream: TcpStream, peer: So
     {
         listener = target;
     }
+    let detected = match listener.inspect {
+        Some(wait) => inspect::detect(&stream, wait).await,
+        None => Detected::Plain,
+    };
+    let (transport, hello) = match &detected {
+        Detected::Tls(hello) => ("tls", Some(hello)),
+        Detected::Plain => ("raw_buffer", None),
+    };
+    let no_alpn: Vec<String> = Vec::new();
+    let offered = hello.map_or(&no_alpn, |h| &h.alpn);
     let facts = ConnFacts {
         dst,
         src: peer,
-        server_name: None,
-        transport: "raw_buffer",
-        alpn: &[],
+        server_name: hello.and_then(|h| h.sni.as_deref()),
+        transport,
+        alpn: offered,
     };
     let Some(chain) = listener.select_chain(&facts) else {
         tracing::debug!(listener = %listener.name, %dst, "no filter chain matches; closing");
         return;
     };
-    let conn = ConnInfo {
+    let mut conn = ConnInfo {
         peer,
         dst,
         inbound: listener.inbound,
+        peer_identity: None,
     };
-    match &chain.filter {
+    let Some(tls) = &chain.tls else {
+        serve(stream, conn, &chain.filter, &path, &dp).await;
+        return;
+    };
+    // Negotiate only protocols the client offered (Envoy ignores a mismatch;
+    // rustls would refuse the handshake).
+    let mut tls = tls.clone();
+    tls.alpn.retain(|p| offered.contains(p));
+    let config = match path.secrets.server_config(&tls) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(listener = %listener.name, chain = %chain.name, "cannot terminate TLS: {e}");
+            return;
+        }
+    };
+    match tokio_rustls::TlsAcceptor::from(config).accept(stream).await {
+        Ok(stream) => {
+            conn.peer_identity = crate::identity::tls::peer_identity(stream.get_ref().1);
+            serve(stream, conn, &chain.filter, &path, &dp).await;
+        }
+        Err(e) => {
+            tracing::debug!(listener = %listener.name, %peer, "TLS handshake failed: {e}");
+        }
+    }
+}
+
+async fn serve<S>(
+    stream: S,
+    conn: ConnInfo,
+    filter: &NetworkFilter,
+    path: &Arc<DataPath>,
+    dp: &Arc<Dataplane>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match filter {
         NetworkFilter::Http(hcm) => {
-            http::serve(stream, conn, Arc::clone(hcm), Arc::clone(&path)).await
+            http::serve(stream, conn, Arc::clone(hcm), Arc::clone(path)).await;
         }
         NetworkFilter::Tcp(tp) => {
             let telemetry = path.telemetry.clone();
-            crate::tcp::proxy(stream, conn, Arc::clone(tp), Arc::clone(&dp), telemetry).await;
+            crate::tcp::proxy(stream, conn, Arc::clone(tp), Arc::clone(dp), telemetry).await;
         }
     }
 }

@@ -22,13 +22,15 @@ use tokio::net::{TcpSocket, TcpStream, UnixStream};
 use crate::body::Body;
 use crate::cluster::{Cluster, Host, HostAddr};
 
-/// A connected upstream stream: TCP or a Unix socket.
+/// A connected upstream stream: TCP, a Unix socket, or TLS over TCP.
 #[derive(Debug)]
 pub enum Stream {
     /// TCP.
     Tcp(TcpStream),
     /// Unix domain socket.
     Unix(UnixStream),
+    /// TLS (the cluster's `UpstreamTlsContext`) over TCP.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl AsyncRead for Stream {
@@ -40,6 +42,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -53,6 +56,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -60,6 +64,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -67,6 +72,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 
@@ -78,6 +84,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -85,6 +92,7 @@ impl AsyncWrite for Stream {
         match self {
             Stream::Tcp(s) => s.is_write_vectored(),
             Stream::Unix(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
         }
     }
 }
@@ -101,9 +109,12 @@ pub enum UpstreamError {
     /// The connection was not made within `connect_timeout`.
     #[error("connection timeout")]
     ConnectTimeout,
-    /// The cluster needs TLS, which the proxy does not carry yet.
-    #[error("upstream TLS (transport_socket) not supported yet")]
-    TlsUnsupported,
+    /// The cluster's TLS cannot be set up (no certificate yet, bad secret).
+    #[error("TLS not available: {0}")]
+    TlsUnavailable(String),
+    /// The TLS handshake failed (e.g. the server's identity is not allowed).
+    #[error("TLS error: {0}")]
+    Tls(io::Error),
     /// The connection was reset or closed before the response headers.
     #[error("connection termination: {0}")]
     Reset(hyper::Error),
@@ -114,7 +125,9 @@ impl UpstreamError {
     pub fn flags(&self) -> &'static str {
         match self {
             UpstreamError::Overflow => "UO",
-            UpstreamError::Connect(_) | UpstreamError::TlsUnsupported => "UF",
+            UpstreamError::Connect(_)
+            | UpstreamError::TlsUnavailable(_)
+            | UpstreamError::Tls(_) => "UF",
             UpstreamError::ConnectTimeout => "UF",
             UpstreamError::Reset(_) => "UC",
         }
@@ -124,7 +137,10 @@ impl UpstreamError {
     pub fn reason(&self) -> &'static str {
         match self {
             UpstreamError::Overflow => "overflow",
-            UpstreamError::Connect(_) | UpstreamError::TlsUnsupported => "connection failure",
+            UpstreamError::Connect(_) => "connection failure",
+            UpstreamError::TlsUnavailable(_) | UpstreamError::Tls(_) => {
+                "connection failure, transport failure reason: TLS error"
+            }
             UpstreamError::ConnectTimeout => "connection timeout",
             UpstreamError::Reset(_) => "connection termination",
         }
@@ -167,17 +183,23 @@ pub async fn connect(
     cluster: &Arc<Cluster>,
     host: &Host,
 ) -> Result<(Stream, ConnGuard), UpstreamError> {
-    if cluster.tls {
-        tracing::warn!(
-            cluster = %cluster.name,
-            "upstream TLS is not supported yet; refusing to connect in plaintext"
-        );
-        cluster
-            .stats
-            .cx_connect_fail
-            .fetch_add(1, Ordering::Relaxed);
-        return Err(UpstreamError::TlsUnsupported);
-    }
+    let tls = match (&cluster.tls, &cluster.secrets) {
+        (None, _) => None,
+        (Some(t), Some(secrets)) => match secrets.client_config(t) {
+            Ok(config) => Some((config, t.sni.clone())),
+            Err(e) => {
+                tracing::warn!(cluster = %cluster.name, "upstream TLS: {e}");
+                cluster
+                    .stats
+                    .cx_connect_fail
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(UpstreamError::TlsUnavailable(e));
+            }
+        },
+        (Some(_), None) => {
+            return Err(UpstreamError::TlsUnavailable("no secret provider".into()));
+        }
+    };
     let guard = ConnGuard::new(cluster)?;
     let attempt = async {
         match &host.addr {
@@ -195,6 +217,25 @@ pub async fn connect(
             HostAddr::Pipe(path) => UnixStream::connect(path).await.map(Stream::Unix),
         }
     };
+    let attempt = async {
+        let stream = attempt.await.map_err(UpstreamError::Connect)?;
+        match (tls, stream) {
+            (Some((config, sni)), Stream::Tcp(tcp)) => {
+                // The server's identity is checked by its SPIFFE URI SAN, not
+                // by SNI (Istio's SNI is `outbound_.PORT_.SUBSET_.HOST`).
+                let name = rustls::pki_types::ServerName::try_from(sni).unwrap_or_else(|_| {
+                    rustls::pki_types::ServerName::try_from("mesh.invalid")
+                        .expect("a valid DNS name")
+                });
+                tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await
+                    .map(|s| Stream::Tls(Box::new(s)))
+                    .map_err(UpstreamError::Tls)
+            }
+            (_, s) => Ok(s),
+        }
+    };
     match tokio::time::timeout(cluster.connect_timeout, attempt).await {
         Ok(Ok(s)) => Ok((s, guard)),
         Ok(Err(e)) => {
@@ -202,7 +243,8 @@ pub async fn connect(
                 .stats
                 .cx_connect_fail
                 .fetch_add(1, Ordering::Relaxed);
-            Err(UpstreamError::Connect(e))
+            tracing::debug!(cluster = %cluster.name, "upstream connection: {e}");
+            Err(e)
         }
         Err(_) => {
             cluster

@@ -36,6 +36,7 @@ use crate::xds::route::util::{ads, any, boolv, istio_duration, u32v};
 use crate::xds::{LISTENER, NamedResource};
 
 mod gateway;
+mod mtls;
 pub mod servers;
 mod sidecar;
 

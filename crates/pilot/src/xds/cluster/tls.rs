@@ -1,6 +1,6 @@
 //! Upstream TLS from a DestinationRule's `tls` (ClientTLSSettings), and the TLS
-//! pieces gateways' downstream contexts share (certificates, validation,
-//! SAN matchers, protocol versions).
+//! pieces downstream contexts share (gateways: certificates, validation, SAN
+//! matchers, protocol versions; sidecars' inbound mTLS: [`istio_mutual_common`]).
 //!
 //! - `DISABLE`: plain text.
 //! - `SIMPLE`: verify the server against `caCertificates` (a file), or the
@@ -87,23 +87,11 @@ pub fn upstream_context(tls: &ClientTlsSettings, up: Upstream<'_>) -> Option<Ups
     match mode {
         ClientTlsMode::Disable => return None,
         ClientTlsMode::IstioMutual => {
-            common.tls_certificate_sds_secret_configs = vec![sds_grpc("default")];
             let mut sans = tls.subject_alt_names.clone();
             if sans.is_empty() {
                 sans = service_identities(up.snapshot, up.service, up.port);
             }
-            common.validation_context_type =
-                Some(ValidationContextType::CombinedValidationContext(
-                    CombinedCertificateValidationContext {
-                        default_validation_context: Some(CertificateValidationContext {
-                            match_typed_subject_alt_names: san_matchers(&sans),
-                            ..Default::default()
-                        }),
-                        validation_context_sds_secret_config: Some(sds_grpc("ROOTCA")),
-                        ..Default::default()
-                    },
-                ));
-            common.alpn_protocols = ALPN_IN_MESH.iter().map(|s| s.to_string()).collect();
+            common = istio_mutual_common(&sans, ALPN_IN_MESH);
             if up.http2 {
                 common.alpn_protocols.push("h2".into());
             }
@@ -164,6 +152,28 @@ pub fn upstream_context(tls: &ClientTlsSettings, up: Upstream<'_>) -> Option<Ups
         sni,
         ..Default::default()
     })
+}
+
+/// The common TLS context of Istio's mesh mTLS, upstream (ISTIO_MUTUAL) and
+/// inbound (PeerAuthentication) alike: the workload certificate `default` and
+/// the trust bundle `ROOTCA` over SDS from `sds-grpc`, the peer's SANs checked
+/// against `sans` (none: any certificate the root signed), ALPN `alpn`.
+pub fn istio_mutual_common(sans: &[String], alpn: &[&str]) -> CommonTlsContext {
+    CommonTlsContext {
+        tls_certificate_sds_secret_configs: vec![sds_grpc("default")],
+        validation_context_type: Some(ValidationContextType::CombinedValidationContext(
+            CombinedCertificateValidationContext {
+                default_validation_context: Some(CertificateValidationContext {
+                    match_typed_subject_alt_names: san_matchers(sans),
+                    ..Default::default()
+                }),
+                validation_context_sds_secret_config: Some(sds_grpc("ROOTCA")),
+                ..Default::default()
+            },
+        )),
+        alpn_protocols: alpn.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
 }
 
 /// The SPIFFE identities of a service's endpoints on a port.

@@ -11,18 +11,22 @@
 //!   destinations of the first `tcp`/`tls` rule of a VirtualService bound to
 //!   `mesh` for it; without HTTP services, the catch-all chain goes to a TCP
 //!   service without VIPs, else passthrough/blackhole.
-//! - `virtualInbound` (0.0.0.0:15006, `original_dst` listener filter): a chain
-//!   per inbound port (HTTP: connection manager with an inline route to
-//!   `inbound|PORT||`; TCP: TCP proxy), then InboundPassthroughCluster.
+//! - `virtualInbound` (0.0.0.0:15006, `original_dst` listener filter, and
+//!   `tls_inspector` when a chain matches on the transport): chains per
+//!   inbound port (HTTP: connection manager with an inline route to
+//!   `inbound|PORT||`; TCP: TCP proxy), then InboundPassthroughCluster; mTLS,
+//!   plaintext or both per the port's PeerAuthentication mode ([`mtls`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::host;
 use common::istio::networking::{OutboundTrafficMode, RouteDestination};
+use common::istio::security::MutualTlsMode;
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 
+use super::mtls::{self, InboundMtls};
 use super::{
     Routes, chain, host_range, http_connection_manager, original_dst, tcp_proxy, tls_inspector,
 };
@@ -291,13 +295,16 @@ pub fn l4_clusters(
 }
 
 fn virtual_inbound(scope: &Scope<'_>) -> Listener {
+    let mtls = InboundMtls::of(scope.snapshot, scope.proxy);
     let mut chains = vec![chain(
         "virtualInbound-blackhole",
         port_match(INBOUND_PORT),
         tcp_proxy(BLACKHOLE_CLUSTER, &[(BLACKHOLE_CLUSTER.into(), 1)], None),
     )];
+    let mut covered = BTreeSet::from([INBOUND_PORT]);
+    let mut plaintext_ports = BTreeSet::new();
     for p in scope.inbound_ports() {
-        if p.port == INBOUND_PORT {
+        if !covered.insert(p.port) {
             continue;
         }
         let cluster = inbound_name(p.port);
@@ -318,25 +325,56 @@ fn virtual_inbound(scope: &Scope<'_>) -> Listener {
         } else {
             tcp_proxy(&cluster, &[(cluster.clone(), 1)], None)
         };
-        chains.push(chain(
+        let mode = mtls.port(p.port);
+        if mode == MutualTlsMode::Disable {
+            plaintext_ports.insert(p.port);
+        }
+        chains.extend(mtls::chains(
             &format!("0.0.0.0_{}", p.port),
             port_match(p.port),
+            mode,
+            p.protocol.is_http(),
             filter,
         ));
     }
-    chains.push(chain(
+    let passthrough = tcp_proxy(
+        INBOUND_PASSTHROUGH_CLUSTER,
+        &[(INBOUND_PASSTHROUGH_CLUSTER.into(), 1)],
+        None,
+    );
+    // `portLevelMtls` on a port no inbound port covers still governs the
+    // traffic passed through on it (Istio's `ForPassthrough`).
+    for (port, mode) in mtls.ports.iter().filter(|(p, _)| !covered.contains(*p)) {
+        if *mode == MutualTlsMode::Disable {
+            plaintext_ports.insert(*port);
+        }
+        chains.extend(mtls::chains(
+            &format!("virtualInbound-catchall-tcp_{port}"),
+            port_match(*port),
+            *mode,
+            false,
+            passthrough.clone(),
+        ));
+    }
+    chains.extend(mtls::chains(
         "virtualInbound-catchall-tcp",
         None,
-        tcp_proxy(
-            INBOUND_PASSTHROUGH_CLUSTER,
-            &[(INBOUND_PASSTHROUGH_CLUSTER.into(), 1)],
-            None,
-        ),
+        mtls.workload,
+        false,
+        passthrough,
     ));
+    let mut listener_filters = vec![original_dst()];
+    let inspect = mtls::needs_inspector(&chains);
+    if inspect {
+        listener_filters.push(mtls::inspector(&plaintext_ports));
+    }
     Listener {
         name: "virtualInbound".into(),
         address: Some(socket_address("0.0.0.0", INBOUND_PORT)),
-        listener_filters: vec![original_dst()],
+        listener_filters,
+        // A client that sends nothing (server-first protocols) is matched
+        // without the inspector's verdict once its timeout passes, as Istio.
+        continue_on_listener_filters_timeout: inspect,
         filter_chains: chains,
         traffic_direction: TrafficDirection::Inbound as i32,
         ..Default::default()

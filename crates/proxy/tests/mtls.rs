@@ -1,0 +1,455 @@
+//! Mutual TLS between two proxies with verified SPIFFE identities, end to
+//! end: a real citadel issues each proxy its workload certificate
+//! (`--ca-addr`, a service account token, the node's namespace and service
+//! account); the client proxy's cluster originates ISTIO_MUTUAL TLS (SDS
+//! `default`/`ROOTCA` from `sds-grpc`, the server's SPIFFE id as the only
+//! accepted SAN); the server proxy's listener chain terminates it, requiring
+//! a client certificate (STRICT). The app behind the server sees the request;
+//! the server's metrics name the client's SPIFFE id and `mutual_tls`; a
+//! plaintext client is refused; a client that expects another identity gets a
+//! 503.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use citadel::app::{App as Citadel, Config as CitadelConfig};
+use citadel::ca::KeyAlgorithm;
+use citadel::local_issuer::LocalIssuer;
+use common::runtime::{LogArgs, LogFormat};
+use proxy::app::App;
+use proxy::config::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const WAIT: Duration = Duration::from_secs(30);
+const SERVER_ID: &str = "spiffe://cluster.local/ns/default/sa/reviews";
+const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/productpage";
+
+fn citadel_config(key_dir: &Path) -> CitadelConfig {
+    CitadelConfig {
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        trust_domain: "cluster.local".into(),
+        key_dir: key_dir.to_path_buf(),
+        cacerts_dir: None,
+        key_algorithm: KeyAlgorithm::EcdsaP256,
+        jwks: None,
+        jwks_ca_file: None,
+        jwks_token_file: None,
+        jwt_issuer: None,
+        jwt_audience: "istio-ca".into(),
+        token_review: false,
+        db_url: None,
+        max_cert_ttl: Duration::from_secs(24 * 3600),
+        default_cert_ttl: Duration::from_secs(24 * 3600),
+        root_ttl: Duration::from_secs(10 * 365 * 24 * 3600),
+        serving_hosts: vec!["localhost".into(), "127.0.0.1".into()],
+        log: LogArgs {
+            log_format: LogFormat::Text,
+            log_level: "warn".into(),
+        },
+    }
+}
+
+/// A one-response HTTP/1.1 app that names the request it saw.
+async fn app() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = "reviews app";
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+const HCM: &str = r#"
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: STAT
+          route_config:
+            name: local
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: CLUSTER }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"#;
+
+const SDS: &str = r#"
+          tls_certificate_sds_secret_configs:
+          - name: default
+            sds_config:
+              api_config_source:
+                api_type: GRPC
+                grpc_services: [{ envoy_grpc: { cluster_name: sds-grpc } }]
+                transport_api_version: V3
+              resource_api_version: V3"#;
+
+const SDS_ROOT: &str = r#"
+            validation_context_sds_secret_config:
+              name: ROOTCA
+              sds_config:
+                api_config_source:
+                  api_type: GRPC
+                  grpc_services: [{ envoy_grpc: { cluster_name: sds-grpc } }]
+                  transport_api_version: V3
+                resource_api_version: V3"#;
+
+fn node(sa: &str) -> String {
+    format!(
+        "node:\n  id: sidecar~127.0.0.1~{sa}-v1.default~default.svc.cluster.local\n  cluster: {sa}.default\n  metadata:\n    NAMESPACE: default\n    SERVICE_ACCOUNT: {sa}\n    WORKLOAD_NAME: {sa}-v1\n"
+    )
+}
+
+fn static_cluster(name: &str, addr: SocketAddr, tls: &str) -> String {
+    format!(
+        r#"
+  - name: {name}
+    type: STATIC
+    connect_timeout: 2s{tls}
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}"#,
+        port = addr.port()
+    )
+}
+
+/// The server sidecar: a STRICT mTLS listener in front of the app.
+fn server_bootstrap(app: SocketAddr) -> String {
+    format!(
+        r#"{node}admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+static_resources:
+  listeners:
+  - name: inbound
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    traffic_direction: INBOUND
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector
+    filter_chains:
+    - filter_chain_match: {{ transport_protocol: tls }}
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            alpn_protocols: [h2, http/1.1]{sds}
+            combined_validation_context:
+              default_validation_context: {{}}{root}
+      filters:{hcm}
+  clusters:{app}{sds_cluster}
+"#,
+        node = node("reviews"),
+        sds = SDS.replace("\n          ", "\n            "),
+        root = SDS_ROOT.replace("\n            ", "\n              "),
+        hcm = HCM.replace("STAT", "inbound").replace("CLUSTER", "app"),
+        app = static_cluster("app", app, ""),
+        sds_cluster = static_cluster("sds-grpc", "127.0.0.1:1".parse().unwrap(), ""),
+    )
+}
+
+/// The client sidecar: plain HTTP in, ISTIO_MUTUAL to the server out,
+/// accepting only `allowed` as the server's identity.
+fn client_bootstrap(server: SocketAddr, allowed: &str) -> String {
+    let tls = format!(
+        r#"
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: outbound_.9080_._.reviews.default.svc.cluster.local
+        common_tls_context:
+          alpn_protocols: [istio-peer-exchange, istio]{sds}
+          combined_validation_context:
+            default_validation_context:
+              match_typed_subject_alt_names:
+              - san_type: URI
+                matcher: {{ exact: "{allowed}" }}{root}"#,
+        sds = SDS,
+        root = SDS_ROOT,
+    );
+    format!(
+        r#"{node}admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+static_resources:
+  listeners:
+  - name: outbound
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:{hcm}
+  clusters:{cluster}{sds_cluster}
+"#,
+        node = node("productpage"),
+        hcm = HCM
+            .replace("STAT", "outbound")
+            .replace("CLUSTER", "reviews"),
+        cluster = static_cluster(
+            "outbound|9080||reviews.default.svc.cluster.local",
+            server,
+            &tls
+        )
+        .replace(
+            "name: outbound|9080||reviews.default.svc.cluster.local",
+            "name: \"outbound|9080||reviews.default.svc.cluster.local\""
+        )
+        .replace(
+            "cluster_name: outbound|9080||reviews.default.svc.cluster.local",
+            "cluster_name: \"outbound|9080||reviews.default.svc.cluster.local\""
+        ),
+        sds_cluster = static_cluster("sds-grpc", "127.0.0.1:1".parse().unwrap(), ""),
+    )
+    .replace(
+        "route: { cluster: reviews }",
+        "route: { cluster: \"outbound|9080||reviews.default.svc.cluster.local\" }",
+    )
+}
+
+struct Running {
+    listener: SocketAddr,
+    admin: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn run_proxy(
+    dir: &Path,
+    name: &str,
+    yaml: &str,
+    ca: &str,
+    root: &Path,
+    token: &Path,
+) -> Running {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    let mut config = Config::for_path(&path);
+    config.ca_addr = Some(ca.to_string());
+    config.ca_root_cert = root.to_path_buf();
+    config.token_file = token.to_path_buf();
+    let app = App::build(config)
+        .await
+        .unwrap_or_else(|e| panic!("{name} proxy starts: {e}\n{yaml}"));
+    let admin = app.addrs().admin.unwrap();
+    let data_path = app.data_path();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let listener = loop {
+        if let Some(addr) = data_path.bound().values().next() {
+            break *addr;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: no listener bound"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    Running {
+        listener,
+        admin,
+        _stop: stop,
+    }
+}
+
+/// `GET path` over a new connection: the status line and body, or the error.
+async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: reviews\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .map_err(|_| "no answer".to_string())?
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status line: {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+struct Mesh {
+    dir: tempfile::TempDir,
+    ca: String,
+    root: PathBuf,
+    issuer: LocalIssuer,
+    _citadel: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Mesh {
+    async fn start() -> Mesh {
+        let dir = tempfile::tempdir().unwrap();
+        let key_dir = dir.path().join("keys");
+        let citadel = Citadel::build(citadel_config(&key_dir))
+            .await
+            .expect("citadel");
+        let ca = format!("https://{}", citadel.addrs().grpc);
+        let root = dir.path().join("root-cert.pem");
+        std::fs::write(&root, citadel.ca().roots().concat()).unwrap();
+        let issuer = LocalIssuer::load(&key_dir).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(citadel.run_until(async move {
+            let _ = stopped.await;
+        }));
+        Mesh {
+            dir,
+            ca,
+            root,
+            issuer,
+            _citadel: stop,
+        }
+    }
+
+    fn token(&self, sa: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{sa}.token"));
+        let token = self
+            .issuer
+            .mint("default", sa, "istio-ca", Duration::from_secs(3600))
+            .unwrap();
+        std::fs::write(&path, token).unwrap();
+        path
+    }
+
+    async fn proxy(&self, name: &str, yaml: &str, sa: &str) -> Running {
+        let token = self.token(sa);
+        run_proxy(self.dir.path(), name, yaml, &self.ca, &self.root, &token).await
+    }
+}
+
+async fn eventually_ok(addr: SocketAddr) -> (u16, String) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let r = get(addr, "/reviews").await;
+        if let Ok((200, body)) = &r {
+            return (200, body.clone());
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no 200 through the mesh within {WAIT:?}; last: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_speak_mutual_tls_with_verified_spiffe_identities() {
+    let mesh = Mesh::start().await;
+    let server = mesh
+        .proxy("server", &server_bootstrap(app().await), "reviews")
+        .await;
+    let client = mesh
+        .proxy(
+            "client",
+            &client_bootstrap(server.listener, SERVER_ID),
+            "productpage",
+        )
+        .await;
+
+    let (_, body) = eventually_ok(client.listener).await;
+    assert_eq!(body, "reviews app");
+
+    // The server saw the client's identity over mutual TLS.
+    let (status, metrics) = get(server.admin, "/stats/prometheus").await.unwrap();
+    assert_eq!(status, 200);
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"200\""))
+        .unwrap_or_else(|| panic!("no request metric on the server:\n{metrics}"));
+    assert!(line.contains("reporter=\"destination\""), "{line}");
+    assert!(
+        line.contains(&format!("source_principal=\"{CLIENT_ID}\"")),
+        "{line}"
+    );
+    assert!(
+        line.contains("connection_security_policy=\"mutual_tls\""),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("destination_principal=\"{SERVER_ID}\"")),
+        "{line}"
+    );
+
+    // STRICT: plain text straight to the server's listener is refused.
+    let plain = get(server.listener, "/reviews").await;
+    assert!(
+        !matches!(plain, Ok((200, _))),
+        "plaintext reached the app: {plain:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_another_identity_is_refused() {
+    let mesh = Mesh::start().await;
+    let server = mesh
+        .proxy("server", &server_bootstrap(app().await), "reviews")
+        .await;
+    let wrong = "spiffe://cluster.local/ns/default/sa/ratings";
+    let client = mesh
+        .proxy(
+            "client",
+            &client_bootstrap(server.listener, wrong),
+            "productpage",
+        )
+        .await;
+    // Wait until the client has its own certificate (then the only failure
+    // left is the server's identity).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let r = get(client.listener, "/reviews")
+            .await
+            .expect("the client proxy answers");
+        assert_ne!(
+            r.0, 200,
+            "a server outside the allowed SANs was trusted: {r:?}"
+        );
+        if r.1.contains("TLS error") {
+            assert_eq!(r.0, 503, "{r:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "last answer: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
