@@ -210,6 +210,37 @@ pub fn router(admin: Admin) -> Router {
         .with_state(admin)
 }
 
+/// istio-agent's status port (15020): `/healthz/ready` and the merged
+/// `/stats/prometheus` (Istio's metrics and the proxy's own).
+pub fn status_router(admin: Admin) -> Router {
+    Router::new()
+        .route("/healthz/ready", get(healthz_ready))
+        .route("/stats/prometheus", get(prometheus))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(admin)
+}
+
+/// The sidecar's health port (15021): `/healthz/ready` only.
+pub fn health_router(admin: Admin) -> Router {
+    Router::new()
+        .route("/healthz/ready", get(healthz_ready))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(admin)
+}
+
+/// 200 once the first full configuration arrived and while not draining;
+/// 503 otherwise (kubelet's readiness probe).
+async fn healthz_ready(State(a): State<Admin>) -> Response {
+    match a.state() {
+        ServerState::Live => (StatusCode::OK, "").into_response(),
+        state => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", state.name()),
+        )
+            .into_response(),
+    }
+}
+
 fn help_text() -> String {
     ENDPOINTS
         .iter()

@@ -72,6 +72,26 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A status listener could not be bound.
+    #[error("cannot listen on {addr} ({flag}): {source}; choose another address or free this one")]
+    StatusBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The flag that asked for it.
+        flag: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The access log file cannot be opened.
+    #[error("cannot open the access log {} (--access-log): {source}", path.display())]
+    AccessLog {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The workload identity cannot be set up from the flags.
     #[error("{0}")]
     Identity(String),
@@ -96,6 +116,8 @@ pub struct App {
     data_path: Arc<DataPath>,
     identity: Option<Arc<CertManager>>,
     admin_listener: Option<TcpListener>,
+    status_listener: Option<TcpListener>,
+    health_listener: Option<TcpListener>,
     log: Option<LogHandle>,
 }
 
@@ -114,6 +136,10 @@ impl std::fmt::Debug for App {
 pub struct Addrs {
     /// The admin listener, when the bootstrap has `admin.address`.
     pub admin: Option<SocketAddr>,
+    /// The status listener (`--status-addr`).
+    pub status: Option<SocketAddr>,
+    /// The readiness listener (`--health-addr`).
+    pub health: Option<SocketAddr>,
 }
 
 impl App {
@@ -163,8 +189,19 @@ impl App {
                 .map(Arc::new)
                 .collect(),
         };
+        let status_listener = bind_status(config.status_addr, "--status-addr").await?;
+        let health_listener = bind_status(config.health_addr, "--health-addr").await?;
         let telemetry = crate::telemetry::Telemetry::from_node(&bootstrap.node);
         let identity = identity(&config, &bootstrap)?;
+        let access_log = match &config.access_log {
+            None => None,
+            Some(path) => Some(Arc::new(crate::body::AccessLogSink::open(path).map_err(
+                |e| Error::AccessLog {
+                    path: path.clone(),
+                    source: e,
+                },
+            )?)),
+        };
         Ok(App {
             config,
             bootstrap,
@@ -178,9 +215,16 @@ impl App {
                 ..Handlers::default()
             },
             store: XdsStore::new(),
-            data_path: DataPath::new(statics, telemetry, Arc::new(Secrets::new(identity.clone()))),
+            data_path: DataPath::with_access_log(
+                statics,
+                telemetry,
+                Arc::new(Secrets::new(identity.clone())),
+                access_log,
+            ),
             identity,
             admin_listener,
+            status_listener,
+            health_listener,
             log: None,
         })
     }
@@ -202,6 +246,14 @@ impl App {
         Addrs {
             admin: self
                 .admin_listener
+                .as_ref()
+                .and_then(|l| l.local_addr().ok()),
+            status: self
+                .status_listener
+                .as_ref()
+                .and_then(|l| l.local_addr().ok()),
+            health: self
+                .health_listener
                 .as_ref()
                 .and_then(|l| l.local_addr().ok()),
         }
@@ -232,6 +284,7 @@ impl App {
         let stop = Stop::new();
         let addr = self.addrs().admin;
         let admin_address_path = self.config.admin_address_path.clone();
+        let termination_drain = Duration::from_secs(self.config.termination_drain_s);
         let admin = Admin::new(admin::Context {
             config: self.config,
             bootstrap: self.bootstrap,
@@ -273,9 +326,28 @@ impl App {
                 "cannot write the admin address (--admin-address-path): {e}"
             );
         }
+        for (listener, router) in [
+            (self.status_listener, admin::status_router(admin.clone())),
+            (self.health_listener, admin::health_router(admin.clone())),
+        ] {
+            if let Some(listener) = listener {
+                if let Ok(addr) = listener.local_addr() {
+                    tracing::info!(%addr, "status endpoint listening");
+                }
+                tokio::spawn(
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stop.stopped())
+                        .into_future(),
+                );
+            }
+        }
         let mut failure = None;
+        let mut drain = false;
         tokio::select! {
-            _ = shutdown => tracing::info!("shutdown requested"),
+            _ = shutdown => {
+                tracing::info!("shutdown requested");
+                drain = true;
+            }
             _ = stop.stopped() => tracing::info!("shutdown requested on the admin interface"),
             result = async {
                 match server.as_mut() {
@@ -294,6 +366,15 @@ impl App {
             server = None;
         }
         admin.set_draining();
+        if drain && self.data_path.drain_inbound() && !termination_drain.is_zero() {
+            // istio-agent's graceful termination: inbound stops taking new
+            // connections and readiness fails, outbound keeps working.
+            tracing::info!(?termination_drain, "draining inbound listeners");
+            tokio::select! {
+                () = tokio::time::sleep(termination_drain) => {}
+                () = stop.stopped() => {}
+            }
+        }
         stop.trigger();
         if let Some(client) = client {
             client.shutdown().await;
@@ -311,6 +392,19 @@ impl App {
                 Ok(())
             }
         }
+    }
+}
+
+async fn bind_status(
+    addr: Option<SocketAddr>,
+    flag: &'static str,
+) -> Result<Option<TcpListener>, Error> {
+    match addr {
+        None => Ok(None),
+        Some(addr) => TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .map_err(|source| Error::StatusBind { addr, flag, source }),
     }
 }
 

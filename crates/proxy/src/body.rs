@@ -133,6 +133,77 @@ pub struct Recording {
     pub request_bytes: u64,
     /// Response body bytes so far.
     pub response_bytes: u64,
+    /// The access log line to write at the end, when access logging is on.
+    pub log: Option<Box<PendingLog>>,
+}
+
+/// What an access log line needs from the request, kept until it ends.
+#[derive(Debug)]
+pub struct PendingLog {
+    /// Where the line goes.
+    pub sink: std::sync::Arc<AccessLogSink>,
+    /// When the request arrived (wall clock).
+    pub start_time: std::time::SystemTime,
+    /// Request method.
+    pub method: String,
+    /// `:path`.
+    pub path: String,
+    /// `HTTP/1.1` or `HTTP/2`.
+    pub protocol: &'static str,
+    /// `:authority`.
+    pub authority: Option<String>,
+    /// `user-agent`.
+    pub user_agent: Option<String>,
+    /// `x-request-id`.
+    pub request_id: Option<String>,
+    /// `x-forwarded-for`.
+    pub forwarded_for: Option<String>,
+    /// The upstream cluster.
+    pub cluster: Option<String>,
+    /// `x-envoy-upstream-service-time`.
+    pub upstream_time: Option<std::time::Duration>,
+    /// The listener's address.
+    pub local: std::net::SocketAddr,
+    /// The peer.
+    pub remote: std::net::SocketAddr,
+}
+
+/// An access log destination (a file, or standard output), one JSON object
+/// per line.
+pub struct AccessLogSink {
+    out: std::sync::Mutex<Box<dyn std::io::Write + Send>>,
+}
+
+impl std::fmt::Debug for AccessLogSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessLogSink")
+    }
+}
+
+impl AccessLogSink {
+    /// Opens `path` for appending (`-`: standard output).
+    pub fn open(path: &std::path::Path) -> std::io::Result<AccessLogSink> {
+        let out: Box<dyn std::io::Write + Send> = if path.as_os_str() == "-" {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )
+        };
+        Ok(AccessLogSink {
+            out: std::sync::Mutex::new(out),
+        })
+    }
+
+    fn write(&self, line: &str) {
+        use std::io::Write as _;
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
 }
 
 impl Metered {
@@ -143,14 +214,35 @@ impl Metered {
 
     fn finish(&mut self) {
         if let Some(r) = self.recording.take() {
+            let duration = r.start.elapsed();
             r.series.record(
                 r.status,
                 r.grpc,
                 r.flags,
-                r.start.elapsed(),
+                duration,
                 r.request_bytes,
                 r.response_bytes,
             );
+            if let Some(log) = r.log {
+                let mut e = crate::telemetry::AccessLogEntry::new(log.start_time);
+                e.method = Some(&log.method);
+                e.path = Some(&log.path);
+                e.protocol = Some(log.protocol);
+                e.response_code = r.status;
+                e.response_flags = r.flags;
+                e.bytes_received = r.request_bytes;
+                e.bytes_sent = r.response_bytes;
+                e.duration = duration;
+                e.upstream_service_time = log.upstream_time;
+                e.x_forwarded_for = log.forwarded_for.as_deref();
+                e.user_agent = log.user_agent.as_deref();
+                e.request_id = log.request_id.as_deref();
+                e.authority = log.authority.as_deref();
+                e.upstream_cluster = log.cluster.as_deref();
+                e.downstream_local_address = Some(log.local);
+                e.downstream_remote_address = Some(log.remote);
+                log.sink.write(&crate::telemetry::access_log_json(&e));
+            }
         }
     }
 }

@@ -437,6 +437,14 @@ impl Cluster {
         })
     }
 
+    /// Whether the cluster balances by request hash (ring hash, Maglev).
+    pub fn hashes(&self) -> bool {
+        matches!(
+            self.balancer.policy,
+            Policy::RingHash { .. } | Policy::Maglev { .. }
+        )
+    }
+
     /// Whether the cluster takes its endpoints from EDS.
     pub fn is_eds(&self) -> bool {
         eds_name(&self.proto).is_some()

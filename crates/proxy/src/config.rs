@@ -145,6 +145,31 @@ pub struct Config {
     /// from the bootstrap's node metadata).
     #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
+    /// Serve istio-agent's status port here (Istio: 0.0.0.0:15020):
+    /// `/healthz/ready` and `/stats/prometheus` (Istio's metrics with the
+    /// proxy's own). Off unless given.
+    #[arg(long, env = "PROXY_STATUS_ADDR", value_name = "ADDR")]
+    pub status_addr: Option<std::net::SocketAddr>,
+    /// Serve the sidecar's readiness port here (Istio: 0.0.0.0:15021):
+    /// `/healthz/ready`, 200 only once the first full configuration arrived
+    /// and while not draining. Off unless given.
+    #[arg(long, env = "PROXY_HEALTH_ADDR", value_name = "ADDR")]
+    pub health_addr: Option<std::net::SocketAddr>,
+    /// On SIGTERM, how long inbound listeners drain (they stop accepting and
+    /// readiness turns false) while outbound traffic keeps flowing, before
+    /// the proxy exits (istio-agent's terminationDrainDuration).
+    /// `/quitquitquit` exits at once.
+    #[arg(
+        long,
+        env = "TERMINATION_DRAIN_DURATION_SECONDS",
+        default_value_t = 5,
+        value_name = "SECONDS"
+    )]
+    pub termination_drain_s: u64,
+    /// Write Istio's JSON access log line for every HTTP request to this
+    /// file (`-` for standard output). Off unless given.
+    #[arg(long, env = "PROXY_ACCESS_LOG", value_name = "FILE")]
+    pub access_log: Option<PathBuf>,
 }
 
 impl Config {
@@ -165,6 +190,10 @@ impl Config {
             ca_root_cert: PathBuf::from("/var/run/secrets/istio/root-cert.pem"),
             token_file: PathBuf::from("/var/run/secrets/tokens/istio-token"),
             trust_domain: "cluster.local".to_owned(),
+            status_addr: None,
+            health_addr: None,
+            termination_drain_s: 5,
+            access_log: None,
         }
     }
 

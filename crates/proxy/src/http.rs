@@ -17,10 +17,10 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::body::{Body, Metered, Recording};
+use crate::body::{Body, Metered, PendingLog, Recording};
 use crate::cluster::Cluster;
 use crate::listener::{Codec, Hcm, RouteSource};
-use crate::route::{AppendAction, FaultAbort, HeaderOps, RequestView, SelectedAction};
+use crate::route::{AppendAction, FaultAbort, HeaderOps, Preflight, RequestView, SelectedAction};
 use crate::server::DataPath;
 use crate::telemetry::{Peer, Protocol, RequestKey, RequestSeries, Security};
 
@@ -142,7 +142,48 @@ where
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
+            let log = path.access_log.as_ref().map(|sink| {
+                let h = |name: &str| {
+                    req.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                };
+                Box::new(PendingLog {
+                    sink: Arc::clone(sink),
+                    start_time: std::time::SystemTime::now(),
+                    method: req.method().to_string(),
+                    path: req
+                        .uri()
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_string(),
+                    protocol: if req.version() == http::Version::HTTP_2 {
+                        "HTTP/2"
+                    } else {
+                        "HTTP/1.1"
+                    },
+                    authority: Some(authority(&req)).filter(|a| !a.is_empty()),
+                    user_agent: h("user-agent"),
+                    request_id: h("x-request-id"),
+                    forwarded_for: h("x-forwarded-for"),
+                    cluster: None,
+                    upstream_time: None,
+                    local: conn.dst,
+                    remote: conn.peer,
+                })
+            });
             let (resp, cluster) = handle(req, &hcm, &path, &conn, &stats).await;
+            let log = log.map(|mut l| {
+                l.cluster = cluster.as_ref().map(|c| c.name.clone());
+                l.upstream_time = resp
+                    .headers()
+                    .get("x-envoy-upstream-service-time")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .map(Duration::from_millis);
+                l
+            });
             let status = resp.status().as_u16();
             let class = (status / 100) as usize;
             if (1..=5).contains(&class) {
@@ -185,7 +226,13 @@ where
                 start,
                 request_bytes,
                 response_bytes: 0,
+                log,
             };
+            let mut resp = resp;
+            if conn.inbound && path.inbound_draining() {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             Ok::<_, Infallible>(resp.map(|b| Metered::new(b, Some(recording))))
         }
     });
@@ -364,9 +411,39 @@ async fn handle(
             return (finish(hcm, flagged(resp, "FI"), &ops), None);
         }
     }
+    // CORS: a preflight the policy answers, or headers for the response.
+    let mut cors_headers = Vec::new();
+    if hcm.cors
+        && let Some(cors) = selected.cors
+    {
+        let random = fastrand::u64(..);
+        match cors.preflight(&view, random) {
+            Preflight::Answer(headers) => {
+                let mut resp = local_reply(200, "");
+                add_headers(resp.headers_mut(), headers);
+                return (finish(hcm, resp, &ops), None);
+            }
+            Preflight::Forward => {}
+            Preflight::NotPreflight => cors_headers = cors.response_headers(&view, random),
+        }
+    }
+    let hash_input = router::HashInput {
+        hash: selected.hash(&view, Some(conn.peer.ip())),
+        cookies: selected.cookies_to_set(&view, Some(conn.peer.ip())),
+    };
     let new_path = selected.rewritten_path(view.path_and_query);
-    let (resp, cluster) = router::forward(req, &selected, new_path, hcm, &dp, conn, start).await;
+    let (mut resp, cluster) =
+        router::forward(req, &selected, new_path, hash_input, hcm, &dp, conn, start).await;
+    add_headers(resp.headers_mut(), cors_headers);
     (finish(hcm, resp, &ops), cluster)
+}
+
+fn add_headers(headers: &mut HeaderMap, add: Vec<(&'static str, String)>) {
+    for (name, value) in add {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
 }
 
 /// The request's authority: the URI's (HTTP/2, absolute form), else `Host`.

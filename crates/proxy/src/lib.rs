@@ -1,16 +1,31 @@
 //! Proxy: Mizzen's data plane. It consumes the same xDS a stock Envoy does and
-//! will carry HTTP/1.1, HTTP/2, gRPC and TCP with Istio's routing, resilience,
-//! mTLS, authorization and telemetry (issue 5).
+//! carries HTTP/1.1, HTTP/2, gRPC and TCP with Istio's routing, resilience,
+//! mTLS and telemetry (issue 5).
 //!
-//! Built so far, top-down:
-//! - `config`: the command line (`proxy -c BOOTSTRAP --concurrency N`);
+//! Configuration, top-down:
+//! - `config`: the command line (`proxy -c BOOTSTRAP --concurrency N`, and
+//!   `proxy init` for the capture rules, `init`);
 //! - `bootstrap`: Envoy's bootstrap file (YAML or JSON), read into Envoy's own
 //!   `Bootstrap` message, with unsupported fields refused or warned about by name;
 //! - `xds`: the ADS client (delta by default, SotW selectable) that keeps the last
 //!   good configuration and NACKs per resource what it cannot apply;
-//! - `route`: RDS compiled into the HTTP routing table the data path selects from;
-//! - `app`: the service: bootstrap → ADS client → admin listener, run until shutdown;
-//! - `admin`: Envoy's admin endpoints (`/ready`, `/config_dump`, `/stats`, ...).
+//! - `dataplane`: the client's snapshot compiled for the data path: `cluster`
+//!   (hosts, `balance` load balancers and outlier detection, circuit breakers),
+//!   `listener` (filter chains, HTTP connection managers, TCP proxies) and
+//!   `route` (RDS as a routing table);
+//! - `identity` and `secrets`: the workload certificate from the CA, and TLS
+//!   configurations for chains and clusters from it or from SDS.
+//!
+//! Traffic, in the order a connection meets it:
+//! - `server`: binds the listeners, hands captured connections to the
+//!   listener of their original destination (`net`), inspects TLS
+//!   (`inspect`), picks the filter chain and terminates TLS;
+//! - `http` (with `http::router`) or `tcp`: the connection manager and router,
+//!   or the TCP proxy; `upstream` opens and pools upstream connections; `body`
+//!   carries bodies and records each request's metrics (`telemetry`) and
+//!   access log line at its end;
+//! - `app` runs it all with the `admin` endpoints (`/ready`, `/config_dump`,
+//!   `/clusters`, `/stats`, ...) and the status and readiness ports.
 pub mod admin;
 pub mod app;
 pub mod balance;

@@ -664,6 +664,20 @@ fn hcm_config(hcm: &HttpConnectionManager) -> Result<Hcm, Vec<String>> {
     if !router {
         errors.push("http_filters: the last filter must be envoy.filters.http.router".into());
     }
+    if !hcm.access_log.is_empty() {
+        errors.push(
+            "access_log: access loggers in the connection manager are not supported; start the \
+             proxy with --access-log FILE for Istio's JSON access log"
+                .into(),
+        );
+    }
+    if hcm.tracing.is_some() {
+        errors.push(
+            "tracing: span reporting is not supported yet (trace headers are propagated); \
+             remove the tracing block"
+                .into(),
+        );
+    }
     let codec = match hcm.codec_type {
         1 => Codec::Http1,
         2 => Codec::Http2,

@@ -45,10 +45,23 @@
 //!   configuration, listed in [`Selected::header_ops`] in the order Envoy
 //!   applies them: most specific first unless `most_specific_header_mutations_wins`
 //!   reverses it (the level applied last wins an overwrite).
-//! - `typed_per_filter_config` for `envoy.filters.http.fault` (`HTTPFault`) and
-//!   `envoy.filters.http.cors` (`CorsPolicy`), most specific level wins; other
-//!   keys are kept by name only ([`Selected::filter_configs`]) for the filters
-//!   that will read them.
+//! - `hash_policy` (`header` with `regex_rewrite`, `cookie` with `ttl`,
+//!   `path` and `attributes`, `connection_properties.source_ip`,
+//!   `query_parameter`; `terminal`): [`Selected::hash`] computes the request
+//!   hash as Envoy's `generateHash` does and [`Selected::cookies_to_set`]
+//!   the cookies a cookie policy with a `ttl` generates (module `hash`).
+//! - `typed_per_filter_config` for `envoy.filters.http.fault` (`HTTPFault`,
+//!   most specific level wins) and `envoy.filters.http.cors` (`CorsPolicy`,
+//!   merged field by field, most specific level first, as Envoy's CORS filter
+//!   reads them); other keys are kept by name only
+//!   ([`Selected::filter_configs`]) for the filters that will read them.
+//! - CORS behaviour, as pure functions of the effective policy
+//!   ([`Selected::cors`], forwarding routes only): [`Cors::preflight`] tells
+//!   whether to answer a preflight locally (with its headers) or forward it,
+//!   and [`Cors::response_headers`] lists the headers to set on the response
+//!   of an allowed cross-origin request (module `cors`; `filter_enabled` is
+//!   drawn against the caller's random value, `shadow_enabled` only feeds
+//!   Envoy's statistics and changes nothing).
 //!
 //! # Refused by [`compile`] (each error names the field's path)
 //! Invalid regexes and matchers; `vhds`, `vhost_header`, cluster specifier
@@ -58,7 +71,8 @@
 //! `filter_state`, `tls_context`; `filter_action` and `non_forwarding_action`;
 //! `cluster_header` (route, weighted cluster, mirror), weighted-cluster
 //! `random_value_specifier`, per-cluster host rewrite and
-//! `typed_per_filter_config`; `host_rewrite_header`,
+//! `typed_per_filter_config`; `filter_state` hash policies;
+//! `host_rewrite_header`,
 //! `host_rewrite_path_regex`, `path_rewrite_policy`, `internal_redirect_policy`,
 //! `retriable_headers`, `retriable_request_headers`,
 //! `rate_limited_retry_back_off`, unknown `retry_on` conditions; direct
@@ -67,7 +81,7 @@
 //! `upstream_cluster`, `response_rate_limit`; per-filter config for filters
 //! this proxy has no implementation of (`lua`, `wasm`, `ext_proc`,
 //! `ratelimit`, `ext_authz`). Informational fields (metadata, decorator,
-//! tracing, stat prefixes, virtual clusters, hash policies, buffer limits,
+//! tracing, stat prefixes, virtual clusters, buffer limits,
 //! `validate_clusters`, upgrade configs) are accepted and ignored.
 
 use std::collections::BTreeMap;
@@ -77,16 +91,20 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
 mod action;
 mod compile;
+mod cors;
+mod hash;
 mod matcher;
 #[cfg(test)]
 mod tests;
 
 pub use action::{
-    Action, AppendAction, ClusterChoice, Cors, DirectResponse, Fault, FaultAbort, Forward,
-    Fraction, HeaderAdd, HeaderOps, HostRewrite, Mirror, PathRedirect, Redirect, RetryPolicy,
+    Action, AppendAction, ClusterChoice, DirectResponse, Fault, FaultAbort, Forward, Fraction,
+    HeaderAdd, HeaderOps, HostRewrite, Mirror, PathRedirect, Redirect, RetryPolicy,
     WeightedCluster,
 };
 pub use compile::{CORS_FILTER, FAULT_FILTER, compile};
+pub use cors::{Cors, OriginMatch, Preflight};
+pub use hash::{CookiePolicy, HashPolicy, HashSource, SetCookie};
 
 use matcher::{DomainIndex, RouteMatcher};
 
@@ -121,6 +139,8 @@ struct Route {
     name: String,
     matcher: RouteMatcher,
     action: Action,
+    /// The effective CORS policy: the levels' policies merged.
+    cors: Option<Cors>,
     headers: HeaderOps,
     filters: FilterConfigs,
 }
@@ -169,7 +189,9 @@ pub struct Selected<'a> {
     pub header_ops: Vec<&'a HeaderOps>,
     /// The fault to inject (most specific level wins).
     pub fault: Option<&'a Fault>,
-    /// The CORS policy (most specific level wins).
+    /// The CORS policy, its fields merged from the route, virtual host and
+    /// configuration levels (most specific first); `None` for redirects and
+    /// direct responses, which Envoy's CORS filter leaves alone.
     pub cors: Option<&'a Cors>,
     /// Other filters' per-route configs, by filter name to type URL (most
     /// specific level wins).
@@ -253,7 +275,7 @@ impl RouteTable {
                 .or(vh.retry.as_ref().filter(|_| forward.is_some())),
             header_ops,
             fault: levels.iter().find_map(|l| l.fault.as_ref()),
-            cors: levels.iter().find_map(|l| l.cors.as_ref()),
+            cors: route.cors.as_ref().filter(|_| forward.is_some()),
             filter_configs,
             matched_prefix_len: prefix_len,
         })
@@ -285,6 +307,30 @@ impl Selected<'_> {
             SelectedAction::Redirect(r) => Some(r.location(req, self.matched_prefix_len)),
             SelectedAction::RequireTls => Some(Redirect::https().location(req, None)),
             _ => None,
+        }
+    }
+
+    /// The request hash of the route's `hash_policy` for a ring hash or
+    /// maglev pick, or `None` when no policy yields a value (the balancer
+    /// then draws a random host). `source_ip` is the downstream address's
+    /// IP. See the `hash` module for the semantics.
+    pub fn hash(&self, req: &RequestView<'_>, source_ip: Option<std::net::IpAddr>) -> Option<u64> {
+        hash::generate(&self.forward?.hash_policies, req, source_ip).0
+    }
+
+    /// The cookies to set on the response (`Set-Cookie`, see
+    /// [`SetCookie::header_value`]): one per cookie hash policy with a `ttl`
+    /// whose cookie the request lacks, among the policies evaluated before a
+    /// terminal stop. Same arguments as [`Selected::hash`]; Envoy sets them
+    /// only when the cluster's balancer asked for the hash.
+    pub fn cookies_to_set(
+        &self,
+        req: &RequestView<'_>,
+        source_ip: Option<std::net::IpAddr>,
+    ) -> Vec<SetCookie> {
+        match self.forward {
+            Some(f) => hash::generate(&f.hash_policies, req, source_ip).1,
+            None => Vec::new(),
         }
     }
 

@@ -40,13 +40,26 @@ pub struct DataPath {
     pub telemetry: Telemetry,
     /// Certificates for TLS chains and clusters.
     pub secrets: Arc<Secrets>,
+    /// Where HTTP access log lines go (`--access-log`).
+    pub access_log: Option<Arc<crate::body::AccessLogSink>>,
     bound: Mutex<HashMap<String, SocketAddr>>,
+    inbound_draining: tokio::sync::watch::Sender<bool>,
     http_stats: Mutex<HashMap<String, Arc<HttpStats>>>,
 }
 
 impl DataPath {
     /// An empty data path over the bootstrap's static resources.
     pub fn new(statics: Statics, telemetry: Telemetry, secrets: Arc<Secrets>) -> Arc<DataPath> {
+        Self::with_access_log(statics, telemetry, secrets, None)
+    }
+
+    /// As [`DataPath::new`], writing HTTP access log lines to `access_log`.
+    pub fn with_access_log(
+        statics: Statics,
+        telemetry: Telemetry,
+        secrets: Arc<Secrets>,
+        access_log: Option<Arc<crate::body::AccessLogSink>>,
+    ) -> Arc<DataPath> {
         let empty = Dataplane::build(
             &XdsState::default(),
             &statics,
@@ -58,7 +71,9 @@ impl DataPath {
             statics,
             telemetry,
             secrets,
+            access_log,
             bound: Mutex::default(),
+            inbound_draining: tokio::sync::watch::channel(false).0,
             http_stats: Mutex::default(),
         })
     }
@@ -83,6 +98,22 @@ impl DataPath {
         }
         self.current.store(Arc::clone(&next));
         next
+    }
+
+    /// Starts draining inbound listeners: they stop accepting and inbound
+    /// HTTP/1.1 responses ask the client to close. Returns whether any
+    /// inbound listener is bound (there is something to drain).
+    pub fn drain_inbound(&self) -> bool {
+        self.inbound_draining.send_replace(true);
+        let dp = self.current();
+        self.bound()
+            .keys()
+            .any(|name| dp.listeners.get(name).is_some_and(|l| l.inbound))
+    }
+
+    /// Whether inbound listeners are draining.
+    pub fn inbound_draining(&self) -> bool {
+        *self.inbound_draining.borrow()
     }
 
     /// The counters of the HTTP connection managers with `stat_prefix`.
@@ -152,7 +183,12 @@ async fn reconcile(path: &Arc<DataPath>, dp: &Dataplane, bound: &mut HashMap<Str
             Ok(listener) => {
                 let local = listener.local_addr().unwrap_or(l.addr);
                 tracing::info!(listener = %name, addr = %local, "listener bound");
-                let task = tokio::spawn(accept_loop(Arc::clone(path), name.clone(), listener));
+                let task = tokio::spawn(accept_loop(
+                    Arc::clone(path),
+                    name.clone(),
+                    listener,
+                    l.inbound,
+                ));
                 bound.insert(name.clone(), Bound { addr: l.addr, task });
                 path.bound
                     .lock()
@@ -172,9 +208,18 @@ async fn reconcile(path: &Arc<DataPath>, dp: &Dataplane, bound: &mut HashMap<Str
         .retain(|name, _| bound.contains_key(name));
 }
 
-async fn accept_loop(path: Arc<DataPath>, name: String, listener: TcpListener) {
+async fn accept_loop(path: Arc<DataPath>, name: String, listener: TcpListener, inbound: bool) {
+    let mut draining = path.inbound_draining.subscribe();
     loop {
-        match listener.accept().await {
+        if inbound && *draining.borrow_and_update() {
+            tracing::info!(listener = %name, "inbound listener drained: no longer accepting");
+            return;
+        }
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = draining.changed(), if inbound => continue,
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 tokio::spawn(dispatch(Arc::clone(&path), name.clone(), stream, peer));

@@ -25,12 +25,21 @@ use crate::body::Body;
 use crate::cluster::{Cluster, Host, NoHost, PickInput, UpstreamProtocol};
 use crate::dataplane::Dataplane;
 use crate::listener::Hcm;
-use crate::route::{HostRewrite, RetryPolicy, Selected, SelectedAction};
+use crate::route::{HostRewrite, RetryPolicy, Selected, SelectedAction, SetCookie};
 use crate::upstream::{self, UpstreamError};
 
 /// The largest request body kept in memory so that it can be retried or
 /// mirrored (Envoy's default `per_connection_buffer_limit_bytes`, 1 MiB).
 pub const RETRY_BUFFER_LIMIT: u64 = 1024 * 1024;
+
+/// What the route's hash policies made of a request.
+#[derive(Debug, Default)]
+pub struct HashInput {
+    /// The request's hash, for ring hash and Maglev clusters.
+    pub hash: Option<u64>,
+    /// Cookies the hash policies generate (set only for hashing clusters).
+    pub cookies: Vec<SetCookie>,
+}
 
 /// Hop-by-hop headers never forwarded.
 const HOP_BY_HOP: &[&str] = &[
@@ -44,10 +53,12 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// Forwards `req` as `selected` says and returns the response to send
 /// downstream (the upstream's, or a local reply).
+#[allow(clippy::too_many_arguments)]
 pub async fn forward(
     req: Request<Incoming>,
     selected: &Selected<'_>,
     new_path: Option<String>,
+    hash: HashInput,
     hcm: &Hcm,
     dp: &Dataplane,
     conn: &ConnInfo,
@@ -59,7 +70,26 @@ pub async fn forward(
     let Some(cluster) = dp.clusters.get(name) else {
         return (flagged(local_reply(503, ""), "NC"), None);
     };
-    let resp = forward_to(req, selected, new_path, hcm, dp, conn, start, cluster).await;
+    let hashing = cluster.hashes();
+    let mut resp = forward_to(
+        req,
+        selected,
+        new_path,
+        hash.hash.filter(|_| hashing),
+        hcm,
+        dp,
+        conn,
+        start,
+        cluster,
+    )
+    .await;
+    if hashing {
+        for c in hash.cookies {
+            if let Ok(v) = HeaderValue::from_str(&c.header_value()) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+    }
     (resp, Some(Arc::clone(cluster)))
 }
 
@@ -68,6 +98,7 @@ async fn forward_to(
     mut req: Request<Incoming>,
     selected: &Selected<'_>,
     new_path: Option<String>,
+    hash: Option<u64>,
     hcm: &Hcm,
     dp: &Dataplane,
     conn: &ConnInfo,
@@ -92,6 +123,8 @@ async fn forward_to(
     {
         parts.headers.insert("x-request-id", v);
     }
+    // Continue the caller's trace (B3 and W3C), as a child span.
+    crate::telemetry::propagate_trace(&mut parts.headers, false, || fastrand::u64(..));
     let mut timeout = selected.timeout();
     if let Some(max) = forward.and_then(|f| f.grpc_timeout_header_max)
         && let Some(t) = parts.headers.get("grpc-timeout").and_then(grpc_timeout)
@@ -183,6 +216,7 @@ async fn forward_to(
         cluster,
         template,
         conn,
+        hash,
         retry: retry.as_ref(),
         per_try,
     };
@@ -383,6 +417,7 @@ struct Attempts<'a> {
     cluster: &'a Arc<Cluster>,
     template: Template,
     conn: &'a ConnInfo,
+    hash: Option<u64>,
     retry: Option<&'a RetryPolicy>,
     per_try: Option<Duration>,
 }
@@ -429,7 +464,7 @@ impl Attempts<'_> {
             let Some(req_body) = body.take() else { break };
             let avoid_previous = self.retry.is_some_and(|r| r.previous_hosts);
             let input = PickInput {
-                hash: None,
+                hash: self.hash,
                 original_dst: Some(self.conn.dst),
             };
             let host = match cluster.pick(&input, &|h| {

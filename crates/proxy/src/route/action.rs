@@ -1,11 +1,12 @@
 //! What a route does: forward (with its policies), redirect, or answer; and
-//! the header mutations, faults and CORS policies attached to routes.
+//! the header mutations and faults attached to routes.
 
 use std::time::Duration;
 
 use regex::Regex;
 
 use super::RequestView;
+use super::hash::HashPolicy;
 use super::matcher::{path_only, strip_port};
 
 /// A route's action.
@@ -41,6 +42,8 @@ pub struct Forward {
     pub regex_rewrite: Option<(Regex, String)>,
     /// Host rewrite.
     pub host_rewrite: HostRewrite,
+    /// `hash_policy`, in order (see [`Selected::hash`](super::Selected::hash)).
+    pub hash_policies: Vec<HashPolicy>,
 }
 
 /// `cluster` or `weighted_clusters`.
@@ -311,30 +314,4 @@ pub enum FaultAbort {
     Http(u16),
     /// With this gRPC status.
     Grpc(u32),
-}
-
-/// A decoded `CorsPolicy` (per-route config of `envoy.filters.http.cors`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Cors {
-    /// Allowed origins as `(kind, pattern)`, kind one of `exact`, `prefix`,
-    /// `suffix`, `contains`, `regex` (validated).
-    pub allow_origins: Vec<(&'static str, String)>,
-    /// `allow_methods`.
-    pub allow_methods: String,
-    /// `allow_headers`.
-    pub allow_headers: String,
-    /// `expose_headers`.
-    pub expose_headers: String,
-    /// `max_age`.
-    pub max_age: String,
-    /// `allow_credentials`.
-    pub allow_credentials: Option<bool>,
-    /// `allow_private_network_access`.
-    pub allow_private_network_access: Option<bool>,
-    /// Share of requests the policy is enforced on (all when `None`).
-    pub filter_enabled: Option<Fraction>,
-    /// Share evaluated in shadow mode.
-    pub shadow_enabled: Option<Fraction>,
-    /// `forward_not_matching_preflights`.
-    pub forward_not_matching_preflights: Option<bool>,
 }

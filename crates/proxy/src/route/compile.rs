@@ -27,10 +27,11 @@ use prost::Message;
 use regex::Regex;
 
 use super::action::{
-    Action, AppendAction, ClusterChoice, Cors, DirectResponse, Fault, FaultAbort, Forward,
-    Fraction, HeaderAdd, HeaderOps, HostRewrite, Mirror, PathRedirect, Redirect, RetryPolicy,
+    Action, AppendAction, ClusterChoice, DirectResponse, Fault, FaultAbort, Forward, Fraction,
+    HeaderAdd, HeaderOps, HostRewrite, Mirror, PathRedirect, Redirect, RetryPolicy,
     WeightedCluster,
 };
+use super::cors::{Cors, OriginMatch};
 use super::matcher::{
     DomainIndex, HeaderMatch, HeaderTest, PathMatch, QueryMatch, RouteMatcher, StringMatch,
     has_port,
@@ -103,6 +104,15 @@ pub fn compile(rc: &RouteConfiguration) -> Result<RouteTable, Vec<String>> {
         .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
     if !e.0.is_empty() {
         return Err(e.0);
+    }
+    for vh in &mut vhosts {
+        for r in &mut vh.routes {
+            r.cors = Cors::merged([
+                r.filters.cors.as_ref(),
+                vh.filters.cors.as_ref(),
+                filters.cors.as_ref(),
+            ]);
+        }
     }
     Ok(RouteTable {
         name: rc.name.clone(),
@@ -269,6 +279,7 @@ fn compile_route(e: &mut Errors, at: &str, r: &rpb::Route) -> Route {
             fraction: None,
         }),
         action,
+        cors: None,
         headers: header_ops(
             e,
             at,

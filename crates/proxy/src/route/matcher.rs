@@ -138,7 +138,7 @@ impl RouteMatcher {
 }
 
 /// A compiled `StringMatcher` (or a legacy header matcher).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) enum StringMatch {
     Exact(String, bool),
     Prefix(String, bool),
@@ -208,7 +208,7 @@ impl HeaderMatch {
 
 /// A request header's value (all values joined with `,`), pseudo-headers
 /// included.
-fn header_value<'a>(req: &RequestView<'a>, name: &str) -> Option<Cow<'a, str>> {
+pub(super) fn header_value<'a>(req: &RequestView<'a>, name: &str) -> Option<Cow<'a, str>> {
     match name {
         ":method" => return Some(Cow::Borrowed(req.method)),
         ":authority" | "host" if !req.authority.is_empty() => {
@@ -251,7 +251,7 @@ impl QueryMatch {
     }
 }
 
-fn query_of(path_and_query: &str) -> &str {
+pub(super) fn query_of(path_and_query: &str) -> &str {
     let q = path_and_query.split_once('?').map_or("", |(_, q)| q);
     q.split_once('#').map_or(q, |(q, _)| q)
 }

@@ -28,6 +28,8 @@ use prost::Message;
 use super::*;
 use crate::xds::Handler;
 
+mod cors;
+mod hashing;
 mod policies;
 
 // ------------------------------------------------------------------ builders

@@ -6,6 +6,9 @@
 use super::*;
 
 use common::envoy::RETRY_ON;
+use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::PolicySpecifier;
+
+use super::super::hash::{CookiePolicy, HashPolicy, HashSource};
 
 pub(super) fn forward(e: &mut Errors, at: &str, ra: &rpb::RouteAction) -> Forward {
     let clusters = match &ra.cluster_specifier {
@@ -133,7 +136,87 @@ pub(super) fn forward(e: &mut Errors, at: &str, ra: &rpb::RouteAction) -> Forwar
         prefix_rewrite,
         regex_rewrite,
         host_rewrite,
+        hash_policies: hash_policies(e, at, &ra.hash_policy),
     }
+}
+
+fn hash_policies(e: &mut Errors, at: &str, list: &[route_action::HashPolicy]) -> Vec<HashPolicy> {
+    let mut out = Vec::with_capacity(list.len());
+    for (i, p) in list.iter().enumerate() {
+        let at = format!("{at}.hash_policy[{i}]");
+        let source = match &p.policy_specifier {
+            Some(PolicySpecifier::Header(h)) => {
+                let at = join(&at, "header");
+                let name = h.header_name.to_ascii_lowercase();
+                if name.is_empty() {
+                    e.push(&join(&at, "header_name"), "empty");
+                }
+                let rewrite = h.regex_rewrite.as_ref().and_then(|r| {
+                    let at = join(&at, "regex_rewrite");
+                    let Some(pattern) = &r.pattern else {
+                        e.push(&join(&at, "pattern"), "missing");
+                        return None;
+                    };
+                    let re = sub_regex(e, &join(&at, "pattern"), pattern)?;
+                    Some((re, substitution(&r.substitution)))
+                });
+                HashSource::Header { name, rewrite }
+            }
+            Some(PolicySpecifier::Cookie(c)) => {
+                let at = join(&at, "cookie");
+                if c.name.is_empty() {
+                    e.push(&join(&at, "name"), "empty");
+                }
+                let attributes = c
+                    .attributes
+                    .iter()
+                    .enumerate()
+                    .map(|(j, a)| {
+                        if a.name.is_empty() {
+                            e.push(&format!("{at}.attributes[{j}].name"), "empty");
+                        }
+                        (a.name.clone(), a.value.clone())
+                    })
+                    .collect();
+                // Envoy keeps the whole seconds of the ttl.
+                let ttl = c
+                    .ttl
+                    .as_ref()
+                    .map(|d| Duration::from_secs(duration(e, &join(&at, "ttl"), d).as_secs()));
+                HashSource::Cookie(CookiePolicy {
+                    name: c.name.clone(),
+                    ttl,
+                    path: c.path.clone(),
+                    attributes,
+                })
+            }
+            // Envoy adds no policy for `source_ip: false`.
+            Some(PolicySpecifier::ConnectionProperties(c)) if !c.source_ip => continue,
+            Some(PolicySpecifier::ConnectionProperties(_)) => HashSource::SourceIp,
+            Some(PolicySpecifier::QueryParameter(q)) => {
+                if q.name.is_empty() {
+                    e.push(&join(&at, "query_parameter.name"), "empty");
+                }
+                HashSource::QueryParameter(q.name.clone())
+            }
+            Some(PolicySpecifier::FilterState(_)) => {
+                e.push(
+                    &join(&at, "filter_state"),
+                    "hashing on filter state is not supported",
+                );
+                continue;
+            }
+            None => {
+                e.push(&at, "no policy specifier");
+                continue;
+            }
+        };
+        out.push(HashPolicy {
+            source,
+            terminal: p.terminal,
+        });
+    }
+    out
 }
 
 fn weighted(e: &mut Errors, at: &str, w: &rpb::WeightedCluster) -> ClusterChoice {

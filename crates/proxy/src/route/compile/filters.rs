@@ -248,16 +248,17 @@ fn cors(e: &mut Errors, at: &str, c: &CorsPolicy) -> Option<Cors> {
     let mut allow_origins = Vec::new();
     for (i, sm) in c.allow_origin_string_match.iter().enumerate() {
         let at = format!("{at}.allow_origin_string_match[{i}]");
-        string_match(e, &at, sm)?;
-        let origin = match &sm.match_pattern {
+        let matcher = string_match(e, &at, sm)?;
+        let (kind, pattern) = match &sm.match_pattern {
             Some(string_matcher::MatchPattern::Exact(s)) => ("exact", s.clone()),
             Some(string_matcher::MatchPattern::Prefix(s)) => ("prefix", s.clone()),
             Some(string_matcher::MatchPattern::Suffix(s)) => ("suffix", s.clone()),
             Some(string_matcher::MatchPattern::Contains(s)) => ("contains", s.clone()),
             Some(string_matcher::MatchPattern::SafeRegex(r)) => ("regex", r.regex.clone()),
+            // `string_match` refused the others.
             _ => continue,
         };
-        allow_origins.push(origin);
+        allow_origins.push(OriginMatch::new(kind, pattern, sm.ignore_case, matcher));
     }
     let rf = |e: &mut Errors, field: &str, f: Option<&RuntimeFractionalPercent>| {
         f.and_then(|f| runtime_fraction(e, &join(at, field), f))

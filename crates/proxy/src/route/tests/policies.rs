@@ -118,10 +118,12 @@ fn route_fault_cors_and_opaque_filters() {
     assert_eq!(a, FaultAbort::Http(503));
     assert_eq!(ap.percent(), 50.0);
     let c = s.cors.unwrap();
-    assert_eq!(
-        c.allow_origins,
-        [("exact", "https://a.example".to_string())]
-    );
+    let origins: Vec<_> = c
+        .allow_origins
+        .iter()
+        .map(|o| (o.kind, o.pattern.as_str(), o.ignore_case))
+        .collect();
+    assert_eq!(origins, [("exact", "https://a.example", false)]);
     assert_eq!(c.allow_credentials, Some(true));
     assert_eq!(
         s.filter_configs.get("envoy.filters.http.custom"),
