@@ -71,8 +71,20 @@ fn main() {
             tokio::spawn(async move {
                 let mut buf = Vec::with_capacity(8192);
                 while let Some(scheduled) = rx.recv().await {
+                    // From the moment the request is written: the timer's
+                    // millisecond granularity would otherwise add up to 1 ms
+                    // to every sample. A request still waiting for the one
+                    // before it on its connection is counted from its
+                    // scheduled time (open loop).
+                    let sent = Instant::now().min(scheduled.max(Instant::now()));
+                    let queued = scheduled.elapsed();
                     let r = exchange(&mut s, &req, &mut buf).await;
-                    let _ = done.send(r.map(|()| scheduled.elapsed()).map_err(drop));
+                    let took = if queued > Duration::from_millis(2) {
+                        scheduled.elapsed()
+                    } else {
+                        sent.elapsed()
+                    };
+                    let _ = done.send(r.map(|()| took).map_err(drop));
                 }
             });
         }

@@ -173,7 +173,9 @@ where
                     remote: conn.peer,
                 })
             });
-            let (resp, cluster) = handle(req, &hcm, &path, &conn, &stats).await;
+            // Boxed: the request's future is large, and HTTP/2 moves it into a
+            // task of its own per stream.
+            let (resp, cluster) = Box::pin(handle(req, &hcm, &path, &conn, &stats)).await;
             let log = log.map(|mut l| {
                 l.cluster = cluster.as_ref().map(|c| c.name.clone());
                 l.upstream_time = resp
@@ -355,7 +357,7 @@ async fn handle(
         HttpStats::count(&stats.no_route);
         return (finish(hcm, flagged(local_reply(404, ""), "NR"), &[]), None);
     };
-    let ops = selected.header_ops.clone();
+    let ops = &selected.header_ops;
     match selected.action {
         SelectedAction::Redirect(_) | SelectedAction::RequireTls => {
             HttpStats::count(&stats.redirect);
@@ -364,7 +366,7 @@ async fn handle(
             if let Ok(v) = HeaderValue::from_str(&location) {
                 resp.headers_mut().insert(header::LOCATION, v);
             }
-            return (finish(hcm, resp, &ops), None);
+            return (finish(hcm, resp, ops), None);
         }
         SelectedAction::DirectResponse(d) => {
             HttpStats::count(&stats.direct_response);
@@ -374,7 +376,7 @@ async fn handle(
                 resp.headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             }
-            return (finish(hcm, resp, &ops), None);
+            return (finish(hcm, resp, ops), None);
         }
         SelectedAction::Cluster(_) => {}
     }
@@ -408,7 +410,7 @@ async fn handle(
                     r
                 }
             };
-            return (finish(hcm, flagged(resp, "FI"), &ops), None);
+            return (finish(hcm, flagged(resp, "FI"), ops), None);
         }
     }
     // CORS: a preflight the policy answers, or headers for the response.
@@ -421,7 +423,7 @@ async fn handle(
             Preflight::Answer(headers) => {
                 let mut resp = local_reply(200, "");
                 add_headers(resp.headers_mut(), headers);
-                return (finish(hcm, resp, &ops), None);
+                return (finish(hcm, resp, ops), None);
             }
             Preflight::Forward => {}
             Preflight::NotPreflight => cors_headers = cors.response_headers(&view, random),
@@ -435,7 +437,7 @@ async fn handle(
     let (mut resp, cluster) =
         router::forward(req, &selected, new_path, hash_input, hcm, &dp, conn, start).await;
     add_headers(resp.headers_mut(), cors_headers);
-    (finish(hcm, resp, &ops), cluster)
+    (finish(hcm, resp, ops), cluster)
 }
 
 fn add_headers(headers: &mut HeaderMap, add: Vec<(&'static str, String)>) {
@@ -482,18 +484,14 @@ fn finish(hcm: &Hcm, mut resp: Response<Body>, ops: &[&HeaderOps]) -> Response<B
     for op in ops {
         apply(headers, &op.response_remove, &op.response_add);
     }
-    match hcm.server_header {
+    match (hcm.server_header, &hcm.server_value) {
         // OVERWRITE
-        0 => {
-            if let Ok(v) = HeaderValue::from_str(&hcm.server_name) {
-                headers.insert(header::SERVER, v);
-            }
+        (0, Some(v)) => {
+            headers.insert(header::SERVER, v.clone());
         }
         // APPEND_IF_ABSENT
-        1 if !headers.contains_key(header::SERVER) => {
-            if let Ok(v) = HeaderValue::from_str(&hcm.server_name) {
-                headers.insert(header::SERVER, v);
-            }
+        (1, Some(v)) if !headers.contains_key(header::SERVER) => {
+            headers.insert(header::SERVER, v.clone());
         }
         _ => {}
     }

@@ -128,6 +128,8 @@ pub struct Hcm {
     /// `server` header value (`server_name`, default `envoy`) and whether it
     /// replaces the upstream's (`OVERWRITE`), is added when absent, or passes.
     pub server_name: String,
+    /// `server_name` as a header value (made once).
+    pub server_value: Option<http::HeaderValue>,
     /// `server_header_transformation`: 0 overwrite, 1 append if absent, 2 pass through.
     pub server_header: i32,
     /// `use_remote_address`.
@@ -690,6 +692,11 @@ fn hcm_config(hcm: &HttpConnectionManager) -> Result<Hcm, Vec<String>> {
     let websocket = hcm.upgrade_configs.iter().any(|u| {
         u.upgrade_type.eq_ignore_ascii_case("websocket") && u.enabled.is_none_or(|e| e.value)
     });
+    let server_name = if hcm.server_name.is_empty() {
+        "envoy".to_string()
+    } else {
+        hcm.server_name.clone()
+    };
     match routes {
         Some(routes) if errors.is_empty() => Ok(Hcm {
             stat_prefix: hcm.stat_prefix.clone(),
@@ -697,11 +704,8 @@ fn hcm_config(hcm: &HttpConnectionManager) -> Result<Hcm, Vec<String>> {
             codec,
             fault,
             cors,
-            server_name: if hcm.server_name.is_empty() {
-                "envoy".into()
-            } else {
-                hcm.server_name.clone()
-            },
+            server_name: server_name.clone(),
+            server_value: http::HeaderValue::from_str(&server_name).ok(),
             server_header: hcm.server_header_transformation,
             use_remote_address: hcm.use_remote_address.is_some_and(|b| b.value),
             websocket,

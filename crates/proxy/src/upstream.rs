@@ -173,7 +173,9 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.cluster.connections.fetch_sub(1, Ordering::AcqRel);
         self.cluster.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
-        self.cluster.released.notify_waiters();
+        if self.cluster.stats.rq_pending_active.load(Ordering::Acquire) > 0 {
+            self.cluster.released.notify_waiters();
+        }
     }
 }
 
@@ -326,7 +328,9 @@ impl Checkin {
                 served: self.served,
             });
         }
-        self.cluster.released.notify_waiters();
+        if self.cluster.stats.rq_pending_active.load(Ordering::Acquire) > 0 {
+            self.cluster.released.notify_waiters();
+        }
     }
 }
 
@@ -376,16 +380,9 @@ async fn h1_sender(
 ) -> Result<(http1::SendRequest<Body>, u32), UpstreamError> {
     let mut pending: Option<Pending<'_>> = None;
     loop {
-        let released = cluster.released.notified();
-        tokio::pin!(released);
-        released.as_mut().enable();
-        while let Some(mut c) = take_idle(host) {
-            if c.since.elapsed() > cluster.idle_timeout || c.sender.is_closed() {
-                continue;
-            }
-            if c.sender.ready().await.is_ok() {
-                return Ok((c.sender, c.served));
-            }
+        // Fast path: an idle connection, or room for a new one.
+        if let Some(c) = ready_idle(cluster, host).await {
+            return Ok(c);
         }
         let limit = cluster.limits.max_connections as usize;
         if cluster.connections.load(Ordering::Acquire) < limit {
@@ -396,11 +393,35 @@ async fn h1_sender(
                 Err(e) => return Err(e),
             }
         }
+        // Wait as a pending request for a connection to come back or close;
+        // registered before the re-check so no release is missed.
         if pending.is_none() {
             pending = Some(Pending::enter(cluster)?);
         }
+        let released = cluster.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        if let Some(c) = ready_idle(cluster, host).await {
+            return Ok(c);
+        }
+        if cluster.connections.load(Ordering::Acquire) < limit {
+            continue;
+        }
         released.await;
     }
+}
+
+/// An idle, open, unexpired pooled connection of `host`, ready to send.
+async fn ready_idle(cluster: &Cluster, host: &Host) -> Option<(http1::SendRequest<Body>, u32)> {
+    while let Some(mut c) = take_idle(host) {
+        if c.since.elapsed() > cluster.idle_timeout || c.sender.is_closed() {
+            continue;
+        }
+        if c.sender.ready().await.is_ok() {
+            return Some((c.sender, c.served));
+        }
+    }
+    None
 }
 
 fn take_idle(host: &Host) -> Option<Idle> {

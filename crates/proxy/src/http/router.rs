@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
@@ -142,19 +143,20 @@ async fn forward_to(
     for op in &selected.header_ops {
         apply(&mut parts.headers, &op.request_remove, &op.request_add);
     }
-    let mut authority = super::authority_of(&parts);
-    if let Some(f) = forward {
-        match &f.host_rewrite {
-            HostRewrite::Literal(h) => authority = h.clone(),
-            HostRewrite::Auto | HostRewrite::None => {}
-        }
-    }
-    let path = new_path.unwrap_or_else(|| {
-        parts
+    // The authority changes only on a rewrite; otherwise the Host header (or
+    // HTTP/2's :authority) goes up as it came.
+    let rewritten_host = match forward.map(|f| &f.host_rewrite) {
+        Some(HostRewrite::Literal(h)) => Some(h.clone()),
+        _ => None,
+    };
+    let path = match new_path {
+        Some(p) => p.parse().unwrap_or_else(|_| PathAndQuery::from_static("/")),
+        None => parts
             .uri
             .path_and_query()
-            .map_or("/".to_string(), |p| p.as_str().to_string())
-    });
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    };
     let http2 = match cluster.protocol {
         UpstreamProtocol::Http1 => false,
         UpstreamProtocol::Http2 => true,
@@ -187,6 +189,14 @@ async fn forward_to(
         Payload::Streaming(Some(body))
     };
 
+    let authority = match rewritten_host {
+        Some(h) => Some(h),
+        // No Host header (an HTTP/2 request) or an HTTP/2 upstream: name it.
+        None if http2 || !parts.headers.contains_key(header::HOST) => {
+            Some(super::authority_of(&parts))
+        }
+        None => None,
+    };
     let template = Template {
         method: parts.method,
         path,
@@ -352,8 +362,11 @@ impl Payload {
 /// What every attempt's request is made from.
 struct Template {
     method: Method,
-    path: String,
-    authority: String,
+    /// The upstream path: rewritten, or the request's own.
+    path: PathAndQuery,
+    /// The authority to send when the request's `Host` does not go up as is
+    /// (a rewrite, an HTTP/2 upstream, or an HTTP/2 request without `Host`).
+    authority: Option<String>,
     headers: http::HeaderMap,
     http2: bool,
 }
@@ -362,51 +375,60 @@ impl Template {
     /// The request, moving the headers out (for the last use).
     fn take(&mut self, body: Body) -> Request<Body> {
         let headers = std::mem::take(&mut self.headers);
-        let mut req = self.build_with(body, None, http::HeaderMap::new());
-        *req.headers_mut() = headers;
-        self.finish_headers(&mut req, &self.authority.clone());
-        req
+        let authority = self.authority.take();
+        self.assemble(body, headers, authority)
     }
 
+    /// A copy of the request; `host_suffix` is appended to the authority
+    /// (mirrors' `-shadow`).
     fn build(&self, body: Body, host_suffix: Option<&str>) -> Request<Body> {
         let authority = match host_suffix {
-            Some(s) => format!("{}{s}", self.authority),
+            Some(s) => {
+                let base = match &self.authority {
+                    Some(a) => a.clone(),
+                    None => self
+                        .headers
+                        .get(header::HOST)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string(),
+                };
+                Some(format!("{base}{s}"))
+            }
             None => self.authority.clone(),
         };
-        let mut req = self.build_with(body, Some(&authority), self.headers.clone());
-        self.finish_headers(&mut req, &authority);
-        req
+        self.assemble(body, self.headers.clone(), authority)
     }
 
-    fn finish_headers(&self, req: &mut Request<Body>, authority: &str) {
-        if self.http2 {
-            req.headers_mut().remove(header::HOST);
-        } else if let Ok(v) = HeaderValue::from_str(authority) {
-            req.headers_mut().insert(header::HOST, v);
-        }
-    }
-
-    fn build_with(
+    fn assemble(
         &self,
         body: Body,
-        authority: Option<&str>,
         headers: http::HeaderMap,
+        authority: Option<String>,
     ) -> Request<Body> {
-        let authority = authority.unwrap_or(&self.authority);
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.headers_mut() = headers;
         if self.http2 {
             *req.version_mut() = Version::HTTP_2;
+            let authority = authority.unwrap_or_default();
             *req.uri_mut() = Uri::builder()
                 .scheme("http")
-                .authority(authority)
-                .path_and_query(self.path.as_str())
+                .authority(authority.as_str())
+                .path_and_query(self.path.clone())
                 .build()
                 .unwrap_or_else(|_| Uri::from_static("/"));
+            req.headers_mut().remove(header::HOST);
         } else {
             *req.version_mut() = Version::HTTP_11;
-            *req.uri_mut() = self.path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = Some(self.path.clone());
+            *req.uri_mut() = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"));
+            if let Some(a) = authority
+                && let Ok(v) = HeaderValue::from_str(&a)
+            {
+                req.headers_mut().insert(header::HOST, v);
+            }
         }
         req
     }
@@ -526,7 +548,9 @@ impl Attempts<'_> {
                     Attempt::PerTryTimeout => Outcome::Timeout,
                 },
             );
-            tried.push(host);
+            if self.retry.is_some() {
+                tried.push(host);
+            }
             let last = n + 1 == max_attempts;
             let retriable = !last && self.retry.is_some_and(|r| should_retry(r, &outcome));
             if retriable {
