@@ -39,12 +39,16 @@ fn run(config: Config) -> ExitCode {
         }
     };
     tracing::info!(?config, "starting proxy");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.workers())
-        .thread_name("proxy-worker")
-        .enable_all()
-        .build()
-    {
+    // One worker: a single-threaded runtime on the main thread (Envoy's one
+    // event loop), without the work-stealing scheduler's cross-thread cost.
+    let mut builder = if config.workers() == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.workers());
+        b
+    };
+    let runtime = match builder.thread_name("proxy-worker").enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("proxy: cannot start the runtime: {err}");

@@ -112,7 +112,10 @@ async fn forward_to(
     let (mut parts, body) = req.into_parts();
 
     // Headers.
-    strip_hop_by_hop(&mut parts.headers, upgrade);
+    // HTTP/2 has no connection-specific headers (its codec refuses them).
+    if parts.version != Version::HTTP_2 {
+        strip_hop_by_hop(&mut parts.headers, upgrade);
+    }
     if !parts.headers.contains_key("x-forwarded-proto") {
         parts
             .headers
