@@ -76,7 +76,8 @@ pub struct Config {
     pub config_yaml: Option<String>,
     /// Number of worker threads of the runtime (Envoy's --concurrency);
     /// defaults to the number of CPUs this process may run on. 0 runs one worker,
-    /// as in Envoy.
+    /// as in Envoy. One worker is a single-threaded runtime (one event loop, as
+    /// an Envoy worker); more use tokio's work-stealing scheduler.
     #[arg(long, env = "PROXY_CONCURRENCY", default_value_t = default_concurrency())]
     pub concurrency: usize,
     /// Log level: Envoy's names (trace, debug, info, warning/warn, error, critical,
