@@ -3,15 +3,15 @@
 //! citadel's local issuer, renewed at half-life, and used for mesh mTLS with
 //! tokio-rustls on both ends.
 
+#[path = "support/citadel.rs"]
+mod citadel_support;
+
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use citadel::app::{App, Config};
-use citadel::ca::KeyAlgorithm;
+use citadel::app::App;
 use citadel::local_issuer::LocalIssuer;
-use common::runtime::{LogArgs, LogFormat};
 use proxy::identity::tls::{client_config, peer_identity, server_config};
 use proxy::identity::{CertManager, Certified, Error, IdentityConfig, KeyType, TokenSource};
 use proxy::xds::Backoff;
@@ -43,7 +43,9 @@ impl Citadel {
     async fn start() -> Citadel {
         let dir = tempfile::tempdir().unwrap();
         let key_dir = dir.path().join("keys");
-        let app = App::build(config(&key_dir)).await.expect("citadel builds");
+        let app = App::build(citadel_support::config(&key_dir))
+            .await
+            .expect("citadel builds");
         let addr = format!("https://{}", app.addrs().grpc);
         let root_pem = app.ca().roots().concat();
         let issuer = LocalIssuer::load(&key_dir).expect("citadel created its token issuer");
@@ -86,32 +88,6 @@ impl Citadel {
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.task.await.unwrap().expect("citadel stops cleanly");
-    }
-}
-
-fn config(key_dir: &Path) -> Config {
-    Config {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        trust_domain: "cluster.local".into(),
-        key_dir: key_dir.to_path_buf(),
-        cacerts_dir: None,
-        key_algorithm: KeyAlgorithm::EcdsaP256,
-        jwks: None,
-        jwks_ca_file: None,
-        jwks_token_file: None,
-        jwt_issuer: None,
-        jwt_audience: "istio-ca".into(),
-        token_review: false,
-        db_url: None,
-        max_cert_ttl: Duration::from_secs(24 * 3600),
-        default_cert_ttl: Duration::from_secs(24 * 3600),
-        root_ttl: Duration::from_secs(10 * 365 * 24 * 3600),
-        serving_hosts: vec!["localhost".into(), "127.0.0.1".into()],
-        log: LogArgs {
-            log_format: LogFormat::Text,
-            log_level: "info".into(),
-        },
     }
 }
 

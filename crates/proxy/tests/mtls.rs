@@ -9,14 +9,15 @@
 //! plaintext client is refused; a client that expects another identity gets a
 //! 503.
 
+#[path = "support/citadel.rs"]
+mod citadel_support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use citadel::app::{App as Citadel, Config as CitadelConfig};
-use citadel::ca::KeyAlgorithm;
+use citadel::app::App as Citadel;
 use citadel::local_issuer::LocalIssuer;
-use common::runtime::{LogArgs, LogFormat};
 use proxy::app::App;
 use proxy::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,32 +26,6 @@ use tokio::net::{TcpListener, TcpStream};
 const WAIT: Duration = Duration::from_secs(30);
 const SERVER_ID: &str = "spiffe://cluster.local/ns/default/sa/reviews";
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/productpage";
-
-fn citadel_config(key_dir: &Path) -> CitadelConfig {
-    CitadelConfig {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        trust_domain: "cluster.local".into(),
-        key_dir: key_dir.to_path_buf(),
-        cacerts_dir: None,
-        key_algorithm: KeyAlgorithm::EcdsaP256,
-        jwks: None,
-        jwks_ca_file: None,
-        jwks_token_file: None,
-        jwt_issuer: None,
-        jwt_audience: "istio-ca".into(),
-        token_review: false,
-        db_url: None,
-        max_cert_ttl: Duration::from_secs(24 * 3600),
-        default_cert_ttl: Duration::from_secs(24 * 3600),
-        root_ttl: Duration::from_secs(10 * 365 * 24 * 3600),
-        serving_hosts: vec!["localhost".into(), "127.0.0.1".into()],
-        log: LogArgs {
-            log_format: LogFormat::Text,
-            log_level: "warn".into(),
-        },
-    }
-}
 
 /// A one-response HTTP/1.1 app that names the request it saw.
 async fn app() -> SocketAddr {
@@ -323,7 +298,7 @@ impl Mesh {
     async fn start() -> Mesh {
         let dir = tempfile::tempdir().unwrap();
         let key_dir = dir.path().join("keys");
-        let citadel = Citadel::build(citadel_config(&key_dir))
+        let citadel = Citadel::build(citadel_support::config(&key_dir))
             .await
             .expect("citadel");
         let ca = format!("https://{}", citadel.addrs().grpc);
