@@ -284,7 +284,13 @@ impl App {
         let stop = Stop::new();
         let addr = self.addrs().admin;
         let admin_address_path = self.config.admin_address_path.clone();
-        let termination_drain = Duration::from_secs(self.config.termination_drain_s);
+        let termination_drain = Duration::from_secs(
+            self.config
+                .termination_drain_s
+                .min(self.config.drain_time_s),
+        );
+        let final_drain =
+            DRAIN_TIMEOUT.min(Duration::from_secs(self.config.parent_shutdown_time_s));
         let admin = Admin::new(admin::Context {
             config: self.config,
             bootstrap: self.bootstrap,
@@ -381,9 +387,9 @@ impl App {
         }
         let _ = data_path.await;
         if let Some(task) = server
-            && tokio::time::timeout(DRAIN_TIMEOUT, task).await.is_err()
+            && tokio::time::timeout(final_drain, task).await.is_err()
         {
-            tracing::warn!(timeout = ?DRAIN_TIMEOUT, "admin drain took too long; stopping anyway");
+            tracing::warn!(timeout = ?final_drain, "admin drain took too long; stopping anyway");
         }
         match (failure, addr) {
             (Some(source), Some(addr)) => Err(Error::AdminServe { addr, source }),

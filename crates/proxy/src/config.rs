@@ -88,8 +88,10 @@ pub struct Config {
     /// spdlog pattern.
     #[arg(long, env = "MIZZEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Seconds a listener drains its connections when it is removed or the proxy
-    /// shuts down (Envoy's --drain-time-s). Accepted now; used once listeners exist.
+    /// Seconds inbound listeners drain on SIGTERM, at most (Envoy's
+    /// --drain-time-s): the drain lasts the shorter of this and
+    /// --termination-drain-s. A listener removed by LDS stops accepting at
+    /// once; its open connections finish on their own.
     #[arg(
         long,
         env = "PROXY_DRAIN_TIME_S",
@@ -97,8 +99,10 @@ pub struct Config {
         value_name = "SECONDS"
     )]
     pub drain_time_s: u64,
-    /// Seconds after a shutdown starts before remaining connections are closed
-    /// (Envoy's --parent-shutdown-time-s). Accepted now; used once listeners exist.
+    /// Seconds the last step of a shutdown may take, at most (Envoy's
+    /// --parent-shutdown-time-s): after the drain, the admin server gets the
+    /// shorter of this and 5 s to finish, then the process exits and any
+    /// connection still open is closed.
     #[arg(
         long,
         env = "PROXY_PARENT_SHUTDOWN_TIME_S",

@@ -122,7 +122,9 @@ static_resources:
     config.status_addr = Some("127.0.0.1:0".parse().unwrap());
     config.health_addr = Some("127.0.0.1:0".parse().unwrap());
     config.access_log = Some(log.clone());
-    config.termination_drain_s = 2;
+    // The drain lasts the shorter of the two: 2 s, well inside `WAIT`.
+    config.termination_drain_s = 30;
+    config.drain_time_s = 2;
     let app = App::build(config).await.expect("starts");
     let addrs = app.addrs();
     let data_path = app.data_path();
@@ -192,7 +194,7 @@ static_resources:
         "outbound works while draining"
     );
     assert_eq!(get(addrs.health.unwrap(), "/healthz/ready").await, Ok(503));
-    // After the drain the proxy exits.
+    // After the drain (bounded by --drain-time-s) the proxy exits.
     tokio::time::timeout(WAIT, run)
         .await
         .expect("the proxy exits after the termination drain")
