@@ -143,6 +143,11 @@ impl Stop {
         self.tx.send_replace(true);
     }
 
+    /// Whether [`Stop::trigger`] has been called.
+    pub fn is_triggered(&self) -> bool {
+        *self.tx.borrow()
+    }
+
     /// Resolves once [`Stop::trigger`] has been called.
     pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut rx = self.tx.subscribe();

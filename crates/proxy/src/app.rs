@@ -348,6 +348,7 @@ impl App {
             }
         }
         let mut failure = None;
+        let mut server_ended = false;
         let mut drain = false;
         tokio::select! {
             _ = shutdown => {
@@ -361,14 +362,19 @@ impl App {
                     None => std::future::pending().await,
                 }
             } => {
-                failure = Some(match result {
-                    Ok(Ok(())) => std::io::Error::other("stopped unexpectedly"),
-                    Ok(Err(e)) => e,
-                    Err(e) => std::io::Error::other(e),
-                });
+                server_ended = true;
+                match result {
+                    // `/quitquitquit` stopped it: the admin server ended first.
+                    Ok(Ok(())) if stop.is_triggered() => {
+                        tracing::info!("shutdown requested on the admin interface");
+                    }
+                    Ok(Ok(())) => failure = Some(std::io::Error::other("stopped unexpectedly")),
+                    Ok(Err(e)) => failure = Some(e),
+                    Err(e) => failure = Some(std::io::Error::other(e)),
+                }
             }
         }
-        if failure.is_some() {
+        if server_ended {
             server = None;
         }
         admin.set_draining();

@@ -175,7 +175,16 @@ where
             });
             // Boxed: the request's future is large, and HTTP/2 moves it into a
             // task of its own per stream.
-            let (resp, cluster) = Box::pin(handle(req, &hcm, &path, &conn, &stats)).await;
+            let handled = Box::pin(handle(req, &hcm, &path, &conn, &stats));
+            let (resp, cluster) = match hcm.request_timeout {
+                // Envoy's request_timeout: the whole request, until the
+                // response headers here.
+                Some(limit) => match tokio::time::timeout(limit, handled).await {
+                    Ok(r) => r,
+                    Err(_) => (flagged(local_reply(408, "request timeout"), "DT"), None),
+                },
+                None => handled.await,
+            };
             let log = log.map(|mut l| {
                 l.cluster = cluster.as_ref().map(|c| c.name.clone());
                 l.upstream_time = resp

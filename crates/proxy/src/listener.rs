@@ -9,6 +9,14 @@
 //! compiled into [`crate::secrets::ServerTls`]; the TLS itself is terminated
 //! when a connection picks the chain.
 //!
+//! Connection manager settings honoured: codec, routes (RDS or inline), the
+//! `fault`/`cors`/`router` filters, `server_name` and its transformation,
+//! `use_remote_address` (the peer joins `x-forwarded-for`), WebSocket
+//! upgrades, `request_timeout` (until the response headers), and
+//! `generate_request_id`. Accepted but not enforced yet (documented gaps):
+//! `stream_idle_timeout`, `normalize_path` and `merge_slashes` (paths are
+//! routed as they arrive).
+//!
 //! What the data path cannot carry is refused by [`compile`] with the field's
 //! path, so the xDS client NACKs it and keeps the last good listener:
 //! inline certificates, network filters other than the HTTP

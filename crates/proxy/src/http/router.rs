@@ -116,6 +116,25 @@ async fn forward_to(
     if parts.version != Version::HTTP_2 {
         strip_hop_by_hop(&mut parts.headers, upgrade);
     }
+    if hcm.use_remote_address {
+        // The edge: the peer's address joins `x-forwarded-for` and is the
+        // external address (Envoy's use_remote_address).
+        let ip = conn.peer.ip().to_string();
+        let xff = match parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(existing) if !existing.is_empty() => format!("{existing}, {ip}"),
+            _ => ip.clone(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            parts.headers.insert("x-forwarded-for", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&ip) {
+            parts.headers.insert("x-envoy-external-address", v);
+        }
+    }
     if !parts.headers.contains_key("x-forwarded-proto") {
         parts
             .headers
