@@ -512,9 +512,3 @@ async fn h2_sender(
         }
     }
 }
-
-/// Drops idle pooled connections older than `idle` (called periodically).
-pub fn expire_idle(host: &Host, idle: Duration) {
-    let mut list = host.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-    list.retain(|c| c.since.elapsed() <= idle && !c.sender.is_closed());
-}
