@@ -1,8 +1,9 @@
 //! The proxy as a service: bootstrap in, ADS client and admin listener out.
 //!
 //! [`App::build`] loads the bootstrap ([`Bootstrap::from_config`]), logs its
-//! warnings, turns `dynamic_resources.ads_config` into an [`XdsConfig`] (refusing
-//! what the client cannot do yet: a Unix socket or a TLS ADS cluster) and binds
+//! warnings, turns `dynamic_resources.ads_config` into an [`XdsConfig`] (pilot's
+//! mTLS port when the ADS cluster has a TLS transport socket, see
+//! [`crate::xds::tls`]; a Unix socket is refused) and binds
 //! the admin listener at `admin.address`, so a bad file or a port conflict fails
 //! at start with the field to change. [`App::run_until`] then starts the xDS
 //! client (which keeps the last good config in the [`XdsStore`]) and serves
@@ -26,6 +27,7 @@ use crate::dataplane::Statics;
 use crate::identity::{CertManager, IdentityConfig, TokenSource};
 use crate::secrets::Secrets;
 use crate::server::{self, DataPath};
+use crate::xds::tls::XdsTls;
 use crate::xds::{self, Handlers, XdsConfig, XdsStore};
 
 /// How long the admin server may take to finish in-flight requests at shutdown.
@@ -50,15 +52,15 @@ pub enum Error {
         /// The socket path.
         path: std::path::PathBuf,
     },
-    /// The ADS cluster uses TLS, which the proxy cannot map yet.
+    /// The ADS cluster's TLS settings cannot be honoured.
     #[error(
-        "bootstrap field `static_resources.clusters[{cluster}].transport_socket`: ADS over TLS \
-         (UpstreamTlsContext) is not supported yet; remove the transport_socket and use pilot's \
-         plaintext port (15010)"
+        "bootstrap field `static_resources.clusters[{cluster}].transport_socket.typed_config.{reason}"
     )]
     AdsTls {
         /// The ADS cluster's name.
         cluster: String,
+        /// The field under the `UpstreamTlsContext` and what is wrong with it.
+        reason: String,
     },
     /// The admin listener could not be bound.
     #[error(
@@ -146,7 +148,13 @@ impl App {
     /// Loads the bootstrap `config` names, prepares the ADS client and binds the
     /// admin listener.
     pub async fn build(config: Config) -> Result<App, Error> {
-        let bootstrap = load_bootstrap(&config)?;
+        let bootstrap = Bootstrap::from_config(&config)?;
+        App::with_bootstrap(config, bootstrap).await
+    }
+
+    /// [`App::build`] with the bootstrap already read (by the `proxy` binary, in a
+    /// child process: [`crate::bootstrap::isolated`]).
+    pub async fn with_bootstrap(config: Config, bootstrap: Bootstrap) -> Result<App, Error> {
         for warning in &bootstrap.warnings {
             tracing::warn!("{warning}");
         }
@@ -155,8 +163,9 @@ impl App {
             "bootstrap loaded: {}",
             bootstrap.summary()
         );
+        let identity = identity(&config, &bootstrap)?;
         let xds = match &bootstrap.ads {
-            Some(ads) => Some(xds_config(ads, &bootstrap)?),
+            Some(ads) => Some(xds_config(ads, &bootstrap, identity.as_ref())?),
             None => {
                 tracing::info!(
                     "no dynamic_resources.ads_config in the bootstrap: running on static resources only"
@@ -192,7 +201,6 @@ impl App {
         let status_listener = bind_status(config.status_addr, "--status-addr").await?;
         let health_listener = bind_status(config.health_addr, "--health-addr").await?;
         let telemetry = crate::telemetry::Telemetry::from_node(&bootstrap.node);
-        let identity = identity(&config, &bootstrap)?;
         let access_log = match &config.access_log {
             None => None,
             Some(path) => Some(Arc::new(crate::body::AccessLogSink::open(path).map_err(
@@ -407,23 +415,6 @@ impl App {
     }
 }
 
-/// Reads the bootstrap on a short-lived thread and keeps a copy made here.
-/// Reading it decodes Envoy's API descriptors (several MB, all freed
-/// afterwards); freed in that thread's allocator arena, with nothing left
-/// above them, those pages go back to the system instead of staying in the
-/// proxy's heap for its whole life.
-fn load_bootstrap(config: &Config) -> Result<Bootstrap, BootstrapError> {
-    let loaded = std::thread::scope(|scope| {
-        scope
-            .spawn(|| Bootstrap::from_config(config))
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })?;
-    let copy = loaded.clone();
-    drop(loaded);
-    Ok(copy)
-}
-
 async fn bind_status(
     addr: Option<SocketAddr>,
     flag: &'static str,
@@ -480,13 +471,35 @@ fn identity(config: &Config, bootstrap: &Bootstrap) -> Result<Option<Arc<CertMan
 }
 
 /// The ADS client's settings from the bootstrap's ADS target and node.
-fn xds_config(ads: &AdsTarget, bootstrap: &Bootstrap) -> Result<XdsConfig, Error> {
-    if ads.tls.is_some() {
-        return Err(Error::AdsTls {
-            cluster: ads.cluster.clone(),
-        });
-    }
+fn xds_config(
+    ads: &AdsTarget,
+    bootstrap: &Bootstrap,
+    identity: Option<&Arc<CertManager>>,
+) -> Result<XdsConfig, Error> {
+    let tls = match &ads.tls {
+        None => None,
+        Some(ctx) => {
+            let host = match &ads.address {
+                Endpoint::Tcp { host, .. } => host.as_str(),
+                Endpoint::Pipe(_) => "",
+            };
+            let refused = |reason: String| Error::AdsTls {
+                cluster: ads.cluster.clone(),
+                reason,
+            };
+            let tls = XdsTls::from_context(ctx, host).map_err(refused)?;
+            if tls.needs_workload() && identity.is_none() {
+                return Err(refused(
+                    "common_tls_context: names the workload certificate (SDS default/ROOTCA), \
+                     which the proxy has only with --ca-addr; add it, or use certificate files"
+                        .into(),
+                ));
+            }
+            Some(tls)
+        }
+    };
     let endpoint = match &ads.address {
+        Endpoint::Tcp { .. } if tls.is_some() => format!("https://{}", ads.address),
         Endpoint::Tcp { .. } => format!("http://{}", ads.address),
         Endpoint::Pipe(path) => {
             return Err(Error::AdsPipe {
@@ -497,6 +510,8 @@ fn xds_config(ads: &AdsTarget, bootstrap: &Bootstrap) -> Result<XdsConfig, Error
     };
     let mut config = XdsConfig::new(endpoint, bootstrap.node.clone());
     config.delta = ads.delta;
+    config.tls = tls;
+    config.identity = identity.cloned();
     Ok(config)
 }
 
@@ -527,7 +542,7 @@ mod tests {
             host: "::1".into(),
             port: 15010,
         });
-        let config = xds_config(&ads, &bootstrap()).expect("maps");
+        let config = xds_config(&ads, &bootstrap(), None).expect("maps");
         assert_eq!(config.endpoint, "http://[::1]:15010");
         assert!(!config.delta);
         let ads = target(Endpoint::Tcp {
@@ -535,16 +550,17 @@ mod tests {
             port: 15010,
         });
         assert_eq!(
-            xds_config(&ads, &bootstrap()).expect("maps").endpoint,
+            xds_config(&ads, &bootstrap(), None).expect("maps").endpoint,
             "http://istiod.istio-system.svc:15010"
         );
     }
 
     #[test]
-    fn pipe_and_tls_ads_are_refused_with_the_field() {
+    fn pipe_and_unverified_tls_ads_are_refused_with_the_field() {
         let err = xds_config(
             &target(Endpoint::Pipe(PathBuf::from("./etc/istio/proxy/XDS"))),
             &bootstrap(),
+            None,
         )
         .expect_err("pipe refused");
         assert!(
@@ -556,7 +572,12 @@ mod tests {
             port: 15012,
         });
         ads.tls = Some(Default::default());
-        let err = xds_config(&ads, &bootstrap()).expect_err("tls refused");
-        assert!(err.to_string().contains("transport_socket"), "{err}");
+        let err = xds_config(&ads, &bootstrap(), None).expect_err("unverified TLS refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("transport_socket.typed_config.common_tls_context")
+                && text.contains("must be verified"),
+            "{text}"
+        );
     }
 }

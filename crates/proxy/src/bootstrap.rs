@@ -53,6 +53,7 @@ use prost::Message as _;
 
 use crate::config::Config;
 
+pub mod isolated;
 pub mod policy;
 
 #[cfg(test)]
@@ -219,6 +220,10 @@ pub enum BootstrapError {
         /// Every refused field, in document order.
         refusals: Vec<Refusal>,
     },
+    /// The child process that read the bootstrap ([`isolated`]) refused it; the
+    /// text is that process's error, word for word.
+    #[error("{0}")]
+    Reported(String),
 }
 
 /// One refusal on the same line; several as an indented list.
@@ -323,8 +328,29 @@ impl Bootstrap {
             origin: origin.to_owned(),
             refusals,
         })?;
+        Ok(Bootstrap::assemble(raw, checked))
+    }
+
+    /// A bootstrap that [`Bootstrap::from_proto`] accepted in another process
+    /// ([`isolated`]): node overrides applied and `warnings` collected there. Only
+    /// the admin address and the ADS target are extracted again, which needs no
+    /// descriptor pool.
+    pub fn from_accepted(
+        origin: &str,
+        raw: EnvoyBootstrap,
+        warnings: Vec<String>,
+    ) -> Result<Bootstrap, BootstrapError> {
+        let checked =
+            policy::extract(&raw, warnings).map_err(|refusals| BootstrapError::Refused {
+                origin: origin.to_owned(),
+                refusals,
+            })?;
+        Ok(Bootstrap::assemble(raw, checked))
+    }
+
+    fn assemble(raw: EnvoyBootstrap, checked: policy::Checked) -> Bootstrap {
         let statics = raw.static_resources.clone().unwrap_or_default();
-        Ok(Bootstrap {
+        Bootstrap {
             node: raw.node.clone().unwrap_or_default(),
             admin: checked.admin,
             ads: checked.ads,
@@ -332,7 +358,7 @@ impl Bootstrap {
             static_listeners: statics.listeners,
             raw,
             warnings: checked.warnings,
-        })
+        }
     }
 
     /// One line for the log: node, admin, ADS server and mode, static resources.

@@ -1,5 +1,6 @@
 //! The `proxy` binary: Envoy-style flags in, then [`proxy::app::App`] runs until
-//! SIGTERM, Ctrl-C or `POST /quitquitquit` on the admin address. The tokio
+//! SIGTERM, Ctrl-C or `POST /quitquitquit` on the admin address. The bootstrap is
+//! read by a child process of the same binary ([`proxy::bootstrap::isolated`]). The tokio
 //! runtime gets `--concurrency` worker threads. `proxy init` instead installs the
 //! traffic capture rules ([`proxy::init`]) and exits.
 
@@ -31,6 +32,15 @@ fn init(config: &proxy::init::Config) -> ExitCode {
 }
 
 fn run(config: Config) -> ExitCode {
+    if proxy::bootstrap::isolated::is_child() {
+        return match proxy::bootstrap::isolated::report(&config, &mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("proxy: cannot write the bootstrap report: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let log = match common::runtime::init_logging(&config.log_args()) {
         Ok(log) => log,
         Err(err) => {
@@ -56,7 +66,9 @@ fn run(config: Config) -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        App::build(config)
+        // Read in a child process: Envoy's API descriptors never enter this one.
+        let bootstrap = proxy::bootstrap::isolated::read(&config)?;
+        App::with_bootstrap(config, bootstrap)
             .await?
             .with_log_handle(log)
             .run_until(common::runtime::shutdown_signal())

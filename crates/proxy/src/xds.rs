@@ -9,7 +9,7 @@
 //!
 //! The path of an update, top-down:
 //! - [`client`]: one task per [`spawn`]; it connects (with [`Backoff`] between
-//!   attempts), subscribes like Envoy (CDS wildcard, then EDS for the EDS
+//!   attempts; TLS per [`tls`] on pilot's mTLS port), subscribes like Envoy (CDS wildcard, then EDS for the EDS
 //!   clusters; LDS wildcard once the clusters are warm, then RDS for the
 //!   HttpConnectionManagers' route configs; SDS for secrets whose `sds_config`
 //!   is ADS), reads responses and ACKs or NACKs each one;
@@ -35,6 +35,7 @@ pub mod client;
 pub mod handler;
 pub mod store;
 pub mod subscriptions;
+pub mod tls;
 
 pub use client::{XdsHandle, spawn};
 pub use handler::{AcceptAll, Handler, Handlers};
@@ -102,7 +103,10 @@ pub struct XdsConfig {
     /// Delta ADS (`DeltaAggregatedResources`, the default) or state of the world.
     pub delta: bool,
     /// TLS for the connection (pilot's mTLS port), if any.
-    pub tls: Option<tonic::transport::ClientTlsConfig>,
+    pub tls: Option<tls::XdsTls>,
+    /// The workload certificate, when [`XdsConfig::tls`] presents it or trusts
+    /// its roots (`--ca-addr`).
+    pub identity: Option<std::sync::Arc<crate::identity::CertManager>>,
     /// How long a cluster waits for its endpoints, a listener for its routes,
     /// before it is used anyway (Envoy's `initial_fetch_timeout`, 15 s).
     pub initial_fetch_timeout: Duration,
@@ -118,6 +122,7 @@ impl XdsConfig {
             node,
             delta: true,
             tls: None,
+            identity: None,
             initial_fetch_timeout: Duration::from_secs(15),
             backoff: Backoff::default(),
         }
@@ -146,6 +151,15 @@ pub enum Error {
         /// What tonic said.
         #[source]
         source: tonic::transport::Error,
+    },
+    /// The TLS settings cannot be made for this attempt (no workload
+    /// certificate yet, or none configured).
+    #[error("cannot connect to pilot at {endpoint} over TLS: {reason}")]
+    Tls {
+        /// The configured endpoint.
+        endpoint: String,
+        /// Why.
+        reason: String,
     },
     /// Pilot refused or ended the stream.
     #[error("ADS stream ended by pilot: {0}")]

@@ -363,6 +363,28 @@ static_resources:
         );
     }
 
+    /// The binary reads its bootstrap in a child process of itself
+    /// (`proxy::bootstrap::isolated`): a refusal still names the field, and
+    /// nothing falls back to reading it in-process.
+    #[test]
+    fn app_binary_relays_the_bootstrap_refusal_from_its_child() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, "admin:\n  adress: {}\n").expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxy"))
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains("admin.adress"), "{stderr}");
+        assert!(
+            !stderr.contains("could not read the bootstrap in a child process"),
+            "{stderr}"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn app_binary_runs_until_quitquitquit() {
         let pilot_dir = bookinfo_dir();

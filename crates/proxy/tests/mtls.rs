@@ -428,3 +428,139 @@ async fn a_server_with_another_identity_is_refused() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Pilot with its mTLS xDS port: a serving certificate for `localhost` from
+/// its own test CA (returned as PEM, for the proxy to trust), and the mesh
+/// roots (citadel's) as the client CA.
+async fn pilot_with_mtls(
+    dir: &Path,
+    mesh_root: &Path,
+) -> (pilot::app::Addrs, String, tokio::sync::oneshot::Sender<()>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    let config_dir = dir.join("pilot-config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(
+        config_dir.join("svc.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: default}\nspec:\n  ports: [{name: http, port: 9080}]\n",
+    )
+    .unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::default();
+    leaf.subject_alt_names = vec![SanType::DnsName("localhost".try_into().unwrap())];
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let mut c = pilot::app::Config::for_dir(&config_dir);
+    c.xds_addr = "127.0.0.1:0".parse().unwrap();
+    c.xds_tls_addr = "127.0.0.1:0".parse().unwrap();
+    c.http_addr = "127.0.0.1:0".parse().unwrap();
+    c.tls_cert_file = Some(write("pilot-cert.pem", &cert.pem()));
+    c.tls_key_file = Some(write("pilot-key.pem", &key.serialize_pem()));
+    c.tls_client_ca_file = Some(mesh_root.to_path_buf());
+    let app = pilot::app::App::build(c).await.expect("pilot builds");
+    let addrs = app.addrs();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    (addrs, ca_pem, stop)
+}
+
+/// Without istio-agent in between, the proxy connects to pilot's mTLS port
+/// itself, presenting its workload certificate (SDS `default` on the ADS
+/// cluster's TLS), and pilot sees its SPIFFE identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_takes_its_config_over_mtls_with_its_workload_certificate() {
+    let mesh = Mesh::start().await;
+    let (pilot, pilot_ca, _stop) = pilot_with_mtls(mesh.dir.path(), &mesh.root).await;
+    let pilot_root = mesh.dir.path().join("pilot-root.pem");
+    std::fs::write(&pilot_root, pilot_ca).unwrap();
+    let xds = pilot.xds_tls.expect("the mTLS port is on");
+    let yaml = format!(
+        r#"{node}admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+dynamic_resources:
+  ads_config:
+    api_type: DELTA_GRPC
+    transport_api_version: V3
+    grpc_services: [{{ envoy_grpc: {{ cluster_name: xds-grpc }} }}]
+  lds_config: {{ ads: {{}}, resource_api_version: V3 }}
+  cds_config: {{ ads: {{}}, resource_api_version: V3 }}
+static_resources:
+  clusters:{xds}{sds_cluster}
+"#,
+        node = node("productpage"),
+        xds = static_cluster(
+            "xds-grpc",
+            xds,
+            &format!(
+                r#"
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: localhost
+        common_tls_context:
+          alpn_protocols: [h2]{SDS}
+          validation_context:
+            trusted_ca: {{ filename: {} }}"#,
+                pilot_root.display()
+            )
+        ),
+        sds_cluster = static_cluster("sds-grpc", "127.0.0.1:1".parse().unwrap(), ""),
+    );
+    let token = mesh.token("productpage");
+    let path = mesh.dir.path().join("xds-tls.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let mut config = Config::for_path(&path);
+    config.ca_addr = Some(mesh.ca.clone());
+    config.ca_root_cert = mesh.root.clone();
+    config.token_file = token;
+    let app = App::build(config)
+        .await
+        .unwrap_or_else(|e| panic!("the proxy starts: {e}\n{yaml}"));
+    let admin = app.addrs().admin.unwrap();
+    let (_stop_proxy, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, stats) = get(admin, "/stats").await.unwrap();
+        if stats.contains("control_plane.connected_state: 1")
+            && stats.lines().any(|l| {
+                l.starts_with("cluster_manager.cds.update_success: ") && !l.ends_with(" 0")
+            })
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the proxy never synced over mTLS:\n{stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut s = TcpStream::connect(pilot.http).await.unwrap();
+    s.write_all(b"GET /debug/syncz HTTP/1.1\r\nhost: pilot\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut syncz = String::new();
+    s.read_to_string(&mut syncz).await.unwrap();
+    assert!(
+        syncz.contains(CLIENT_ID),
+        "pilot did not see the workload identity:\n{syncz}"
+    );
+}

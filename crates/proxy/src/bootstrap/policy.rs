@@ -283,9 +283,26 @@ pub fn check(raw: &EnvoyBootstrap) -> Result<Checked, Vec<Refusal>> {
             }
         }
     }
+    extract_with(c, raw)
+}
+
+/// The admin address and ADS target of a bootstrap [`check`] has already accepted
+/// (read in a child process by [`super::isolated`]), without the field tables:
+/// this part needs no descriptor pool. `warnings` are the child's.
+pub fn extract(raw: &EnvoyBootstrap, warnings: Vec<String>) -> Result<Checked, Vec<Refusal>> {
+    extract_with(
+        Checker {
+            warnings,
+            refusals: Vec::new(),
+        },
+        raw,
+    )
+}
+
+fn extract_with(mut c: Checker, raw: &EnvoyBootstrap) -> Result<Checked, Vec<Refusal>> {
     unique_names(&mut c, raw);
     let admin = admin(&mut c, raw);
-    let ads = ads(&mut c, raw, dynamic);
+    let ads = ads(&mut c, raw);
     if ads.is_some() {
         let node = raw.node.clone().unwrap_or_default();
         if node.id.is_empty() {
@@ -400,16 +417,17 @@ fn port(c: &mut Checker, at: &str, spec: &Option<PortSpecifier>) -> Option<u16> 
     }
 }
 
-fn ads(c: &mut Checker, raw: &EnvoyBootstrap, dynamic: Option<&Value>) -> Option<AdsTarget> {
+fn ads(c: &mut Checker, raw: &EnvoyBootstrap) -> Option<AdsTarget> {
     let base = "dynamic_resources.ads_config";
     let Some(config) = raw
         .dynamic_resources
         .as_ref()
         .and_then(|d| d.ads_config.as_ref())
     else {
-        let uses_ads = ["lds_config", "cds_config"]
-            .iter()
-            .any(|s| dynamic.and_then(|d| d.get(s)).is_some());
+        let uses_ads = raw
+            .dynamic_resources
+            .as_ref()
+            .is_some_and(|d| d.lds_config.is_some() || d.cds_config.is_some());
         if uses_ads {
             c.refuse(
                 base,

@@ -347,7 +347,13 @@ impl Client {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
         if let Some(tls) = &self.config.tls {
-            e = e.tls_config(tls.clone()).map_err(bad)?;
+            let tls = tls
+                .client_config(self.config.identity.as_ref())
+                .map_err(|reason| Error::Tls {
+                    endpoint: endpoint.clone(),
+                    reason,
+                })?;
+            e = e.tls_config(tls).map_err(bad)?;
         }
         e.connect().await.map_err(|source| Error::Connect {
             endpoint: endpoint.clone(),

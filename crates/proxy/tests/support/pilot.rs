@@ -65,6 +65,7 @@ pub fn config(addr: SocketAddr, delta: bool) -> XdsConfig {
         node: node(),
         delta,
         tls: None,
+        identity: None,
         initial_fetch_timeout: Duration::from_secs(15),
         backoff: Backoff {
             base: Duration::from_millis(50),
