@@ -21,12 +21,16 @@ pub enum Cli {
     Run(Config),
     /// `proxy init ...`: install or remove the traffic capture rules and exit.
     Init(crate::init::Config),
+    /// `proxy agent ...`: serve the workload certificate to a stock Envoy over
+    /// SDS on a Unix socket (istio-agent's SDS job) until stopped.
+    Agent(crate::agent::Config),
 }
 
 impl CommandFactory for Cli {
     fn command() -> clap::Command {
         Config::command()
             .subcommand(crate::init::Config::command())
+            .subcommand(crate::agent::Config::command())
             .args_conflicts_with_subcommands(true)
             .subcommand_negates_reqs(true)
     }
@@ -40,6 +44,9 @@ impl FromArgMatches for Cli {
     fn from_arg_matches(matches: &ArgMatches) -> Result<Cli, clap::Error> {
         match matches.subcommand() {
             Some(("init", init)) => Ok(Cli::Init(crate::init::Config::from_arg_matches(init)?)),
+            Some(("agent", agent)) => {
+                Ok(Cli::Agent(crate::agent::Config::from_arg_matches(agent)?))
+            }
             Some((other, _)) => Err(clap::Error::raw(
                 clap::error::ErrorKind::InvalidSubcommand,
                 format!("unknown subcommand `{other}`\n"),
@@ -309,6 +316,33 @@ mod tests {
         };
         assert_eq!(init.envoy_port, 16001);
         assert!(init.dry_run);
+    }
+
+    #[test]
+    fn agent_is_a_subcommand_that_needs_no_bootstrap() {
+        let cli = Cli::try_parse_from([
+            "proxy",
+            "agent",
+            "--ca-addr",
+            "citadel.istio-system:15012",
+            "--namespace",
+            "default",
+            "--service-account",
+            "reviews",
+            "--sds-socket",
+            "/tmp/sds/socket",
+        ])
+        .expect("parses");
+        let Cli::Agent(agent) = cli else {
+            panic!("expected agent: {cli:?}");
+        };
+        assert_eq!(agent.ca_addr, "citadel.istio-system:15012");
+        assert_eq!(
+            agent.spiffe_id(),
+            "spiffe://cluster.local/ns/default/sa/reviews"
+        );
+        assert_eq!(agent.sds_socket, PathBuf::from("/tmp/sds/socket"));
+        assert!(Cli::try_parse_from(["proxy", "-c", "b.yaml", "agent"]).is_err());
     }
 
     #[test]

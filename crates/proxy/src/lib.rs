@@ -3,8 +3,9 @@
 //! mTLS and telemetry (issue 5).
 //!
 //! Configuration, top-down:
-//! - `config`: the command line (`proxy -c BOOTSTRAP --concurrency N`, and
-//!   `proxy init` for the capture rules, `init`);
+//! - `config`: the command line (`proxy -c BOOTSTRAP --concurrency N`,
+//!   `proxy init` for the capture rules, `init`, and `proxy agent`, `agent`,
+//!   istio-agent's SDS server for a stock Envoy);
 //! - `bootstrap`: Envoy's bootstrap file (YAML or JSON), read into Envoy's own
 //!   `Bootstrap` message, with unsupported fields refused or warned about by name;
 //! - `xds`: the ADS client (delta by default, SotW selectable) that keeps the last
@@ -27,6 +28,7 @@
 //! - `app` runs it all with the `admin` endpoints (`/ready`, `/config_dump`,
 //!   `/clusters`, `/stats`, ...) and the status and readiness ports.
 pub mod admin;
+pub mod agent;
 pub mod app;
 pub mod balance;
 pub mod body;

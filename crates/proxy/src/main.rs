@@ -2,7 +2,9 @@
 //! SIGTERM, Ctrl-C or `POST /quitquitquit` on the admin address. The bootstrap is
 //! read by a child process of the same binary ([`proxy::bootstrap::isolated`]). The tokio
 //! runtime gets `--concurrency` worker threads. `proxy init` instead installs the
-//! traffic capture rules ([`proxy::init`]) and exits.
+//! traffic capture rules ([`proxy::init`]) and exits; `proxy agent` serves the
+//! workload certificate to a stock Envoy over SDS ([`proxy::agent`]) until
+//! SIGTERM or Ctrl-C.
 
 use std::process::ExitCode;
 
@@ -14,6 +16,41 @@ fn main() -> ExitCode {
     match Cli::parse() {
         Cli::Run(config) => run(config),
         Cli::Init(config) => init(&config),
+        Cli::Agent(config) => agent(config),
+    }
+}
+
+/// `proxy agent`: serves SDS on its socket until SIGTERM or Ctrl-C.
+fn agent(config: proxy::agent::Config) -> ExitCode {
+    let _log = match common::runtime::init_logging(&config.log_args()) {
+        Ok(log) => log,
+        Err(err) => {
+            eprintln!("proxy agent: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(?config, "starting proxy agent");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("proxy-agent")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("proxy agent: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(proxy::agent::run(
+        config,
+        common::runtime::shutdown_signal(),
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("proxy agent: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 
