@@ -19,6 +19,9 @@ pub enum Body {
     Full(Option<Bytes>),
     /// Streaming from the peer that sent it.
     Incoming(Incoming),
+    /// Streaming from downstream, each frame counted as its stream's
+    /// activity (the stream idle timeout, [`crate::http::idle`]).
+    Watched(Incoming, std::sync::Arc<crate::http::idle::Activity>),
     /// An upstream response, with its connection's way back to the pool.
     Upstream(Incoming, Option<Checkin>),
 }
@@ -29,6 +32,7 @@ impl std::fmt::Debug for Body {
             Body::Empty => f.write_str("Body::Empty"),
             Body::Full(b) => write!(f, "Body::Full({} bytes)", b.as_ref().map_or(0, |b| b.len())),
             Body::Incoming(_) => f.write_str("Body::Incoming"),
+            Body::Watched(..) => f.write_str("Body::Watched"),
             Body::Upstream(..) => f.write_str("Body::Upstream"),
         }
     }
@@ -69,6 +73,13 @@ impl HttpBody for Body {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Incoming(b) => Pin::new(b).poll_frame(cx),
+            Body::Watched(b, activity) => {
+                let r = Pin::new(b).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(_))) = &r {
+                    activity.touch();
+                }
+                r
+            }
             Body::Upstream(b, checkin) => {
                 let r = Pin::new(&mut *b).poll_frame(cx);
                 match &r {
@@ -96,7 +107,7 @@ impl HttpBody for Body {
         match self {
             Body::Empty => true,
             Body::Full(b) => b.is_none(),
-            Body::Incoming(b) | Body::Upstream(b, _) => b.is_end_stream(),
+            Body::Incoming(b) | Body::Watched(b, _) | Body::Upstream(b, _) => b.is_end_stream(),
         }
     }
 
@@ -104,7 +115,7 @@ impl HttpBody for Body {
         match self {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Body::Incoming(b) | Body::Upstream(b, _) => b.size_hint(),
+            Body::Incoming(b) | Body::Watched(b, _) | Body::Upstream(b, _) => b.size_hint(),
         }
     }
 }

@@ -4,6 +4,13 @@
 //! ([`crate::route`]), runs the fault filter, answers redirects and direct
 //! responses itself, and hands forwarded requests to the router
 //! ([`router`]). Local replies carry Envoy's status codes and bodies.
+//!
+//! A request's way through: the path is normalised first ([`path`]:
+//! `normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`;
+//! the result is both what is routed and what is forwarded, or a 400/307),
+//! then [`handle`] routes and forwards it, raced against `request_timeout`
+//! and the stream idle timeout ([`idle`]: 408 before the response headers,
+//! a reset after); the response body is metered and watched for idleness.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,11 +26,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::body::{Body, Metered, PendingLog, Recording};
 use crate::cluster::Cluster;
+use crate::http::idle::{Activity, IdleBody};
+use crate::http::path::PathOutcome;
 use crate::listener::{Codec, Hcm, RouteSource};
 use crate::route::{AppendAction, FaultAbort, HeaderOps, Preflight, RequestView, SelectedAction};
 use crate::server::DataPath;
 use crate::telemetry::{Peer, Protocol, RequestKey, RequestSeries, Security};
 
+pub mod idle;
+pub mod path;
 pub mod router;
 
 /// One HTTP connection manager's counters, by its `stat_prefix` (they
@@ -48,6 +59,12 @@ pub struct HttpStats {
     pub delays_injected: AtomicU64,
     /// `fault.aborts_injected`.
     pub aborts_injected: AtomicU64,
+    /// `downstream_rq_failed_path_normalization`.
+    pub failed_path_normalization: AtomicU64,
+    /// `downstream_rq_redirected_with_normalized_path`.
+    pub redirected_with_normalized_path: AtomicU64,
+    /// `downstream_rq_idle_timeout`.
+    pub idle_timeout: AtomicU64,
 }
 
 impl HttpStats {
@@ -73,6 +90,17 @@ impl HttpStats {
         put("rq_redirect", get(&self.redirect), false);
         put("fault.delays_injected", get(&self.delays_injected), false);
         put("fault.aborts_injected", get(&self.aborts_injected), false);
+        put(
+            "downstream_rq_failed_path_normalization",
+            get(&self.failed_path_normalization),
+            false,
+        );
+        put(
+            "downstream_rq_redirected_with_normalized_path",
+            get(&self.redirected_with_normalized_path),
+            false,
+        );
+        put("downstream_rq_idle_timeout", get(&self.idle_timeout), false);
     }
 
     fn count(counter: &AtomicU64) {
@@ -135,6 +163,10 @@ where
         async move {
             HttpStats::count(&stats.rq_total);
             let start = Instant::now();
+            // The stream idle clock starts with the request headers.
+            let activity = Activity::new(hcm.stream_idle_timeout);
+            let mut req = req;
+            let path_reply = normalize_path(&mut req, &hcm, &stats);
             let grpc = is_grpc(req.headers());
             let request_bytes = req
                 .headers()
@@ -173,17 +205,35 @@ where
                     remote: conn.peer,
                 })
             });
+            let http1 = req.version() != http::Version::HTTP_2;
+            let req = req.map(|b| Body::Watched(b, Arc::clone(&activity)));
             // Boxed: the request's future is large, and HTTP/2 moves it into a
             // task of its own per stream.
-            let handled = Box::pin(handle(req, &hcm, &path, &conn, &stats));
-            let (resp, cluster) = match hcm.request_timeout {
-                // Envoy's request_timeout: the whole request, until the
-                // response headers here.
-                Some(limit) => match tokio::time::timeout(limit, handled).await {
-                    Ok(r) => r,
-                    Err(_) => (flagged(local_reply(408, "request timeout"), "DT"), None),
-                },
-                None => handled.await,
+            let handled = Box::pin(async {
+                match path_reply {
+                    Some(resp) => (finish(&hcm, resp, &[]), None),
+                    None => handle(req, &hcm, &path, &conn, &stats, &activity).await,
+                }
+            });
+            // Envoy's request_timeout: the whole request, until the response
+            // headers here.
+            let request_deadline = hcm.request_timeout.map(|limit| start + limit);
+            let (resp, cluster) = tokio::select! {
+                r = handled => r,
+                () = until(request_deadline) => {
+                    (flagged(local_reply(408, "request timeout"), "DT"), None)
+                }
+                () = activity.expired() => {
+                    // The stream idle timeout before the response headers.
+                    HttpStats::count(&stats.idle_timeout);
+                    let mut resp = local_reply(408, "stream timeout");
+                    if http1 {
+                        // The request may be unread: the connection ends.
+                        resp.headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    (finish(&hcm, flagged(resp, "SI"), &[]), None)
+                }
             };
             let log = log.map(|mut l| {
                 l.cluster = cluster.as_ref().map(|c| c.name.clone());
@@ -244,7 +294,9 @@ where
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            Ok::<_, Infallible>(resp.map(|b| Metered::new(b, Some(recording))))
+            Ok::<_, Infallible>(
+                resp.map(|b| IdleBody::new(Metered::new(b, Some(recording)), Some(activity))),
+            )
         }
     });
     let io = TokioIo::new(io);
@@ -322,13 +374,61 @@ pub fn local_reply(status: u16, body: &str) -> Response<Body> {
     resp
 }
 
+/// Completes at `deadline`; never when there is none.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Applies the connection manager's path settings to `req` in place (what is
+/// routed is what is forwarded, as in Envoy); the local reply when the path
+/// is refused (400) or redirected (307).
+fn normalize_path<B>(req: &mut Request<B>, hcm: &Hcm, stats: &HttpStats) -> Option<Response<Body>> {
+    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let new = match hcm.paths.apply(path_and_query) {
+        PathOutcome::Unchanged => return None,
+        PathOutcome::Rewritten(p) => p,
+        PathOutcome::Reject => {
+            HttpStats::count(&stats.failed_path_normalization);
+            return Some(local_reply(400, ""));
+        }
+        PathOutcome::Redirect(location) => {
+            HttpStats::count(&stats.redirected_with_normalized_path);
+            let mut resp = local_reply(307, "");
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            return Some(resp);
+        }
+    };
+    let mut parts = req.uri().clone().into_parts();
+    let Ok(pq) = new.parse() else {
+        HttpStats::count(&stats.failed_path_normalization);
+        return Some(local_reply(400, ""));
+    };
+    parts.path_and_query = Some(pq);
+    match http::Uri::from_parts(parts) {
+        Ok(uri) => {
+            *req.uri_mut() = uri;
+            None
+        }
+        Err(_) => {
+            HttpStats::count(&stats.failed_path_normalization);
+            Some(local_reply(400, ""))
+        }
+    }
+}
+
 /// Handles one request.
 async fn handle(
-    req: Request<Incoming>,
+    req: Request<Body>,
     hcm: &Hcm,
     path: &DataPath,
     conn: &ConnInfo,
     stats: &HttpStats,
+    activity: &Activity,
 ) -> (Response<Body>, Option<Arc<Cluster>>) {
     let start = Instant::now();
     let dp = path.current();
@@ -367,6 +467,10 @@ async fn handle(
         return (finish(hcm, flagged(local_reply(404, ""), "NR"), &[]), None);
     };
     let ops = &selected.header_ops;
+    // The route's idle_timeout replaces the connection manager's.
+    if let Some(t) = selected.forward.and_then(|f| f.idle_timeout) {
+        activity.set_timeout(Some(t).filter(|t| !t.is_zero()));
+    }
     match selected.action {
         SelectedAction::Redirect(_) | SelectedAction::RequireTls => {
             HttpStats::count(&stats.redirect);

@@ -12,10 +12,13 @@
 //! Connection manager settings honoured: codec, routes (RDS or inline), the
 //! `fault`/`cors`/`router` filters, `server_name` and its transformation,
 //! `use_remote_address` (the peer joins `x-forwarded-for`), WebSocket
-//! upgrades, `request_timeout` (until the response headers), and
-//! `generate_request_id`. Accepted but not enforced yet (documented gaps):
-//! `stream_idle_timeout`, `normalize_path` and `merge_slashes` (paths are
-//! routed as they arrive).
+//! upgrades, `request_timeout` (until the response headers),
+//! `generate_request_id`, `stream_idle_timeout` (default 5 min, zero: none;
+//! 408 before the response headers, a reset after; the route's
+//! `idle_timeout` overrides it), and the path settings `normalize_path`
+//! (default false), `merge_slashes` and `path_with_escaped_slashes_action`
+//! (every action), applied before routing and to the forwarded `:path`
+//! ([`crate::http::path`]).
 //!
 //! What the data path cannot carry is refused by [`compile`] with the field's
 //! path, so the xDS client NACKs it and keeps the last good listener:
@@ -42,6 +45,7 @@ use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 
 use crate::cluster::{HostAddr, duration, host_addr};
+use crate::http::path::{EscapedSlashes, PathPolicy};
 use crate::route::RouteTable;
 
 const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -150,6 +154,8 @@ pub struct Hcm {
     pub request_timeout: Option<Duration>,
     /// `generate_request_id` (default true).
     pub generate_request_id: bool,
+    /// `normalize_path`, `merge_slashes` and `path_with_escaped_slashes_action`.
+    pub paths: PathPolicy,
 }
 
 /// A compiled TCP proxy.
@@ -700,6 +706,25 @@ fn hcm_config(hcm: &HttpConnectionManager) -> Result<Hcm, Vec<String>> {
     let websocket = hcm.upgrade_configs.iter().any(|u| {
         u.upgrade_type.eq_ignore_ascii_case("websocket") && u.enabled.is_none_or(|e| e.value)
     });
+    use http_connection_manager::PathWithEscapedSlashesAction as Escaped;
+    let escaped_slashes = match Escaped::try_from(hcm.path_with_escaped_slashes_action) {
+        Ok(Escaped::ImplementationSpecificDefault | Escaped::KeepUnchanged) => EscapedSlashes::Keep,
+        Ok(Escaped::RejectRequest) => EscapedSlashes::Reject,
+        Ok(Escaped::UnescapeAndRedirect) => EscapedSlashes::UnescapeAndRedirect,
+        Ok(Escaped::UnescapeAndForward) => EscapedSlashes::UnescapeAndForward,
+        Err(_) => {
+            errors.push(format!(
+                "path_with_escaped_slashes_action: unknown action {}",
+                hcm.path_with_escaped_slashes_action
+            ));
+            EscapedSlashes::Keep
+        }
+    };
+    let paths = PathPolicy {
+        normalize: hcm.normalize_path.is_some_and(|b| b.value),
+        merge_slashes: hcm.merge_slashes,
+        escaped_slashes,
+    };
     let server_name = if hcm.server_name.is_empty() {
         "envoy".to_string()
     } else {
@@ -727,6 +752,7 @@ fn hcm_config(hcm: &HttpConnectionManager) -> Result<Hcm, Vec<String>> {
                 .map(duration)
                 .filter(|d| !d.is_zero()),
             generate_request_id: hcm.generate_request_id.is_none_or(|b| b.value),
+            paths,
         }),
         _ => Err(errors),
     }

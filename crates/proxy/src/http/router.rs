@@ -18,7 +18,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 
 use super::{ConnInfo, apply, flagged, local_reply, millis};
 use crate::balance::Outcome;
@@ -56,7 +56,7 @@ const HOP_BY_HOP: &[&str] = &[
 /// downstream (the upstream's, or a local reply).
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
-    req: Request<Incoming>,
+    req: Request<Body>,
     selected: &Selected<'_>,
     new_path: Option<String>,
     hash: HashInput,
@@ -96,7 +96,7 @@ pub async fn forward(
 
 #[allow(clippy::too_many_arguments)]
 async fn forward_to(
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     selected: &Selected<'_>,
     new_path: Option<String>,
     hash: Option<u64>,
@@ -368,7 +368,7 @@ fn grpc_timeout(v: &HeaderValue) -> Option<Duration> {
 /// The request body, kept for another attempt or streamed once.
 enum Payload {
     Buffered(Bytes),
-    Streaming(Option<Incoming>),
+    Streaming(Option<Body>),
 }
 
 impl Payload {
@@ -376,7 +376,7 @@ impl Payload {
     fn take(&mut self) -> Option<Body> {
         match self {
             Payload::Buffered(b) => Some(Body::full(b.clone())),
-            Payload::Streaming(b) => b.take().map(Body::Incoming),
+            Payload::Streaming(b) => b.take(),
         }
     }
 }
