@@ -7,7 +7,9 @@
 //!   (node id, `POD.NAMESPACE` or connection id), rendered as a JSON summary per
 //!   resource (Envoy's protobuf types have no JSON mapping here).
 //! - `/debug/registryz`: services with their ports and endpoints.
-//! - `/debug/configz`: accepted config resources and those rejected, with why.
+//! - `/debug/configz`: accepted config resources and those rejected, with why;
+//!   AuthorizationPolicies pilot applies only in part or not at all, with why
+//!   (`authorization`, from [`crate::xds::authz::notes`]).
 //!
 //! Everything is read from the published snapshot and the live connections; the
 //! handlers never block a push.
@@ -390,7 +392,9 @@ async fn configz(State(s): State<DebugState>) -> Json<Value> {
 }
 
 /// `/debug/configz`: accepted resources (`Kind name.namespace` and where they
-/// came from) and rejected ones with galley's messages.
+/// came from), rejected ones with galley's messages, and the
+/// AuthorizationPolicies not applied as written (`authorization`: resource,
+/// `applied`, messages).
 pub fn config_json(snapshot: &Snapshot) -> Value {
     let resources: Vec<Value> = snapshot
         .config
@@ -412,7 +416,13 @@ pub fn config_json(snapshot: &Snapshot) -> Value {
         .iter()
         .map(|r| json!({ "resource": r.resource, "origin": r.origin, "messages": r.messages }))
         .collect();
-    json!({ "version": snapshot.version, "resources": resources, "rejected": rejected })
+    let authorization = crate::xds::authz::notes(snapshot);
+    json!({
+        "version": snapshot.version,
+        "resources": resources,
+        "rejected": rejected,
+        "authorization": authorization,
+    })
 }
 
 #[cfg(test)]

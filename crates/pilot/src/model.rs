@@ -229,6 +229,10 @@ pub struct Snapshot {
     /// subset), generated once per snapshot and shared by every connection
     /// ([`crate::xds::endpoint::generate`]), as Istio's EDS cache does.
     pub shared_eds: Derived<Mutex<HashMap<String, Option<NamedResource>>>>,
+    /// AuthorizationPolicies by namespace, built on first use
+    /// ([`crate::xds::authz::select`]), so a proxy's policies are looked up
+    /// rather than scanned for.
+    pub authz_index: Derived<crate::xds::authz::PolicyIndex>,
 }
 
 /// A value derived from a snapshot on first use. Cloning a snapshot (to edit the

@@ -3,8 +3,11 @@
 //! [`generate`] is the one entry point from the model to Envoy's types: for a
 //! [`Proxy`] and a type URL it returns that proxy's resources built from one
 //! [`Snapshot`], each generator in its own module (clusters, endpoints,
-//! listeners, routes). [`ads`] serves them over `AggregatedDiscoveryService`
-//! (SotW and delta) with Istio's ACK/NACK rules.
+//! listeners, routes). [`authz`] turns AuthorizationPolicy and
+//! RequestAuthentication into the RBAC and `jwt_authn` filters the listener
+//! builders put on sidecar inbound and gateway chains. [`ads`] serves them
+//! over `AggregatedDiscoveryService` (SotW and delta) with Istio's ACK/NACK
+//! rules.
 
 use envoy_types::pb::google::protobuf::Any;
 
@@ -12,6 +15,7 @@ use crate::model::Snapshot;
 use crate::proxy::Proxy;
 
 pub mod ads;
+pub mod authz;
 pub mod cluster;
 pub mod endpoint;
 pub mod listener;

@@ -5,7 +5,9 @@
 //!
 //! The network filters they share are built here: the HTTP connection manager
 //! (RDS over ADS or an inline route table; HTTP filters fault, CORS, router,
-//! router last) and the TCP proxy.
+//! router last, with the authentication and authorization filters of
+//! [`crate::xds::authz`] ahead of them on inbound and gateway chains) and the
+//! TCP proxy.
 
 use common::istio::types::Duration as IstioDuration;
 use envoy_types::pb::envoy::config::core::v3::CidrRange;
@@ -109,7 +111,19 @@ pub fn http_connection_manager(
     edge: bool,
     outbound: bool,
 ) -> Filter {
-    let mut http_filters = Vec::new();
+    http_connection_manager_with(stat_prefix, routes, edge, outbound, Vec::new())
+}
+
+/// As [`http_connection_manager`], with `first` (authorization) ahead of the
+/// other HTTP filters, as Istio orders them.
+pub fn http_connection_manager_with(
+    stat_prefix: &str,
+    routes: Routes,
+    edge: bool,
+    outbound: bool,
+    first: Vec<HttpFilter>,
+) -> Filter {
+    let mut http_filters = first;
     if outbound {
         http_filters.push(http_filter(FAULT_FILTER, any(&HttpFault::default())));
         http_filters.push(http_filter(CORS_FILTER, any(&Cors {})));
@@ -138,7 +152,11 @@ pub fn http_connection_manager(
     network_filter(HCM_FILTER, any(&hcm))
 }
 
-fn http_filter(name: &str, config: envoy_types::pb::google::protobuf::Any) -> HttpFilter {
+/// An HTTP filter with a typed config.
+pub(crate) fn http_filter(
+    name: &str,
+    config: envoy_types::pb::google::protobuf::Any,
+) -> HttpFilter {
     HttpFilter {
         name: name.to_string(),
         config_type: Some(http_filter::ConfigType::TypedConfig(config)),
@@ -146,7 +164,8 @@ fn http_filter(name: &str, config: envoy_types::pb::google::protobuf::Any) -> Ht
     }
 }
 
-fn network_filter(name: &str, config: envoy_types::pb::google::protobuf::Any) -> Filter {
+/// A network filter with a typed config.
+pub(crate) fn network_filter(name: &str, config: envoy_types::pb::google::protobuf::Any) -> Filter {
     Filter {
         name: name.to_string(),
         config_type: Some(filter::ConfigType::TypedConfig(config)),

@@ -16,7 +16,10 @@
 //! - TCP servers (and TLS servers that terminate) forward to the first `tcp`
 //!   rule of a bound VirtualService whose hosts meet the server's.
 //!
-//! Ports whose servers produce no chain get no listener.
+//! Every connection manager starts with the gateway's authentication and
+//! authorization HTTP filters, every TCP proxy is preceded by its network
+//! RBAC filters ([`authz`]). Ports whose servers produce no chain get no
+//! listener.
 
 use std::collections::BTreeSet;
 
@@ -32,8 +35,9 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 
 use super::servers::{GatewayServer, PortServers, ServerKind, port_servers};
 use super::sidecar::l4_clusters;
-use super::{Routes, chain, http_connection_manager, tcp_proxy, tls_inspector};
+use super::{Routes, chain, http_connection_manager_with, tcp_proxy, tls_inspector};
 use crate::model::fqdn;
+use crate::xds::authz;
 use crate::xds::cluster::tls::{
     TLS_TRANSPORT_SOCKET, file_certificate, file_source, find_ca, find_secret, inline_certificate,
     inline_source, san_matchers, tls_params,
@@ -51,6 +55,15 @@ pub fn listeners(scope: &Scope<'_>) -> Vec<Listener> {
 
 fn listener(scope: &Scope<'_>, group: &PortServers<'_>) -> Option<Listener> {
     let stat_prefix = format!("outbound_{}", group.listener_name());
+    let authz = authz::filters(scope.snapshot, scope.proxy);
+    let hcm = |routes: Routes| {
+        http_connection_manager_with(&stat_prefix, routes, true, true, authz.http.clone())
+    };
+    let tcp = |clusters: &[(String, u32)]| {
+        let mut filters = authz.tcp.clone();
+        filters.push(tcp_proxy(&stat_prefix, clusters, None));
+        filters
+    };
     let mut chains: Vec<FilterChain> = Vec::new();
     let mut seen: BTreeSet<Vec<String>> = BTreeSet::new();
     let mut sni = false;
@@ -71,12 +84,7 @@ fn listener(scope: &Scope<'_>, group: &PortServers<'_>) -> Option<Listener> {
                     chains.push(chain(
                         &group.listener_name(),
                         None,
-                        http_connection_manager(
-                            &stat_prefix,
-                            Routes::Rds(group.http_route_name()),
-                            true,
-                            true,
-                        ),
+                        hcm(Routes::Rds(group.http_route_name())),
                     ));
                 }
             }
@@ -91,12 +99,7 @@ fn listener(scope: &Scope<'_>, group: &PortServers<'_>) -> Option<Listener> {
                 let mut c = chain(
                     &server.https_route_name(),
                     sni_match(&server.plain_hosts()),
-                    http_connection_manager(
-                        &stat_prefix,
-                        Routes::Rds(server.https_route_name()),
-                        true,
-                        true,
-                    ),
+                    hcm(Routes::Rds(server.https_route_name())),
                 );
                 c.transport_socket = Some(socket);
                 add(c, &mut chains);
@@ -117,17 +120,19 @@ fn listener(scope: &Scope<'_>, group: &PortServers<'_>) -> Option<Listener> {
                     sni_match(&server.plain_hosts()),
                     tcp_proxy(&stat_prefix, &clusters, None),
                 );
+                c.filters = tcp(&clusters);
                 c.transport_socket = Some(socket);
                 add(c, &mut chains);
             }
             ServerKind::TlsPassthrough => {
                 sni = true;
                 for (names, clusters) in passthrough_routes(scope, server) {
-                    let c = chain(
+                    let mut c = chain(
                         &format!("{stat_prefix}_{}", names.join(",")),
                         sni_match(&names),
                         tcp_proxy(&stat_prefix, &clusters, None),
                     );
+                    c.filters = tcp(&clusters);
                     add(c, &mut chains);
                 }
             }
@@ -136,11 +141,9 @@ fn listener(scope: &Scope<'_>, group: &PortServers<'_>) -> Option<Listener> {
                     continue;
                 }
                 if let Some(clusters) = tcp_destinations(scope, server) {
-                    chains.push(chain(
-                        &stat_prefix,
-                        None,
-                        tcp_proxy(&stat_prefix, &clusters, None),
-                    ));
+                    let mut c = chain(&stat_prefix, None, tcp_proxy(&stat_prefix, &clusters, None));
+                    c.filters = tcp(&clusters);
+                    chains.push(c);
                 }
             }
         }

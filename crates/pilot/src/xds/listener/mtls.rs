@@ -179,14 +179,15 @@ fn set_mode(mtls: Option<&PeerAuthenticationMutualTls>) -> Option<MutualTlsMode>
 /// The filter chains of the traffic `base` matches (a destination port; `None`
 /// for the catch-all) in `mode`, named `name` (plaintext), `name-mtls` and
 /// `name-tls` (other TLS, passed through). `filter` handles the decrypted or
-/// plain stream; `http` says it is a connection manager (ALPN, and no
-/// pass-through chain: Istio leaves non-mesh TLS on HTTP ports unmatched).
+/// plain stream (the network filters in order, the last one terminal);
+/// `http` says it ends in a connection manager (ALPN, and no pass-through
+/// chain: Istio leaves non-mesh TLS on HTTP ports unmatched).
 pub fn chains(
     name: &str,
     base: Option<FilterChainMatch>,
     mode: MutualTlsMode,
     http: bool,
-    filter: Filter,
+    filter: Vec<Filter>,
 ) -> Vec<FilterChain> {
     let with = |transport: &str, alpns: &[&str]| {
         Some(FilterChainMatch {
@@ -195,14 +196,15 @@ pub fn chains(
             ..base.clone().unwrap_or_default()
         })
     };
-    let chain = |name: String, m: Option<FilterChainMatch>, f: Filter, tls: bool| FilterChain {
-        name,
-        filter_chain_match: m,
-        filters: vec![f],
-        transport_socket: tls.then(|| downstream_tls(http)),
-        ..Default::default()
-    };
-    let mtls_filter = || forward_client_cert(filter.clone());
+    let chain =
+        |name: String, m: Option<FilterChainMatch>, f: Vec<Filter>, tls: bool| FilterChain {
+            name,
+            filter_chain_match: m,
+            filters: f,
+            transport_socket: tls.then(|| downstream_tls(http)),
+            ..Default::default()
+        };
+    let mtls_filter = || filter.iter().cloned().map(forward_client_cert).collect();
     match mode {
         MutualTlsMode::Disable => vec![chain(name.to_string(), base.clone(), filter, false)],
         MutualTlsMode::Strict => vec![chain(

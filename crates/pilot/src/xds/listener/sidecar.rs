@@ -16,6 +16,10 @@
 //!   inbound port (HTTP: connection manager with an inline route to
 //!   `inbound|PORT||`; TCP: TCP proxy), then InboundPassthroughCluster; mTLS,
 //!   plaintext or both per the port's PeerAuthentication mode ([`mtls`]).
+//!   The workload's AuthorizationPolicies and RequestAuthentications
+//!   ([`authz`]) put HTTP filters before the router of each connection
+//!   manager and network RBAC filters before each TCP proxy, passthrough
+//!   included.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,9 +32,11 @@ use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost}
 
 use super::mtls::{self, InboundMtls};
 use super::{
-    Routes, chain, host_range, http_connection_manager, original_dst, tcp_proxy, tls_inspector,
+    Routes, chain, host_range, http_connection_manager, http_connection_manager_with, original_dst,
+    tcp_proxy, tls_inspector,
 };
 use crate::model::{Protocol, Service, fqdn};
+use crate::xds::authz;
 use crate::xds::cluster::{
     BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER, inbound_name,
 };
@@ -296,6 +302,12 @@ pub fn l4_clusters(
 
 fn virtual_inbound(scope: &Scope<'_>) -> Listener {
     let mtls = InboundMtls::of(scope.snapshot, scope.proxy);
+    let authz = authz::filters(scope.snapshot, scope.proxy);
+    let with_tcp_authz = |terminal: envoy_types::pb::envoy::config::listener::v3::Filter| {
+        let mut filters = authz.tcp.clone();
+        filters.push(terminal);
+        filters
+    };
     let mut chains = vec![chain(
         "virtualInbound-blackhole",
         port_match(INBOUND_PORT),
@@ -321,9 +333,15 @@ fn virtual_inbound(scope: &Scope<'_>) -> Listener {
                 validate_clusters: boolv(false),
                 ..Default::default()
             };
-            http_connection_manager(&stat_prefix, Routes::Inline(Box::new(rc)), false, false)
+            vec![http_connection_manager_with(
+                &stat_prefix,
+                Routes::Inline(Box::new(rc)),
+                false,
+                false,
+                authz.http.clone(),
+            )]
         } else {
-            tcp_proxy(&cluster, &[(cluster.clone(), 1)], None)
+            with_tcp_authz(tcp_proxy(&cluster, &[(cluster.clone(), 1)], None))
         };
         let mode = mtls.port(p.port);
         if mode == MutualTlsMode::Disable {
@@ -353,7 +371,7 @@ fn virtual_inbound(scope: &Scope<'_>) -> Listener {
             port_match(*port),
             *mode,
             false,
-            passthrough.clone(),
+            with_tcp_authz(passthrough.clone()),
         ));
     }
     chains.extend(mtls::chains(
@@ -361,7 +379,7 @@ fn virtual_inbound(scope: &Scope<'_>) -> Listener {
         None,
         mtls.workload,
         false,
-        passthrough,
+        with_tcp_authz(passthrough),
     ));
     let mut listener_filters = vec![original_dst()];
     let inspect = mtls::needs_inspector(&chains);
