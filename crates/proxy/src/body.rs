@@ -146,6 +146,8 @@ pub struct Recording {
     pub response_bytes: u64,
     /// The access log line to write at the end, when access logging is on.
     pub log: Option<Box<PendingLog>>,
+    /// The request's span, when it is traced and reported.
+    pub span: Option<Box<crate::telemetry::span::ActiveSpan>>,
 }
 
 /// What an access log line needs from the request, kept until it ends.
@@ -234,6 +236,9 @@ impl Metered {
                 r.request_bytes,
                 r.response_bytes,
             );
+            if let Some(span) = r.span {
+                span.finish(r.status, r.flags, r.request_bytes, r.response_bytes);
+            }
             if let Some(log) = r.log {
                 let mut e = crate::telemetry::AccessLogEntry::new(log.start_time);
                 e.method = Some(&log.method);

@@ -167,6 +167,13 @@ where
             let activity = Activity::new(hcm.stream_idle_timeout);
             let mut req = req;
             let path_reply = normalize_path(&mut req, &hcm, &stats);
+            // Span reporting (`tracing`): the decision and the W3C context.
+            let mut span = None;
+            if let Some(tracing) = &hcm.tracing {
+                let (mut parts, body) = req.into_parts();
+                span = start_span(tracing, &mut parts, &hcm, &conn, &path);
+                req = Request::from_parts(parts, body);
+            }
             let grpc = is_grpc(req.headers());
             let request_bytes = req
                 .headers()
@@ -288,6 +295,10 @@ where
                 request_bytes,
                 response_bytes: 0,
                 log,
+                span: span.map(|mut s| {
+                    s.set_cluster(cluster.as_ref().map(|c| c.name.clone()));
+                    s
+                }),
             };
             let mut resp = resp;
             if conn.inbound && path.inbound_draining() {
@@ -319,6 +330,56 @@ where
     if let Err(e) = result {
         tracing::debug!(%peer, "downstream HTTP connection ended: {e}");
     }
+}
+
+/// Starts the span of a request on a connection manager with `tracing`.
+fn start_span(
+    tracing: &crate::telemetry::span::TracingConfig,
+    parts: &mut http::request::Parts,
+    hcm: &Hcm,
+    conn: &ConnInfo,
+    path: &Arc<DataPath>,
+) -> Option<Box<crate::telemetry::span::ActiveSpan>> {
+    let telemetry = &path.telemetry;
+    let info = crate::telemetry::span::StartInfo {
+        peer: conn.peer.ip(),
+        // No address is internal by default (Envoy 1.40's
+        // `internal_address_config`): `x-envoy-force-trace` is not honoured.
+        internal: false,
+        generate_request_id: hcm.generate_request_id,
+        node_id: telemetry.node_id(),
+        zone: telemetry.zone(),
+        stats: telemetry.otlp_stats(),
+    };
+    tracing.start(parts, &info, || otlp_resolver(path))
+}
+
+/// Resolves the span collector's cluster in the current configuration: one
+/// of its hosts, by the cluster's load balancer; plaintext only.
+fn otlp_resolver(path: &Arc<DataPath>) -> crate::telemetry::otlp::Resolve {
+    let path = Arc::downgrade(path);
+    Arc::new(move |name: &str| {
+        let path = path.upgrade().ok_or("the proxy is stopping")?;
+        let dp = path.current();
+        let cluster = dp
+            .clusters
+            .get(name)
+            .ok_or_else(|| format!("cluster `{name}` (grpc_service.envoy_grpc) is not known"))?;
+        if cluster.tls.is_some() {
+            return Err(format!(
+                "cluster `{name}`: transport_socket (TLS) to the span collector is not supported"
+            ));
+        }
+        let host = cluster
+            .pick(&crate::cluster::PickInput::default(), &|_| false)
+            .map_err(|_| format!("cluster `{name}` has no healthy host"))?;
+        match &host.addr {
+            crate::cluster::HostAddr::Ip(a) => Ok(*a),
+            other => Err(format!(
+                "cluster `{name}`: host {other} is not an IP address"
+            )),
+        }
+    })
 }
 
 struct SeriesCache {

@@ -20,6 +20,19 @@
 //! (every action), applied before routing and to the forwarded `:path`
 //! ([`crate::http::path`]).
 //!
+//! `tracing` is honoured with the `envoy.tracers.opentelemetry` provider
+//! ([`crate::telemetry::span`]): `client_sampling`, `random_sampling`,
+//! `overall_sampling`, `max_path_tag_length`, `no_context_propagation`,
+//! literal, environment and request-header `custom_tags`, and
+//! `OpenTelemetryConfig`'s `grpc_service.envoy_grpc` (a cluster reached over
+//! plaintext HTTP/2), `grpc_service.timeout`, `service_name`,
+//! `max_cache_size` and the resource/scope switches; the listener's
+//! `traffic_direction` picks the span kind. Refused there: other
+//! providers, `http_service`, `google_grpc`, custom exporters, resource
+//! detectors, samplers, `spawn_upstream_span`, `verbose`, `operation`,
+//! `upstream_operation`, metadata and formatted custom tags. Route
+//! `decorator`s are ignored (span names are `ingress` / `egress HOST`).
+//!
 //! What the data path cannot carry is refused by [`compile`] with the field's
 //! path, so the xDS client NACKs it and keeps the last good listener:
 //! inline certificates, network filters other than the HTTP
@@ -156,6 +169,8 @@ pub struct Hcm {
     pub generate_request_id: bool,
     /// `normalize_path`, `merge_slashes` and `path_with_escaped_slashes_action`.
     pub paths: PathPolicy,
+    /// `tracing`: span reporting (none: trace headers are only propagated).
+    pub tracing: Option<crate::telemetry::span::TracingConfig>,
 }
 
 /// A compiled TCP proxy.
@@ -433,7 +448,7 @@ pub fn compile(proto: Arc<Listener>) -> Result<ListenerConfig, Vec<String>> {
     }
     let mut chains = Vec::new();
     for (i, c) in proto.filter_chains.iter().enumerate() {
-        match chain(c) {
+        match chain(c, proto.traffic_direction) {
             Ok(c) => chains.push(Arc::new(c)),
             Err(e) => errors.extend(
                 e.into_iter()
@@ -442,7 +457,7 @@ pub fn compile(proto: Arc<Listener>) -> Result<ListenerConfig, Vec<String>> {
         }
     }
     let default_chain = match &proto.default_filter_chain {
-        Some(c) => match chain(c) {
+        Some(c) => match chain(c, proto.traffic_direction) {
             Ok(c) => Some(Arc::new(c)),
             Err(e) => {
                 errors.extend(
@@ -538,7 +553,7 @@ fn chain_match(m: &FilterChainMatch) -> Result<ChainMatch, String> {
     })
 }
 
-fn chain(c: &FilterChain) -> Result<Chain, Vec<String>> {
+fn chain(c: &FilterChain, direction: i32) -> Result<Chain, Vec<String>> {
     let mut errors = Vec::new();
     let matcher = match c.filter_chain_match.as_ref().map(chain_match) {
         Some(Ok(m)) => m,
@@ -571,7 +586,7 @@ fn chain(c: &FilterChain) -> Result<Chain, Vec<String>> {
             errors.push("filters: a chain needs an HTTP connection manager or a TCP proxy".into());
             None
         }
-        [only] => match network_filter(only) {
+        [only] => match network_filter(only, direction) {
             Ok(f) => Some(f),
             Err(e) => {
                 errors.extend(e.into_iter().map(|e| format!("filters[0].{e}")));
@@ -607,7 +622,7 @@ fn typed(f: &Filter) -> Option<&Any> {
     }
 }
 
-fn network_filter(f: &Filter) -> Result<NetworkFilter, Vec<String>> {
+fn network_filter(f: &Filter, direction: i32) -> Result<NetworkFilter, Vec<String>> {
     let Some(any) = typed(f) else {
         return Err(vec![format!("typed_config ({}): missing", f.name)]);
     };
@@ -615,7 +630,7 @@ fn network_filter(f: &Filter) -> Result<NetworkFilter, Vec<String>> {
         HCM_TYPE => {
             let hcm = HttpConnectionManager::decode(any.value.as_slice())
                 .map_err(|e| vec![format!("typed_config: {e}")])?;
-            hcm_config(&hcm)
+            hcm_config(&hcm, direction)
                 .map(|h| NetworkFilter::Http(Arc::new(h)))
                 .map_err(|e| e.into_iter().map(|e| format!("typed_config.{e}")).collect())
         }
@@ -633,7 +648,7 @@ fn network_filter(f: &Filter) -> Result<NetworkFilter, Vec<String>> {
     }
 }
 
-fn hcm_config(hcm: &HttpConnectionManager) -> Result<Hcm, Vec<String>> {
+fn hcm_config(hcm: &HttpConnectionManager, direction: i32) -> Result<Hcm, Vec<String>> {
     use http_connection_manager::RouteSpecifier;
     let mut errors = Vec::new();
     let routes = match &hcm.route_specifier {
@@ -687,13 +702,16 @@ fn hcm_config(hcm: &HttpConnectionManager) -> Result<Hcm, Vec<String>> {
                 .into(),
         );
     }
-    if hcm.tracing.is_some() {
-        errors.push(
-            "tracing: span reporting is not supported yet (trace headers are propagated); \
-             remove the tracing block"
-                .into(),
-        );
-    }
+    let tracing = match &hcm.tracing {
+        Some(t) => match crate::telemetry::span::compile(t, direction) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.extend(e.into_iter().map(|e| format!("tracing.{e}")));
+                None
+            }
+        },
+        None => None,
+    };
     let codec = match hcm.codec_type {
         1 => Codec::Http1,
         2 => Codec::Http2,
@@ -753,6 +771,7 @@ fn hcm_config(hcm: &HttpConnectionManager) -> Result<Hcm, Vec<String>> {
                 .filter(|d| !d.is_zero()),
             generate_request_id: hcm.generate_request_id.is_none_or(|b| b.value),
             paths,
+            tracing,
         }),
         _ => Err(errors),
     }

@@ -1,14 +1,20 @@
-//! Telemetry: Istio's standard metrics, its default JSON access log and trace
-//! header propagation, as a library the data path calls. It owns the counters
-//! and their Prometheus text; it does not own the admin endpoint (which appends
-//! [`Telemetry::render_prometheus`] to `/stats/prometheus`), the access log sink,
-//! or any span export.
+//! Telemetry: Istio's standard metrics, its default JSON access log, trace
+//! header propagation and span reporting over OTLP, as a library the data
+//! path calls. It owns the counters and their Prometheus text, the spans and
+//! their exporters; it does not own the admin endpoint (which appends
+//! [`Telemetry::render_prometheus`] to `/stats/prometheus`), the access log
+//! sink, or the cluster spans are sent to (the caller resolves it).
 //!
 //! Top-down, a request goes through:
 //! - [`Telemetry::from_node`], once at start: this proxy's workload labels from
 //!   istio-agent's node metadata ([`labels::LocalWorkload`]);
 //! - [`trace::propagate_trace`] on the request headers: start or continue a W3C
-//!   `traceparent` + B3 trace context;
+//!   `traceparent` + B3 trace context — or, when the connection manager has
+//!   `tracing` (Envoy's OpenTelemetry tracer), [`span::TracingConfig::start`]:
+//!   the sampling decision, a W3C-only child context and the request's
+//!   [`span::ActiveSpan`], finished when the response body ends and sent to
+//!   the connection manager's [`otlp::Exporter`] (batched OTLP/gRPC export,
+//!   counted in [`Telemetry::otlp_stats`]);
 //! - [`Telemetry::request_series`] once per (route, cluster, peer), then
 //!   [`RequestSeries::record`] per request — or [`Telemetry::record_request`]
 //!   with the full [`RequestLabels`] when no handle is kept;
@@ -37,6 +43,8 @@
 pub mod access_log;
 pub mod labels;
 pub mod metrics;
+pub mod otlp;
+pub mod span;
 pub mod trace;
 
 #[cfg(test)]
@@ -67,6 +75,9 @@ pub struct Telemetry {
 
 struct Inner {
     local: LocalWorkload,
+    node_id: String,
+    zone: String,
+    otlp: Arc<otlp::OtlpStats>,
     hasher: RandomState,
     requests: SeriesMap<RequestSeries>,
     tcp: SeriesMap<TcpSeries>,
@@ -87,14 +98,26 @@ impl Telemetry {
     /// metadata: `NAMESPACE`, `WORKLOAD_NAME`, `LABELS`, `CLUSTER_ID`, `MESH_ID`,
     /// `SERVICE_ACCOUNT`; node id `sidecar~…` or `router~…`).
     pub fn from_node(node: &Node) -> Telemetry {
-        Telemetry::new(LocalWorkload::from_node(node))
+        let zone = node.locality.as_ref().map(|l| l.zone.clone());
+        Telemetry::build(
+            LocalWorkload::from_node(node),
+            node.id.clone(),
+            zone.unwrap_or_default(),
+        )
     }
 
     /// Telemetry for an explicitly described local workload.
     pub fn new(local: LocalWorkload) -> Telemetry {
+        Telemetry::build(local, String::new(), String::new())
+    }
+
+    fn build(local: LocalWorkload, node_id: String, zone: String) -> Telemetry {
         Telemetry {
             inner: Arc::new(Inner {
                 local,
+                node_id,
+                zone,
+                otlp: Arc::default(),
                 hasher: RandomState::new(),
                 requests: SeriesMap::new(),
                 tcp: SeriesMap::new(),
@@ -105,6 +128,21 @@ impl Telemetry {
     /// This proxy's own workload labels.
     pub fn local(&self) -> &LocalWorkload {
         &self.inner.local
+    }
+
+    /// The bootstrap node's id (the `node_id` span attribute).
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// The node's locality zone (the `zone` span attribute).
+    pub fn zone(&self) -> &str {
+        &self.inner.zone
+    }
+
+    /// The span exporters' counters (`tracing.opentelemetry.*`).
+    pub fn otlp_stats(&self) -> &Arc<otlp::OtlpStats> {
+        &self.inner.otlp
     }
 
     /// The reporter for traffic in one direction: a sidecar reports inbound

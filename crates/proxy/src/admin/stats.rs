@@ -151,6 +151,13 @@ pub fn collect(admin: &Admin) -> Vec<Stat> {
     for (prefix, s) in c.data_path.all_http_stats() {
         s.render(&prefix, &mut http);
     }
+    // The OpenTelemetry tracer's counters (`tracing.opentelemetry.*`).
+    let mut otlp = Vec::new();
+    c.data_path.telemetry.otlp_stats().render(&mut otlp);
+    all.extend(
+        otlp.into_iter()
+            .map(|(name, value)| stat(name, value, Counter)),
+    );
     all.extend(
         http.into_iter()
             .map(|(name, value, gauge)| stat(name, value, if gauge { Gauge } else { Counter })),

@@ -146,8 +146,11 @@ async fn forward_to(
     {
         parts.headers.insert("x-request-id", v);
     }
-    // Continue the caller's trace (B3 and W3C), as a child span.
-    crate::telemetry::propagate_trace(&mut parts.headers, false, || fastrand::u64(..));
+    // Continue the caller's trace (B3 and W3C), as a child span; with
+    // `tracing`, the connection manager already did (W3C only).
+    if hcm.tracing.is_none() {
+        crate::telemetry::propagate_trace(&mut parts.headers, false, || fastrand::u64(..));
+    }
     let mut timeout = selected.timeout();
     if let Some(max) = forward.and_then(|f| f.grpc_timeout_header_max)
         && let Some(t) = parts.headers.get("grpc-timeout").and_then(grpc_timeout)

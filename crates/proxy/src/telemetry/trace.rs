@@ -8,10 +8,17 @@
 //! from that one context, so they always agree; a malformed or disagreeing
 //! header is replaced. `tracestate`, `x-request-id` and `x-b3-flags` are left
 //! as they are. An absent B3 sampling decision is taken as "sampled".
+//!
+//! When the connection manager reports spans (Envoy's OpenTelemetry tracer,
+//! [`super::span`]), propagation is W3C only, as in Envoy: [`parse_w3c`]
+//! reads the parent from `traceparent` (B3 headers are neither read nor
+//! rewritten) and [`write_w3c`] writes the proxy's span as `traceparent`
+//! and `tracestate`.
 
 use http::{HeaderMap, HeaderValue};
 
 const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
 const B3_TRACE_ID: &str = "x-b3-traceid";
 const B3_SPAN_ID: &str = "x-b3-spanid";
 const B3_PARENT_SPAN_ID: &str = "x-b3-parentspanid";
@@ -85,6 +92,86 @@ pub fn propagate_trace(
     };
     write(headers, &ctx, flags, b3_64);
     Some(ctx)
+}
+
+/// A caller's W3C trace context, as Envoy's OpenTelemetry tracer reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct W3cParent {
+    /// The caller's trace id.
+    pub trace_id: u128,
+    /// The caller's span id: the parent of the proxy's span.
+    pub span_id: u64,
+    /// The caller's sampling flag.
+    pub sampled: bool,
+    /// `tracestate`, passed on as it came.
+    pub tracestate: Option<String>,
+}
+
+/// The caller's context from `traceparent`: `Ok(None)` when there is no
+/// such header, `Err(())` when there is one and it is malformed (Envoy then
+/// neither reports a span nor propagates).
+#[allow(clippy::result_unit_err)]
+pub fn parse_w3c(headers: &HeaderMap) -> Result<Option<W3cParent>, ()> {
+    if !headers.contains_key(TRACEPARENT) {
+        return Ok(None);
+    }
+    let inc = parse_traceparent(headers).ok_or(())?;
+    Ok(Some(W3cParent {
+        trace_id: inc.trace_id,
+        span_id: inc.span_id,
+        sampled: inc.sampled,
+        tracestate: header(headers, TRACESTATE).map(str::to_string),
+    }))
+}
+
+/// A new span id for a child of `parent` (a new trace id too without one),
+/// drawn from `random`; never zero, never the parent's span id.
+pub fn child_context(
+    parent: Option<&W3cParent>,
+    sampled: bool,
+    mut random: impl FnMut() -> u64,
+) -> TraceContext {
+    let mut nonzero = || nonzero(&mut random);
+    match parent {
+        Some(p) => {
+            let mut span_id = nonzero();
+            if span_id == p.span_id {
+                span_id = nonzero();
+            }
+            TraceContext {
+                trace_id: p.trace_id,
+                span_id,
+                parent_span_id: Some(p.span_id),
+                sampled,
+            }
+        }
+        None => {
+            let (hi, lo) = (nonzero(), nonzero());
+            TraceContext {
+                trace_id: (u128::from(hi) << 64) | u128::from(lo),
+                span_id: nonzero(),
+                parent_span_id: None,
+                sampled,
+            }
+        }
+    }
+}
+
+/// Writes `ctx` as `traceparent` (flags: only "sampled") and `tracestate`
+/// (the caller's, or empty, as Envoy's OpenTelemetry tracer writes it).
+pub fn write_w3c(headers: &mut HeaderMap, ctx: &TraceContext, tracestate: Option<&str>) {
+    let tp = format!(
+        "00-{:032x}-{:016x}-{:02x}",
+        ctx.trace_id,
+        ctx.span_id,
+        u8::from(ctx.sampled)
+    );
+    if let Ok(v) = HeaderValue::try_from(tp) {
+        headers.insert(TRACEPARENT, v);
+    }
+    let ts =
+        HeaderValue::try_from(tracestate.unwrap_or("")).unwrap_or(HeaderValue::from_static(""));
+    headers.insert(TRACESTATE, ts);
 }
 
 /// The next non-zero value of `random` (W3C and B3 forbid all-zero ids).
