@@ -306,6 +306,7 @@ pub fn summarize(r: &NamedResource) -> Value {
                                 "weight": e.load_balancing_weight.map(|w| w.value),
                                 "health_status": e.health_status,
                                 "locality": locality,
+                                "priority": loc.priority,
                             })
                         })
                     })

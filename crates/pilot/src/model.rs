@@ -14,8 +14,8 @@ use arc_swap::ArcSwap;
 
 use crate::xds::NamedResource;
 use common::istio::networking::{
-    DestinationRuleSpec, EnvoyFilterSpec, GatewaySpec, ServiceEntrySpec, SidecarSpec,
-    VirtualServiceSpec,
+    DestinationRuleSpec, EnvoyFilterSpec, GatewaySpec, LoadBalancerSettings, ServiceEntrySpec,
+    SidecarSpec, TrafficPolicy, VirtualServiceSpec,
 };
 use common::istio::security::{
     AuthorizationPolicySpec, PeerAuthenticationSpec, RequestAuthenticationSpec,
@@ -233,6 +233,10 @@ pub struct Snapshot {
     /// ([`crate::xds::authz::select`]), so a proxy's policies are looked up
     /// rather than scanned for.
     pub authz_index: Derived<crate::xds::authz::PolicyIndex>,
+    /// Whether any DestinationRule can make a load assignment depend on the
+    /// proxy's locality (outlier detection or `distribute` anywhere in it),
+    /// built on first use ([`Snapshot::has_locality_rules`]).
+    pub locality_rules: Derived<bool>,
 }
 
 /// A value derived from a snapshot on first use. Cloning a snapshot (to edit the
@@ -264,6 +268,8 @@ pub struct Workload {
     pub labels: BTreeMap<String, String>,
     /// Service account.
     pub service_account: String,
+    /// Region/zone/subzone, `region/zone/subzone` (may be empty).
+    pub locality: String,
 }
 
 /// DestinationRules indexed by the FQDN of their `host` (Istio resolves a rule's
@@ -378,6 +384,34 @@ impl Snapshot {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Whether some DestinationRule sets outlier detection or locality
+    /// `distribute` (top level, port level or in a subset): without one, every
+    /// load assignment of a cluster without a subset is the same for all
+    /// proxies, and EDS skips looking up rules per proxy.
+    pub fn has_locality_rules(&self) -> bool {
+        *self.locality_rules.get_or_init(|| {
+            let relevant = |p: &TrafficPolicy| {
+                let one = |o: bool, lb: Option<&LoadBalancerSettings>| {
+                    o || lb
+                        .and_then(|l| l.locality_lb_setting.as_ref())
+                        .is_some_and(|s| !s.distribute.is_empty())
+                };
+                one(p.outlier_detection.is_some(), p.load_balancer.as_ref())
+                    || p.port_level_settings
+                        .iter()
+                        .any(|pl| one(pl.outlier_detection.is_some(), pl.load_balancer.as_ref()))
+            };
+            self.destination_rules().any(|(_, spec)| {
+                spec.traffic_policy.as_ref().is_some_and(relevant)
+                    || spec
+                        .subsets
+                        .iter()
+                        .filter_map(|s| s.traffic_policy.as_ref())
+                        .any(relevant)
+            })
+        })
     }
 
     /// Resolves a host as written in `namespace` (`reviews`, or an FQDN) to a

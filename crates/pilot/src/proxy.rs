@@ -1,8 +1,9 @@
 //! Who is asking: a proxy's identity from its Envoy `Node`, the way istio-agent's
 //! bootstrap sets it: node id `sidecar~IP~POD.NS~NS.svc.cluster.local` (or
-//! `router~…` for gateways) and metadata `NAMESPACE`, `LABELS`, `INSTANCE_IPS`,
-//! `SERVICE_ACCOUNT`, `WORKLOAD_NAME`, `CLUSTER_ID`. What the node id and metadata
-//! leave out is filled from the registry by IP ([`Proxy::complete_from`]).
+//! `router~…` for gateways), metadata `NAMESPACE`, `LABELS`, `INSTANCE_IPS`,
+//! `SERVICE_ACCOUNT`, `WORKLOAD_NAME`, `CLUSTER_ID`, and the node `locality`.
+//! What the node id and metadata leave out is filled from the registry by IP
+//! ([`Proxy::complete_from`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,6 +13,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
 use crate::model::Snapshot;
+use crate::xds::endpoint::locality;
 
 /// Whether the proxy is a workload's sidecar or a gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,6 +54,9 @@ pub struct Proxy {
     pub workload_name: String,
     /// Cluster id (`Kubernetes` by default).
     pub cluster_id: String,
+    /// `region/zone/subzone` (may be empty), as Istio finds it: the registry's
+    /// workload, else the topology labels, else the node's `locality`.
+    pub locality: String,
 }
 
 /// Why a node could not be identified.
@@ -110,7 +115,18 @@ impl Proxy {
                 _ => None,
             })
             .unwrap_or_default();
+        let from_node = node
+            .locality
+            .as_ref()
+            .map(|l| locality::join(&l.region, &l.zone, &l.sub_zone))
+            .unwrap_or_default();
+        let labelled = locality::from_labels(&labels);
         Ok(Proxy {
+            locality: if labelled.is_empty() {
+                from_node
+            } else {
+                labelled
+            },
             id: id.clone(),
             kind,
             ips,
@@ -136,13 +152,17 @@ impl Proxy {
     }
 
     /// Fills labels and service account from the registry's workload at one of the
-    /// proxy's IPs when the metadata left them out.
+    /// proxy's IPs when the metadata left them out; the registry's locality,
+    /// when it knows one, wins over the node's (as in Istio).
     pub fn complete_from(&mut self, snapshot: &Snapshot) {
         let Some(w) = self.workload_in(snapshot) else {
             return;
         };
         if self.labels.is_empty() {
             self.labels = w.labels.clone();
+        }
+        if !w.locality.is_empty() {
+            self.locality = w.locality.clone();
         }
         if self.service_account.is_empty() {
             self.service_account = w.service_account.clone();
@@ -210,6 +230,46 @@ mod tests {
         assert_eq!(p.labels["version"], "v1");
         assert_eq!(p.service_account, "bookinfo-reviews");
         assert_eq!(p.cluster_id, "Kubernetes");
+        assert_eq!(p.locality, "");
+    }
+
+    #[test]
+    fn locality_from_labels_then_node() {
+        use envoy_types::pb::envoy::config::core::v3::Locality;
+        let node = |labels: &[(&str, &str)]| {
+            let mut l = Struct::default();
+            for (k, v) in labels {
+                l.fields.insert(k.to_string(), sv(v));
+            }
+            let mut meta = Struct::default();
+            meta.fields.insert(
+                "LABELS".into(),
+                Value {
+                    kind: Some(Kind::StructValue(l)),
+                },
+            );
+            Node {
+                id: "sidecar~10.1.1.5~a.default~default.svc.cluster.local".into(),
+                metadata: Some(meta),
+                locality: Some(Locality {
+                    region: "r1".into(),
+                    zone: "z1".into(),
+                    sub_zone: String::new(),
+                }),
+                ..Default::default()
+            }
+        };
+        let p = Proxy::from_node(&node(&[])).unwrap();
+        assert_eq!(p.locality, "r1/z1");
+        let p = Proxy::from_node(&node(&[
+            ("topology.kubernetes.io/region", "r2"),
+            ("topology.kubernetes.io/zone", "z2"),
+            ("topology.istio.io/subzone", "s2"),
+        ]))
+        .unwrap();
+        assert_eq!(p.locality, "r2/z2/s2");
+        let p = Proxy::from_node(&node(&[("istio-locality", "r3.z3")])).unwrap();
+        assert_eq!(p.locality, "r3/z3");
     }
 
     #[test]

@@ -470,6 +470,7 @@ impl<'a> Index<'a> {
                     namespace: p.namespace.clone(),
                     labels: p.labels.clone(),
                     service_account: p.service_account.clone(),
+                    locality: p.locality.clone(),
                 });
             }
         }
@@ -482,6 +483,7 @@ impl<'a> Index<'a> {
                 namespace: namespace(r).to_string(),
                 labels: we.labels.clone(),
                 service_account: we.service_account.clone().unwrap_or_default(),
+                locality: we.locality.clone().unwrap_or_default(),
             });
         }
         out

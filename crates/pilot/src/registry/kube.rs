@@ -31,6 +31,7 @@ use super::{Index, TLS_MODE_LABEL, namespace, normalise, service_entry};
 use crate::model::{
     DOMAIN_SUFFIX, Endpoint, Protocol, Resolution, Service, ServicePort, ServiceSource,
 };
+use crate::xds::endpoint::locality;
 
 /// Annotation limiting where a Service is visible (`networking.istio.io/exportTo`).
 pub const EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
@@ -79,6 +80,11 @@ pub struct PodInfo {
     pub container_ports: Vec<(String, u32)>,
     /// `spec.hostNetwork`: the pod shares its node's IP.
     pub host_network: bool,
+    /// `region/zone/subzone`: the `topology.istio.io/locality` (or
+    /// `istio-locality`) label, else the topology labels
+    /// (`topology.kubernetes.io/region|zone`, `topology.istio.io/subzone`),
+    /// read from the pod since Mizzen does not watch Nodes.
+    pub locality: String,
 }
 
 impl PodInfo {
@@ -99,7 +105,7 @@ impl PodInfo {
             namespace: self.namespace.clone(),
             service_account: self.service_account.clone(),
             workload_name: self.name.clone(),
-            locality: String::new(),
+            locality: self.locality.clone(),
             weight: 1,
             mesh_tls: self.mesh_tls,
             healthy,
@@ -161,7 +167,6 @@ pub fn pod_info(r: &Resource, pod: &core::Pod) -> Option<PodInfo> {
     Some(PodInfo {
         name: r.name().to_string(),
         namespace: namespace(r).to_string(),
-        labels,
         ips,
         ready,
         service_account: spec
@@ -171,6 +176,9 @@ pub fn pod_info(r: &Resource, pod: &core::Pod) -> Option<PodInfo> {
         mesh_tls,
         container_ports,
         host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+        locality: locality::label_override(&labels)
+            .unwrap_or_else(|| locality::from_labels(&labels)),
+        labels,
     })
 }
 

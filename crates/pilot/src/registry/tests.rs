@@ -340,7 +340,18 @@ spec: {containers: [{name: app}]}
 
 #[test]
 fn workloads_by_ip_from_pods_and_workload_entries() {
-    let mut yaml = pod("reviews-v1", "10.5.0.1", "{app: reviews}", "");
+    let mut yaml = pod(
+        "reviews-v1",
+        "10.5.0.1",
+        "{app: reviews, istio-locality: us.east-1.rack2}",
+        "",
+    );
+    yaml.push_str(&pod(
+        "reviews-v2",
+        "10.5.0.2",
+        "{app: reviews, topology.kubernetes.io/region: us, topology.kubernetes.io/zone: west-2}",
+        "",
+    ));
     yaml.push_str(
         r#"
 ---
@@ -351,6 +362,7 @@ spec:
   address: 192.168.1.10
   labels: {app: legacy}
   serviceAccount: legacy-sa
+  locality: eu/west-1
 ---
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
@@ -359,8 +371,19 @@ spec: {address: vm.example.internal}
 "#,
     );
     let s = snap(&yaml);
-    assert_eq!(s.workloads.len(), 2);
+    assert_eq!(s.workloads.len(), 3);
     let pod = &s.workloads[&"10.5.0.1".parse().unwrap()];
+    // Localities: the `istio-locality` label (dots for slashes), else the
+    // topology labels, else the WorkloadEntry's `locality`.
+    assert_eq!(pod.locality, "us/east-1/rack2");
+    assert_eq!(
+        s.workloads[&"10.5.0.2".parse().unwrap()].locality,
+        "us/west-2"
+    );
+    assert_eq!(
+        s.workloads[&"192.168.1.10".parse().unwrap()].locality,
+        "eu/west-1"
+    );
     assert_eq!(
         (pod.name.as_str(), pod.service_account.as_str()),
         ("reviews-v1", "bookinfo-reviews")

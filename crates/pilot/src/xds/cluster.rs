@@ -8,7 +8,8 @@
 //! STRICT_DNS / LOGICAL_DNS with an inline load assignment for DNS, and
 //! ORIGINAL_DST for passthrough. The merged traffic policy for the port and
 //! subset ([`policy::effective_policy`]) then sets connection pool limits,
-//! outlier detection, load balancing ([`traffic`]) and upstream TLS ([`tls`]).
+//! outlier detection, load balancing and locality load balancing
+//! ([`traffic`], [`locality`]) and upstream TLS ([`tls`]).
 //!
 //! Every proxy also gets `PassthroughCluster` (ORIGINAL_DST, for ALLOW_ANY) and
 //! `BlackHoleCluster` (STATIC, no endpoints). Sidecars get an `inbound|PORT||`
@@ -35,6 +36,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 use crate::model::{Endpoint, Protocol, Resolution, Service, ServicePort, Snapshot};
 use crate::proxy::{Proxy, ProxyKind};
 use crate::xds::endpoint::load_assignment;
+use crate::xds::endpoint::locality::{self, LocalityLb};
 use crate::xds::route::scope::{InboundEndpoint, InboundPort, Scope};
 use crate::xds::route::util::{
     DEFAULT_CONNECT_TIMEOUT_SECS, ads, labels_match, pipe_address, seconds, socket_address,
@@ -164,6 +166,22 @@ fn outbound(
     traffic::apply_connection_pool(&mut c, policy.connection_pool.as_ref(), port.protocol);
     traffic::apply_outlier_detection(&mut c, policy.outlier_detection.as_ref());
     traffic::apply_load_balancer(&mut c, policy.load_balancer.as_ref());
+    if let Some(lb) = LocalityLb::from_policy(Some(&policy)) {
+        traffic::apply_locality_lb(&mut c, lb);
+        // DNS clusters carry their endpoints inline, so CDS applies the
+        // proxy's priorities or weights (LOGICAL_DNS has one host: none).
+        if lb.per_proxy()
+            && service.resolution == Resolution::Dns
+            && let Some(cla) = c.load_assignment.as_mut()
+        {
+            lb.apply(
+                cla,
+                None,
+                &locality::parse(&scope.proxy.locality),
+                &Default::default(),
+            );
+        }
+    }
     if let Some(settings) = &policy.tls {
         c.transport_socket = tls::upstream_transport_socket(
             settings,

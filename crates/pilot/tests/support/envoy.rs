@@ -458,12 +458,30 @@ impl Envoy {
     /// Envoy as the ingress gateway ([`NODE_ID`]) over ADS to `xds`, delta
     /// (DELTA_GRPC) if `delta`, else SotW.
     pub fn start(dir: &Path, xds: SocketAddr, delta: bool) -> Envoy {
+        Envoy::start_at(dir, xds, delta, None)
+    }
+
+    /// As [`Envoy::start`], with the node's `locality` set to `locality`
+    /// (`region/zone/subzone`, parts may be missing) when given.
+    pub fn start_at(dir: &Path, xds: SocketAddr, delta: bool, locality: Option<&str>) -> Envoy {
         let node = BootstrapNode {
             id: NODE_ID,
             cluster: "istio-ingressgateway.istio-system",
             metadata: "    NAMESPACE: istio-system\n    LABELS:\n      istio: ingressgateway\n    INSTANCE_IPS: 127.0.0.1\n",
         };
-        let bootstrap = istio_bootstrap(&node, xds, delta, "127.0.0.1", 0);
+        let mut bootstrap = istio_bootstrap(&node, xds, delta, "127.0.0.1", 0);
+        if let Some(locality) = locality {
+            let mut parts = locality.splitn(3, '/');
+            let mut part = || parts.next().unwrap_or_default().to_string();
+            let (region, zone, sub_zone) = (part(), part(), part());
+            bootstrap = bootstrap.replacen(
+                "  metadata:\n",
+                &format!(
+                    "  locality: {{region: \"{region}\", zone: \"{zone}\", sub_zone: \"{sub_zone}\"}}\n  metadata:\n"
+                ),
+                1,
+            );
+        }
         Envoy::spawn(dir, &bootstrap, None)
     }
 

@@ -64,6 +64,12 @@ impl Mesh {
     /// Starts the upstreams, pilot on `spec.files` and Envoy, and waits until
     /// Envoy accepted clusters and listeners.
     pub async fn start_spec(spec: &MeshSpec<'_>) -> Mesh {
+        Mesh::start_spec_at(spec, None).await
+    }
+
+    /// As [`Mesh::start_spec`], with Envoy's node in `locality`
+    /// (`region/zone/subzone`) when given.
+    pub async fn start_spec_at(spec: &MeshSpec<'_>, locality: Option<&str>) -> Mesh {
         data_plane();
         let mut upstreams = BTreeMap::new();
         let mut ports = vec![("GATEWAY_PORT".to_string(), free_port())];
@@ -103,7 +109,7 @@ impl Mesh {
         );
 
         let envoy_dir = tempfile::tempdir().unwrap();
-        let mut envoy = Envoy::start(envoy_dir.path(), addrs.xds, spec.delta);
+        let mut envoy = Envoy::start_at(envoy_dir.path(), addrs.xds, spec.delta, locality);
         let admin = envoy.admin().await;
         let deadline = Instant::now() + WAIT;
         loop {

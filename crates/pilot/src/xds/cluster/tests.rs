@@ -470,3 +470,41 @@ spec:
     ));
     assert!(all.iter().any(|c| c.name == "inbound|9443||"));
 }
+
+#[test]
+fn locality_lb_config_as_istio_sets_it() {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::common_lb_config::LocalityConfigSpecifier;
+    let dr = |lb: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  host: reviews\n  trafficPolicy:\n{lb}"
+        )
+    };
+    let weighted = |yaml: &str| {
+        let snap = bookinfo(yaml);
+        let cs = clusters(&snap, &productpage());
+        let c = cluster(&cs, "outbound|9080||reviews.default.svc.cluster.local");
+        let common = c.common_lb_config.clone().unwrap_or_default();
+        (
+            matches!(
+                common.locality_config_specifier,
+                Some(LocalityConfigSpecifier::LocalityWeightedLbConfig(_))
+            ),
+            common.healthy_panic_threshold.map(|p| p.value),
+        )
+    };
+    // Distribute: locality weights, Envoy's own panic threshold.
+    let distribute = dr(
+        "    loadBalancer:\n      localityLbSetting:\n        distribute:\n        - from: r1/z1/*\n          to: {\"r1/z1/*\": 80, \"r2/*\": 20}\n",
+    );
+    assert_eq!(weighted(&distribute), (true, None));
+    // Default failover with outlier detection: priorities only.
+    let od = dr("    outlierDetection: {consecutive5xxErrors: 1}\n");
+    assert_eq!(weighted(&od), (false, Some(0.0)));
+    // Explicit failover: locality weights too.
+    let failover = dr(
+        "    outlierDetection: {consecutive5xxErrors: 1}\n    loadBalancer:\n      localityLbSetting:\n        failover: [{from: r1, to: r2}]\n",
+    );
+    assert_eq!(weighted(&failover), (true, Some(0.0)));
+    // Without a rule nothing changes.
+    assert_eq!(weighted(""), (false, None));
+}

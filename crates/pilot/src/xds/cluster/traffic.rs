@@ -1,6 +1,7 @@
 //! A DestinationRule traffic policy applied to one outbound cluster, as Istio's
 //! `applyTrafficPolicy`: connection pool → circuit breakers and HTTP protocol
-//! options, HTTP/2 upgrade, outlier detection, then the load balancer.
+//! options, HTTP/2 upgrade, outlier detection, then the load balancer and the
+//! locality load balancing config.
 
 use common::istio::networking::{
     ConnectionPoolSettings, ConsistentHashLb, H2UpgradePolicy, LoadBalancerSettings,
@@ -12,6 +13,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     cluster::{
         ClusterDiscoveryType, CommonLbConfig, DiscoveryType, LbConfig, LbPolicy, MaglevLbConfig,
         RingHashLbConfig,
+        common_lb_config::{LocalityConfigSpecifier, LocalityWeightedLbConfig},
     },
 };
 use envoy_types::pb::envoy::config::core::v3::{
@@ -29,6 +31,7 @@ use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::{Any, UInt64Value};
 
 use crate::model::Protocol;
+use crate::xds::endpoint::locality::LocalityLb;
 use crate::xds::route::util::{any, istio_duration, positive, u32v};
 
 /// The key of the upstream HTTP protocol options in
@@ -307,6 +310,22 @@ fn ring_hash(minimum: u64) -> LbConfig {
         minimum_ring_size: Some(UInt64Value { value: minimum }),
         ..Default::default()
     })
+}
+
+/// Istio's locality settings on the cluster: `locality_weighted_lb_config`
+/// when `distribute` is set, or failover applies with explicit `failover` or
+/// `failoverPriority` entries ([`LocalityLb::weighted_config`]). Istio also
+/// adds an empty `common_lb_config` otherwise, which changes nothing in Envoy
+/// and is left out. Not for ORIGINAL_DST clusters (no localities there).
+pub fn apply_locality_lb(cluster: &mut Cluster, lb: LocalityLb<'_>) {
+    if lb.weighted_config() && !is_original_dst(cluster) {
+        cluster
+            .common_lb_config
+            .get_or_insert_with(CommonLbConfig::default)
+            .locality_config_specifier = Some(LocalityConfigSpecifier::LocalityWeightedLbConfig(
+            LocalityWeightedLbConfig::default(),
+        ));
+    }
 }
 
 /// Whether the cluster's discovery type is ORIGINAL_DST.

@@ -140,3 +140,77 @@ fn dns_services_are_not_served_over_eds() {
     let snap = snapshot("", vec![(svc, vec![endpoint("ext.example.com", 80, &[])])]);
     assert!(cluster_load_assignment(&snap, &proxy(), "outbound|80||ext.example.com").is_none());
 }
+
+const OUTLIERS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api, namespace: default}
+spec:
+  host: api
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1}
+"#;
+
+fn located(ip: &str, locality: &str) -> Endpoint {
+    let mut e = endpoint(ip, 8080, &[]);
+    e.locality = locality.into();
+    e
+}
+
+fn at(locality: &str) -> Proxy {
+    let mut p = proxy();
+    p.locality = locality.into();
+    p
+}
+
+fn priorities(snap: &Snapshot, p: &Proxy) -> Vec<(String, u32)> {
+    let name = "outbound|80||api.default.svc.cluster.local".to_string();
+    let got = generate(snap, p, &[name]);
+    let cla = <ClusterLoadAssignment as prost::Message>::decode(got[0].resource.value.as_slice())
+        .unwrap();
+    cla.endpoints
+        .iter()
+        .map(|g| (g.locality.clone().unwrap_or_default().region, g.priority))
+        .collect()
+}
+
+fn cached(snap: &Snapshot) -> usize {
+    snap.shared_eds
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn locality_failover_is_per_proxy_locality_and_still_shared() {
+    let eps = || vec![located("10.0.0.1", "r1/z1"), located("10.0.0.2", "r2/z1")];
+    let svc = || service("api", "default", "10.96.0.9", &[("http", 80)]);
+    let snap = snapshot(OUTLIERS, vec![(svc(), eps())]);
+    assert!(snap.has_locality_rules());
+    let r1 = vec![("r1".to_string(), 0), ("r2".to_string(), 1)];
+    let r2 = vec![("r1".to_string(), 1), ("r2".to_string(), 0)];
+    assert_eq!(priorities(&snap, &at("r1/z1")), r1);
+    assert_eq!(priorities(&snap, &at("r2/z1")), r2);
+    // A second proxy in r1 reuses the first one's assignment.
+    assert_eq!(priorities(&snap, &at("r1/z1")), r1);
+    assert_eq!(cached(&snap), 2, "one entry per proxy locality");
+
+    // Without outlier detection, one assignment for everybody at priority 0.
+    let plain = snapshot("", vec![(svc(), eps())]);
+    assert!(!plain.has_locality_rules());
+    let flat = vec![("r1".to_string(), 0), ("r2".to_string(), 0)];
+    assert_eq!(priorities(&plain, &at("r1/z1")), flat);
+    assert_eq!(priorities(&plain, &at("r2/z1")), flat);
+    assert_eq!(cached(&plain), 1);
+
+    // `enabled: false` turns failover off even with outlier detection.
+    let off = OUTLIERS.replace(
+        "outlierDetection: {consecutive5xxErrors: 1}",
+        "outlierDetection: {consecutive5xxErrors: 1}\n    loadBalancer: {localityLbSetting: {enabled: false}}",
+    );
+    let off = snapshot(&off, vec![(svc(), eps())]);
+    assert_eq!(priorities(&off, &at("r2/z1")), flat);
+    assert_eq!(priorities(&off, &at("r1/z1")), flat);
+    assert_eq!(cached(&off), 1);
+}

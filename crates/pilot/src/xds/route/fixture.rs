@@ -148,6 +148,7 @@ pub fn sidecar(ns: &str, labels: &[(&str, &str)], ip: &str) -> Proxy {
         service_account: "default".into(),
         workload_name: String::new(),
         cluster_id: "Kubernetes".into(),
+        locality: String::new(),
     }
 }
 
