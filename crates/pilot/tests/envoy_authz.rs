@@ -92,10 +92,21 @@ async fn request(
 /// Retries until `method path` answers `want` (config takes a moment to
 /// reach Envoy), bounded by [`WAIT`].
 async fn eventually(addr: SocketAddr, method: &str, path: &str, want: u16) {
+    eventually_with(addr, method, path, &[], want).await;
+}
+
+/// [`eventually`] with request headers.
+async fn eventually_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    want: u16,
+) {
     let deadline = Instant::now() + WAIT;
     let mut last = Err("no attempt".to_string());
     while Instant::now() < deadline {
-        last = request(addr, method, path, &[]).await;
+        last = request(addr, method, path, headers).await;
         if matches!(&last, Ok((s, _)) if *s == want) {
             return;
         }
@@ -188,7 +199,9 @@ async fn exercise(t: &Target<'_>) {
 
     // DENY beats ALLOW; CUSTOM without provider denies what it matches.
     (t.write)("deny.yaml", &t.render(DENY));
-    eventually(addr, "GET", "/admin/x", 403).await;
+    // Wait on a request the DENY policies change (ALLOW already refuses
+    // /admin/x: waiting on it raced a fast data plane past the update).
+    eventually_with(addr, "GET", "/foo", &[("x-block", "yes")], 403).await;
     expect(
         addr,
         &[

@@ -8,7 +8,8 @@
 //! A request's way through: the path is normalised first ([`path`]:
 //! `normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`;
 //! the result is both what is routed and what is forwarded, or a 400/307),
-//! then [`handle`] routes and forwards it, raced against `request_timeout`
+//! the `jwt_authn` and `rbac` filters run when configured ([`auth`]: a
+//! 401/403 local reply), then [`handle`] routes and forwards it, raced against `request_timeout`
 //! and the stream idle timeout ([`idle`]: 408 before the response headers,
 //! a reset after); the response body is metered and watched for idleness.
 
@@ -33,6 +34,7 @@ use crate::route::{AppendAction, FaultAbort, HeaderOps, Preflight, RequestView, 
 use crate::server::DataPath;
 use crate::telemetry::{Peer, Protocol, RequestKey, RequestSeries, Security};
 
+pub mod auth;
 pub mod idle;
 pub mod path;
 pub mod router;
@@ -65,6 +67,8 @@ pub struct HttpStats {
     pub redirected_with_normalized_path: AtomicU64,
     /// `downstream_rq_idle_timeout`.
     pub idle_timeout: AtomicU64,
+    /// `jwt_authn.*` and `rbac.*`.
+    pub auth: auth::AuthStats,
 }
 
 impl HttpStats {
@@ -101,6 +105,7 @@ impl HttpStats {
             false,
         );
         put("downstream_rq_idle_timeout", get(&self.idle_timeout), false);
+        self.auth.render(prefix, out);
     }
 
     fn count(counter: &AtomicU64) {
@@ -127,6 +132,10 @@ pub struct ConnInfo {
     pub inbound: bool,
     /// The peer's SPIFFE id, when it presented a mesh certificate (mTLS).
     pub peer_identity: Option<String>,
+    /// Whether the connection is TLS (terminated here).
+    pub tls: bool,
+    /// The SNI the client sent, when TLS was detected.
+    pub sni: Option<Arc<str>>,
 }
 
 /// Envoy's response flags of a local reply (`NR`, `UH`, `UF`, ...), carried
@@ -152,6 +161,9 @@ where
     HttpStats::count(&stats.cx_total);
     stats.cx_active.fetch_add(1, Ordering::Relaxed);
     let _active = Active(&stats.cx_active);
+    if !hcm.auth.is_empty() {
+        stats.auth.seen(&hcm.auth);
+    }
     let conn_stats = Arc::clone(&stats);
     // The metric series of the last destination, reused while the connection's
     // requests keep going there.
@@ -166,7 +178,13 @@ where
             // The stream idle clock starts with the request headers.
             let activity = Activity::new(hcm.stream_idle_timeout);
             let mut req = req;
-            let path_reply = normalize_path(&mut req, &hcm, &stats);
+            let mut path_reply = normalize_path(&mut req, &hcm, &stats);
+            // jwt_authn and RBAC, before routing.
+            if path_reply.is_none() && !hcm.auth.is_empty() {
+                let (mut parts, body) = req.into_parts();
+                path_reply = auth::run(&mut parts, &hcm, &conn, &stats.auth);
+                req = Request::from_parts(parts, body);
+            }
             // Span reporting (`tracing`): the decision and the W3C context.
             let mut span = None;
             if let Some(tracing) = &hcm.tracing {

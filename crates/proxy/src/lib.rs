@@ -21,8 +21,11 @@
 //! - `server`: binds the listeners, hands captured connections to the
 //!   listener of their original destination (`net`), inspects TLS
 //!   (`inspect`), picks the filter chain and terminates TLS;
-//! - `http` (with `http::router`) or `tcp`: the connection manager and router,
-//!   or the TCP proxy; `upstream` opens and pools upstream connections; `body`
+//! - `rbac` (network filter): decided from the connection, enforced on its
+//!   first bytes;
+//! - `http` (with `http::router`) or `tcp`: the connection manager (its
+//!   `jwt` and `rbac` filters in `http::auth` before routing) and router, or
+//!   the TCP proxy; `upstream` opens and pools upstream connections; `body`
 //!   carries bodies and records each request's metrics (`telemetry`) and
 //!   access log line at its end;
 //! - `app` runs it all with the `admin` endpoints (`/ready`, `/config_dump`,
@@ -40,8 +43,10 @@ pub mod http;
 pub mod identity;
 pub mod init;
 pub mod inspect;
+pub mod jwt;
 pub mod listener;
 pub mod net;
+pub mod rbac;
 pub mod route;
 pub mod secrets;
 pub mod server;

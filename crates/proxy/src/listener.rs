@@ -9,8 +9,9 @@
 //! compiled into [`crate::secrets::ServerTls`]; the TLS itself is terminated
 //! when a connection picks the chain.
 //!
-//! Connection manager settings honoured: codec, routes (RDS or inline), the
-//! `fault`/`cors`/`router` filters, `server_name` and its transformation,
+//! Connection manager settings honoured (`listener::hcm`): codec, routes
+//! (RDS or inline), the `jwt_authn`/`rbac`/`fault`/`cors`/`router`
+//! filters, `server_name` and its transformation,
 //! `use_remote_address` (the peer joins `x-forwarded-for`), WebSocket
 //! upgrades, `request_timeout` (until the response headers),
 //! `generate_request_id`, `stream_idle_timeout` (default 5 min, zero: none;
@@ -33,11 +34,21 @@
 //! `upstream_operation`, metadata and formatted custom tags. Route
 //! `decorator`s are ignored (span names are `ingress` / `egress HOST`).
 //!
+//! Authentication and authorization: the HTTP filters
+//! `envoy.filters.http.jwt_authn` ([`crate::jwt`]) and
+//! `envoy.filters.http.rbac` ([`crate::rbac`]), which must precede `fault`
+//! and `cors` and run in their order before routing
+//! ([`crate::http::auth`]); and `envoy.filters.network.rbac` filters ahead
+//! of a chain's connection manager or TCP proxy, decided on the
+//! connection's first bytes as Envoy does (denied: closed). Their
+//! unimplemented fields are refused by path (see those modules).
+//!
 //! What the data path cannot carry is refused by [`compile`] with the field's
 //! path, so the xDS client NACKs it and keeps the last good listener:
-//! inline certificates, network filters other than the HTTP
-//! connection manager and the TCP proxy, HTTP filters other than `fault`,
-//! `cors` and `router`, listener filters other than `tls_inspector`,
+//! inline certificates, network filters other than network RBAC ahead of
+//! the HTTP connection manager or the TCP proxy, HTTP filters other than
+//! `jwt_authn`, `rbac`, `fault`, `cors` and `router` (unknown optional
+//! ones are skipped), listener filters other than `tls_inspector`,
 //! `original_dst` and `http_inspector`, and non-TCP listeners.
 
 use std::net::{IpAddr, SocketAddr};
@@ -48,9 +59,7 @@ use envoy_types::pb::envoy::config::core::v3::CidrRange;
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, filter, listener_filter,
 };
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, http_connection_manager, http_filter,
-};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     TcpProxy as TcpProxyProto, tcp_proxy,
 };
@@ -58,8 +67,11 @@ use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 
 use crate::cluster::{HostAddr, duration, host_addr};
-use crate::http::path::{EscapedSlashes, PathPolicy};
-use crate::route::RouteTable;
+use crate::rbac::NetworkRbac;
+
+mod hcm;
+
+pub use hcm::{Codec, Hcm, RouteSource};
 
 const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const TCP_PROXY_TYPE: &str =
@@ -104,6 +116,9 @@ pub struct Chain {
     matcher: ChainMatch,
     /// TLS termination (`transport_socket`), when the chain has it.
     pub tls: Option<crate::secrets::ServerTls>,
+    /// `envoy.filters.network.rbac` filters ahead of the terminal one, in
+    /// order (enforced on the connection's first bytes).
+    pub rbac: Vec<Arc<NetworkRbac>>,
     /// What carries the connection.
     pub filter: NetworkFilter,
 }
@@ -115,62 +130,6 @@ pub enum NetworkFilter {
     Http(Arc<Hcm>),
     /// Opaque TCP.
     Tcp(Arc<TcpProxy>),
-}
-
-/// Where an HTTP connection manager's routes come from.
-#[derive(Debug)]
-pub enum RouteSource {
-    /// RDS, by name.
-    Rds(String),
-    /// Inline.
-    Inline(Arc<RouteTable>),
-}
-
-/// Downstream codec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Codec {
-    /// HTTP/1.1 or HTTP/2 (prior knowledge), detected per connection.
-    Auto,
-    /// HTTP/1.1 only.
-    Http1,
-    /// HTTP/2 only.
-    Http2,
-}
-
-/// A compiled HTTP connection manager.
-#[derive(Debug)]
-pub struct Hcm {
-    /// `stat_prefix`.
-    pub stat_prefix: String,
-    /// Routes.
-    pub routes: RouteSource,
-    /// Codec.
-    pub codec: Codec,
-    /// The `fault` filter is in the chain.
-    pub fault: bool,
-    /// The `cors` filter is in the chain.
-    pub cors: bool,
-    /// `server` header value (`server_name`, default `envoy`) and whether it
-    /// replaces the upstream's (`OVERWRITE`), is added when absent, or passes.
-    pub server_name: String,
-    /// `server_name` as a header value (made once).
-    pub server_value: Option<http::HeaderValue>,
-    /// `server_header_transformation`: 0 overwrite, 1 append if absent, 2 pass through.
-    pub server_header: i32,
-    /// `use_remote_address`.
-    pub use_remote_address: bool,
-    /// WebSocket upgrades allowed.
-    pub websocket: bool,
-    /// `stream_idle_timeout` (Envoy's default 5 min; zero disables).
-    pub stream_idle_timeout: Option<Duration>,
-    /// `request_timeout` (zero or absent: none).
-    pub request_timeout: Option<Duration>,
-    /// `generate_request_id` (default true).
-    pub generate_request_id: bool,
-    /// `normalize_path`, `merge_slashes` and `path_with_escaped_slashes_action`.
-    pub paths: PathPolicy,
-    /// `tracing`: span reporting (none: trace headers are only propagated).
-    pub tracing: Option<crate::telemetry::span::TracingConfig>,
 }
 
 /// A compiled TCP proxy.
@@ -581,27 +540,39 @@ fn chain(c: &FilterChain, direction: i32) -> Result<Chain, Vec<String>> {
             None
         }
     };
-    let filter = match c.filters.as_slice() {
-        [] => {
+    let mut rbac = Vec::new();
+    let filter = match c.filters.split_last() {
+        None => {
             errors.push("filters: a chain needs an HTTP connection manager or a TCP proxy".into());
             None
         }
-        [only] => match network_filter(only, direction) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                errors.extend(e.into_iter().map(|e| format!("filters[0].{e}")));
-                None
+        Some((last, before)) => {
+            for (i, f) in before.iter().enumerate() {
+                match typed(f) {
+                    Some(any) if any.type_url == crate::rbac::compile::NETWORK_RBAC_TYPE => {
+                        match crate::rbac::network_filter(&any.value) {
+                            Ok(r) => rbac.push(Arc::new(r)),
+                            Err(e) => errors.extend(
+                                e.into_iter()
+                                    .map(|e| format!("filters[{i}] ({}): {e}", f.name)),
+                            ),
+                        }
+                    }
+                    _ => errors.push(format!(
+                        "filters[{i}] ({}): only envoy.filters.network.rbac may precede the HTTP \
+                         connection manager or the TCP proxy",
+                        f.name
+                    )),
+                }
             }
-        },
-        many => {
-            for (i, f) in many[..many.len() - 1].iter().enumerate() {
-                errors.push(format!(
-                    "filters[{i}] ({}): only one network filter (the HTTP connection manager or \
-                     the TCP proxy) per chain is supported",
-                    f.name
-                ));
+            let n = before.len();
+            match network_filter(last, direction) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    errors.extend(e.into_iter().map(|e| format!("filters[{n}].{e}")));
+                    None
+                }
             }
-            None
         }
     };
     match filter {
@@ -609,6 +580,7 @@ fn chain(c: &FilterChain, direction: i32) -> Result<Chain, Vec<String>> {
             name: c.name.clone(),
             matcher,
             tls,
+            rbac,
             filter,
         }),
         _ => Err(errors),
@@ -630,7 +602,7 @@ fn network_filter(f: &Filter, direction: i32) -> Result<NetworkFilter, Vec<Strin
         HCM_TYPE => {
             let hcm = HttpConnectionManager::decode(any.value.as_slice())
                 .map_err(|e| vec![format!("typed_config: {e}")])?;
-            hcm_config(&hcm, direction)
+            hcm::hcm_config(&hcm, direction)
                 .map(|h| NetworkFilter::Http(Arc::new(h)))
                 .map_err(|e| e.into_iter().map(|e| format!("typed_config.{e}")).collect())
         }
@@ -645,135 +617,6 @@ fn network_filter(f: &Filter, direction: i32) -> Result<NetworkFilter, Vec<Strin
             "typed_config ({}, {other}): network filter not supported",
             f.name
         )]),
-    }
-}
-
-fn hcm_config(hcm: &HttpConnectionManager, direction: i32) -> Result<Hcm, Vec<String>> {
-    use http_connection_manager::RouteSpecifier;
-    let mut errors = Vec::new();
-    let routes = match &hcm.route_specifier {
-        Some(RouteSpecifier::Rds(rds)) => Some(RouteSource::Rds(rds.route_config_name.clone())),
-        Some(RouteSpecifier::RouteConfig(rc)) => match crate::route::compile(rc) {
-            Ok(t) => Some(RouteSource::Inline(Arc::new(t))),
-            Err(e) => {
-                errors.extend(e.into_iter().map(|e| format!("route_config: {e}")));
-                None
-            }
-        },
-        Some(RouteSpecifier::ScopedRoutes(_)) => {
-            errors.push("scoped_routes: not supported; use rds or route_config".into());
-            None
-        }
-        None => {
-            errors.push("route_specifier: missing (rds or route_config)".into());
-            None
-        }
-    };
-    let (mut fault, mut cors, mut router) = (false, false, false);
-    for (i, f) in hcm.http_filters.iter().enumerate() {
-        let type_url = match &f.config_type {
-            Some(http_filter::ConfigType::TypedConfig(any)) => any.type_url.as_str(),
-            _ => "",
-        };
-        if router {
-            errors.push(format!(
-                "http_filters[{i}] ({}): filters after the router",
-                f.name
-            ));
-        }
-        match type_url.rsplit('.').next().unwrap_or("") {
-            "HTTPFault" => fault = true,
-            "Cors" => cors = true,
-            "Router" => router = true,
-            _ if f.is_optional => {}
-            _ => errors.push(format!(
-                "http_filters[{i}] ({}, {type_url}): HTTP filter not supported",
-                f.name
-            )),
-        }
-    }
-    if !router {
-        errors.push("http_filters: the last filter must be envoy.filters.http.router".into());
-    }
-    if !hcm.access_log.is_empty() {
-        errors.push(
-            "access_log: access loggers in the connection manager are not supported; start the \
-             proxy with --access-log FILE for Istio's JSON access log"
-                .into(),
-        );
-    }
-    let tracing = match &hcm.tracing {
-        Some(t) => match crate::telemetry::span::compile(t, direction) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                errors.extend(e.into_iter().map(|e| format!("tracing.{e}")));
-                None
-            }
-        },
-        None => None,
-    };
-    let codec = match hcm.codec_type {
-        1 => Codec::Http1,
-        2 => Codec::Http2,
-        0 => Codec::Auto,
-        other => {
-            errors.push(format!("codec_type: {other} (HTTP/3) not supported"));
-            Codec::Auto
-        }
-    };
-    let websocket = hcm.upgrade_configs.iter().any(|u| {
-        u.upgrade_type.eq_ignore_ascii_case("websocket") && u.enabled.is_none_or(|e| e.value)
-    });
-    use http_connection_manager::PathWithEscapedSlashesAction as Escaped;
-    let escaped_slashes = match Escaped::try_from(hcm.path_with_escaped_slashes_action) {
-        Ok(Escaped::ImplementationSpecificDefault | Escaped::KeepUnchanged) => EscapedSlashes::Keep,
-        Ok(Escaped::RejectRequest) => EscapedSlashes::Reject,
-        Ok(Escaped::UnescapeAndRedirect) => EscapedSlashes::UnescapeAndRedirect,
-        Ok(Escaped::UnescapeAndForward) => EscapedSlashes::UnescapeAndForward,
-        Err(_) => {
-            errors.push(format!(
-                "path_with_escaped_slashes_action: unknown action {}",
-                hcm.path_with_escaped_slashes_action
-            ));
-            EscapedSlashes::Keep
-        }
-    };
-    let paths = PathPolicy {
-        normalize: hcm.normalize_path.is_some_and(|b| b.value),
-        merge_slashes: hcm.merge_slashes,
-        escaped_slashes,
-    };
-    let server_name = if hcm.server_name.is_empty() {
-        "envoy".to_string()
-    } else {
-        hcm.server_name.clone()
-    };
-    match routes {
-        Some(routes) if errors.is_empty() => Ok(Hcm {
-            stat_prefix: hcm.stat_prefix.clone(),
-            routes,
-            codec,
-            fault,
-            cors,
-            server_name: server_name.clone(),
-            server_value: http::HeaderValue::from_str(&server_name).ok(),
-            server_header: hcm.server_header_transformation,
-            use_remote_address: hcm.use_remote_address.is_some_and(|b| b.value),
-            websocket,
-            stream_idle_timeout: match &hcm.stream_idle_timeout {
-                Some(d) => Some(duration(d)).filter(|d| !d.is_zero()),
-                None => Some(Duration::from_secs(300)),
-            },
-            request_timeout: hcm
-                .request_timeout
-                .as_ref()
-                .map(duration)
-                .filter(|d| !d.is_zero()),
-            generate_request_id: hcm.generate_request_id.is_none_or(|b| b.value),
-            paths,
-            tracing,
-        }),
-        _ => Err(errors),
     }
 }
 

@@ -106,7 +106,10 @@ pub use compile::{CORS_FILTER, FAULT_FILTER, compile};
 pub use cors::{Cors, OriginMatch, Preflight};
 pub use hash::{CookiePolicy, HashPolicy, HashSource, SetCookie};
 
-use matcher::{DomainIndex, RouteMatcher};
+pub(crate) use compile::{compile_header_match, compile_route_match, compile_string_match};
+use matcher::DomainIndex;
+/// Envoy's matchers, shared with the filters that take them (RBAC, JWT rules).
+pub(crate) use matcher::{HeaderMatch, RouteMatcher, StringMatch, path_only};
 
 /// The default upstream timeout of a route action without `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use crate::dataplane::{Dataplane, Statics};
 use crate::http::{self, ConnInfo, HttpStats};
 use crate::inspect::{self, Detected};
-use crate::listener::{ConnFacts, NetworkFilter};
+use crate::listener::{Chain, ConnFacts, NetworkFilter};
 use crate::secrets::Secrets;
 use crate::telemetry::Telemetry;
 use crate::xds::{XdsState, XdsStore};
@@ -45,6 +45,7 @@ pub struct DataPath {
     bound: Mutex<HashMap<String, SocketAddr>>,
     inbound_draining: tokio::sync::watch::Sender<bool>,
     http_stats: Mutex<HashMap<String, Arc<HttpStats>>>,
+    rbac_stats: Mutex<HashMap<String, Arc<crate::rbac::RbacStats>>>,
 }
 
 impl DataPath {
@@ -75,6 +76,7 @@ impl DataPath {
             bound: Mutex::default(),
             inbound_draining: tokio::sync::watch::channel(false).0,
             http_stats: Mutex::default(),
+            rbac_stats: Mutex::default(),
         })
     }
 
@@ -125,6 +127,20 @@ impl DataPath {
     /// Every HTTP connection manager's counters, by stat prefix.
     pub fn all_http_stats(&self) -> Vec<(String, Arc<HttpStats>)> {
         let all = self.http_stats.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect()
+    }
+
+    /// The counters of the network RBAC filters with `stat_prefix`.
+    pub fn rbac_stats(&self, stat_prefix: &str) -> Arc<crate::rbac::RbacStats> {
+        let mut all = self.rbac_stats.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(all.entry(stat_prefix.to_string()).or_default())
+    }
+
+    /// Every network RBAC filter's counters, by stat prefix.
+    pub fn all_rbac_stats(&self) -> Vec<(String, Arc<crate::rbac::RbacStats>)> {
+        let all = self.rbac_stats.lock().unwrap_or_else(|p| p.into_inner());
         all.iter()
             .map(|(k, v)| (k.clone(), Arc::clone(v)))
             .collect()
@@ -278,9 +294,18 @@ async fn dispatch(path: Arc<DataPath>, name: String, stream: TcpStream, peer: So
         dst,
         inbound: listener.inbound,
         peer_identity: None,
+        tls: false,
+        // Only the authorization filters read the SNI: no allocation otherwise.
+        sni: facts
+            .server_name
+            .filter(|_| {
+                !chain.rbac.is_empty()
+                    || matches!(&chain.filter, NetworkFilter::Http(h) if !h.auth.is_empty())
+            })
+            .map(Arc::from),
     };
     let Some(tls) = &chain.tls else {
-        serve(stream, conn, &chain.filter, &path, &dp).await;
+        serve(stream, conn, chain, &path, &dp).await;
         return;
     };
     // Negotiate only protocols the client offered (Envoy ignores a mismatch;
@@ -297,7 +322,8 @@ async fn dispatch(path: Arc<DataPath>, name: String, stream: TcpStream, peer: So
     match tokio_rustls::TlsAcceptor::from(config).accept(stream).await {
         Ok(stream) => {
             conn.peer_identity = crate::identity::tls::peer_identity(stream.get_ref().1);
-            serve(stream, conn, &chain.filter, &path, &dp).await;
+            conn.tls = true;
+            serve(stream, conn, chain, &path, &dp).await;
         }
         Err(e) => {
             tracing::debug!(listener = %listener.name, %peer, "TLS handshake failed: {e}");
@@ -305,7 +331,35 @@ async fn dispatch(path: Arc<DataPath>, name: String, stream: TcpStream, peer: So
     }
 }
 
+/// Runs the chain's network RBAC filters (when it has any) ahead of its
+/// terminal filter.
 async fn serve<S>(
+    stream: S,
+    conn: ConnInfo,
+    chain: &Chain,
+    path: &Arc<DataPath>,
+    dp: &Arc<Dataplane>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if chain.rbac.is_empty() {
+        return terminal(stream, conn, &chain.filter, path, dp).await;
+    }
+    let input = crate::rbac::Input {
+        tls: conn.tls,
+        peer_identity: conn.peer_identity.as_deref(),
+        direct_remote: conn.peer.ip(),
+        remote: conn.peer.ip(),
+        dst: conn.dst,
+        sni: conn.sni.as_deref(),
+        request: None,
+        metadata: None,
+    };
+    let gated = crate::rbac::network::gate(stream, &chain.rbac, &input, |p| path.rbac_stats(p));
+    terminal(gated, conn, &chain.filter, path, dp).await;
+}
+
+async fn terminal<S>(
     stream: S,
     conn: ConnInfo,
     filter: &NetworkFilter,

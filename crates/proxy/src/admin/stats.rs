@@ -151,6 +151,12 @@ pub fn collect(admin: &Admin) -> Vec<Stat> {
     for (prefix, s) in c.data_path.all_http_stats() {
         s.render(&prefix, &mut http);
     }
+    // Network RBAC filters: `PREFIX rbac.*`.
+    let mut rbac = Vec::new();
+    for (prefix, s) in c.data_path.all_rbac_stats() {
+        s.render(&format!("{prefix}rbac."), &mut rbac);
+    }
+    http.extend(rbac.into_iter().map(|(n, v)| (n, v, false)));
     // The OpenTelemetry tracer's counters (`tracing.opentelemetry.*`).
     let mut otlp = Vec::new();
     c.data_path.telemetry.otlp_stats().render(&mut otlp);

@@ -124,6 +124,43 @@ pub fn compile(rc: &RouteConfiguration) -> Result<RouteTable, Vec<String>> {
     })
 }
 
+/// A `StringMatcher` compiled for another filter (RBAC, JWT); errors name `at`.
+pub(crate) fn compile_string_match(
+    at: &str,
+    sm: &StringMatcher,
+) -> Result<StringMatch, Vec<String>> {
+    let mut e = Errors::default();
+    match string_match(&mut e, at, sm) {
+        Some(m) if e.0.is_empty() => Ok(m),
+        _ => Err(e.0),
+    }
+}
+
+/// A `HeaderMatcher` compiled for another filter (RBAC); errors name `at`.
+pub(crate) fn compile_header_match(
+    at: &str,
+    h: &rpb::HeaderMatcher,
+) -> Result<HeaderMatch, Vec<String>> {
+    let mut e = Errors::default();
+    match header_match(&mut e, at, h) {
+        Some(m) if e.0.is_empty() => Ok(m),
+        _ => Err(e.0),
+    }
+}
+
+/// A `RouteMatch` compiled for another filter (JWT requirement rules);
+/// errors name `at`.
+pub(crate) fn compile_route_match(
+    at: &str,
+    m: &rpb::RouteMatch,
+) -> Result<RouteMatcher, Vec<String>> {
+    let mut e = Errors::default();
+    match route_match(&mut e, at, m) {
+        Some(m) if e.0.is_empty() => Ok(m),
+        _ => Err(e.0),
+    }
+}
+
 #[derive(Default)]
 struct Errors(Vec<String>);
 

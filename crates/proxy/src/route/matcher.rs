@@ -67,7 +67,7 @@ pub(super) fn has_port(domain: &str) -> bool {
 }
 
 /// The path without query or fragment.
-pub(super) fn path_only(path_and_query: &str) -> &str {
+pub(crate) fn path_only(path_and_query: &str) -> &str {
     match path_and_query.find(['?', '#']) {
         Some(i) => &path_and_query[..i],
         None => path_and_query,
@@ -76,7 +76,7 @@ pub(super) fn path_only(path_and_query: &str) -> &str {
 
 /// A compiled `RouteMatch`.
 #[derive(Debug)]
-pub(super) struct RouteMatcher {
+pub(crate) struct RouteMatcher {
     pub(super) path: PathMatch,
     /// Patterns are stored lowercased when false.
     pub(super) case_sensitive: bool,
@@ -98,7 +98,7 @@ pub(super) enum PathMatch {
 impl RouteMatcher {
     /// `Some(length of the matched prefix, for prefix rewrites)` when the
     /// request matches.
-    pub(super) fn matches(&self, req: &RequestView<'_>, path: &str) -> Option<Option<usize>> {
+    pub(crate) fn matches(&self, req: &RequestView<'_>, path: &str) -> Option<Option<usize>> {
         let folded: Cow<'_, str> = if self.case_sensitive {
             Cow::Borrowed(path)
         } else {
@@ -139,7 +139,7 @@ impl RouteMatcher {
 
 /// A compiled `StringMatcher` (or a legacy header matcher).
 #[derive(Debug, Clone)]
-pub(super) enum StringMatch {
+pub(crate) enum StringMatch {
     Exact(String, bool),
     Prefix(String, bool),
     Suffix(String, bool),
@@ -148,7 +148,7 @@ pub(super) enum StringMatch {
 }
 
 impl StringMatch {
-    pub(super) fn matches(&self, value: &str) -> bool {
+    pub(crate) fn matches(&self, value: &str) -> bool {
         let fold = |ignore_case: bool| -> Cow<'_, str> {
             if ignore_case {
                 Cow::Owned(value.to_lowercase())
@@ -176,7 +176,7 @@ pub(super) enum HeaderTest {
 
 /// A compiled `HeaderMatcher`.
 #[derive(Debug)]
-pub(super) struct HeaderMatch {
+pub(crate) struct HeaderMatch {
     pub(super) name: String,
     pub(super) test: HeaderTest,
     pub(super) invert: bool,
@@ -184,8 +184,17 @@ pub(super) struct HeaderMatch {
 }
 
 impl HeaderMatch {
-    fn matches(&self, req: &RequestView<'_>) -> bool {
-        let value = header_value(req, &self.name);
+    pub(crate) fn matches(&self, req: &RequestView<'_>) -> bool {
+        self.matches_value(header_value(req, &self.name))
+    }
+
+    /// The verdict on a request without the header (an empty header map, as
+    /// a network filter sees it).
+    pub(crate) fn matches_absent(&self) -> bool {
+        self.matches_value(None)
+    }
+
+    fn matches_value(&self, value: Option<Cow<'_, str>>) -> bool {
         if let HeaderTest::Present(want) = self.test {
             return (value.is_some() == want) != self.invert;
         }

@@ -150,6 +150,13 @@ pub(super) fn filter_configs(
             n if UNSUPPORTED_FILTERS.contains(&n) && !optional => {
                 e.push(&at, "this proxy has no such filter");
             }
+            "envoy.filters.http.rbac" | "envoy.filters.http.jwt_authn" if !optional => {
+                e.push(
+                    &at,
+                    "per-route configs of the RBAC and JWT filters (RBACPerRoute, \
+                     PerRouteConfig) are not supported",
+                );
+            }
             _ => {
                 out.other.insert(name.clone(), any.type_url.clone());
             }
