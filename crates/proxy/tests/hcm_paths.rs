@@ -12,8 +12,8 @@
 //! Needs `envoy` on PATH (or `ENVOY_BIN`); without it the test fails rather
 //! than pass silently.
 
-#[path = "support/static_envoy.rs"]
-mod static_envoy;
+#[path = "support/side_by_side.rs"]
+mod side_by_side;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,9 +25,7 @@ use hyper::body::{Bytes, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use proxy::app::App;
-use proxy::config::Config;
-use static_envoy::{Envoy, free_port};
+use side_by_side::{Envoy, Mizzen, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -132,54 +130,20 @@ static_resources:
     )
 }
 
-/// The listeners' addresses, in the order keep, reject, redirect.
-type Listeners = [SocketAddr; 3];
-
-struct Mizzen {
-    listeners: Listeners,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
-}
-
+/// The proxy, its listeners in the order keep, reject, redirect.
 async fn start_mizzen(up: SocketAddr) -> Mizzen {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bootstrap.yaml");
-    std::fs::write(&path, bootstrap(up, 0, [0, 0, 0])).unwrap();
-    let app = App::build(Config::for_path(&path))
-        .await
-        .expect("the bootstrap is accepted");
-    let data_path = app.data_path();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = app
-            .run_until(async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let bound = loop {
-        let bound = data_path.bound();
-        if bound.len() == 3 {
-            break bound;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "listeners not bound: {bound:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    Mizzen {
-        listeners: [bound["keep"], bound["reject"], bound["redirect"]],
-        _stop: stop,
-        _dir: dir,
-    }
+    side_by_side::start_mizzen(
+        &bootstrap(up, 0, [0, 0, 0]),
+        ["keep", "reject", "redirect"],
+        WAIT,
+    )
+    .await
 }
 
 /// The real Envoy on the same bootstrap.
 async fn start_envoy(up: SocketAddr) -> Envoy {
     let ports = [free_port(), free_port(), free_port()];
-    static_envoy::start(&bootstrap(up, free_port(), ports), ports).await
+    side_by_side::start(&bootstrap(up, free_port(), ports), ports).await
 }
 
 /// What a client saw: status, `location`, body.

@@ -15,8 +15,8 @@
 //! Needs `envoy` on PATH (or `ENVOY_BIN`); without it the test fails rather
 //! than pass silently.
 
-#[path = "support/static_envoy.rs"]
-mod static_envoy;
+#[path = "support/side_by_side.rs"]
+mod side_by_side;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -35,9 +35,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use proxy::app::App;
-use proxy::config::Config;
-use static_envoy::{Envoy, free_port};
+use side_by_side::{Envoy, Mizzen, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -237,51 +235,14 @@ static_resources:
     )
 }
 
-struct Mizzen {
-    listeners: [SocketAddr; 3],
-    _stop: tokio::sync::oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
-}
-
 async fn start_mizzen(up: SocketAddr, collector: SocketAddr) -> Mizzen {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bootstrap.yaml");
-    std::fs::write(&path, bootstrap(up, collector, 0, [0, 0, 0])).unwrap();
-    let app = App::build(Config::for_path(&path))
-        .await
-        .expect("the bootstrap is accepted");
-    let data_path = app.data_path();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = app
-            .run_until(async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let bound = loop {
-        let bound = data_path.bound();
-        if bound.len() == 3 {
-            break bound;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "listeners not bound: {bound:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    Mizzen {
-        listeners: LISTENERS.map(|l| bound[l]),
-        _stop: stop,
-        _dir: dir,
-    }
+    side_by_side::start_mizzen(&bootstrap(up, collector, 0, [0, 0, 0]), LISTENERS, WAIT).await
 }
 
-/// The real Envoy on the same bootstrap; killed (by its pid) when dropped.
+/// The real Envoy on the same bootstrap.
 async fn start_envoy(up: SocketAddr, collector: SocketAddr) -> Envoy {
     let ports = [free_port(), free_port(), free_port()];
-    static_envoy::start(&bootstrap(up, collector, free_port(), ports), ports).await
+    side_by_side::start(&bootstrap(up, collector, free_port(), ports), ports).await
 }
 
 /// Sends a GET with `headers` and returns the response status.
