@@ -40,6 +40,9 @@ pub mod tls;
 pub use ca_client::{CaClient, IstioCaClient};
 pub use certified::Certified;
 pub use manager::CertManager;
+/// The bytes of an Envoy `DataSource` (file, inline bytes or string, environment
+/// variable), as SDS secrets and bootstrap TLS contexts give them.
+pub(crate) use sds::read as read_data_source;
 
 use crate::xds::Backoff;
 

@@ -92,7 +92,7 @@ pub fn from_sds(cert: &Secret, validation: Option<&Secret>) -> Result<Certified>
 }
 
 /// The content of a `DataSource`.
-fn read(ds: &DataSource) -> std::result::Result<Vec<u8>, String> {
+pub(crate) fn read(ds: &DataSource) -> std::result::Result<Vec<u8>, String> {
     match &ds.specifier {
         Some(Specifier::InlineBytes(b)) => Ok(b.clone()),
         Some(Specifier::InlineString(s)) => Ok(s.clone().into_bytes()),

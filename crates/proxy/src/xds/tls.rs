@@ -23,7 +23,6 @@
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::DataSource;
-use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::common_tls_context::ValidationContextType;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, SdsSecretConfig, UpstreamTlsContext,
@@ -32,7 +31,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
-use crate::identity::CertManager;
+use crate::identity::{CertManager, read_data_source};
 use crate::secrets::{ROOT_CA, SDS_GRPC, WORKLOAD_CERT};
 
 /// Where a PEM comes from.
@@ -198,20 +197,7 @@ const NO_IDENTITY: &str = "the ADS cluster's TLS names the workload certificate 
 
 fn pem(ds: Option<&DataSource>, field: &str, part: &str) -> Result<String, String> {
     let ds = ds.ok_or_else(|| format!("{field}.{part}: is required"))?;
-    let bytes = match &ds.specifier {
-        Some(Specifier::Filename(path)) => std::fs::read(path)
-            .map_err(|e| format!("{field}.{part}.filename: cannot read {path}: {e}"))?,
-        Some(Specifier::InlineBytes(b)) => b.clone(),
-        Some(Specifier::InlineString(s)) => s.clone().into_bytes(),
-        Some(Specifier::EnvironmentVariable(var)) => std::env::var(var)
-            .map_err(|e| format!("{field}.{part}.environment_variable: {var}: {e}"))?
-            .into_bytes(),
-        None => {
-            return Err(format!(
-                "{field}.{part}: is empty; set filename or inline_bytes"
-            ));
-        }
-    };
+    let bytes = read_data_source(ds).map_err(|e| format!("{field}.{part}: {e}"))?;
     String::from_utf8(bytes).map_err(|_| format!("{field}.{part}: is not PEM text"))
 }
 
@@ -285,6 +271,7 @@ fn workload_sds(sds: &SdsSecretConfig, name: &str, field: &str) -> Result<(), St
 #[cfg(test)]
 mod tests {
     use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
+    use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
     use envoy_types::pb::envoy::config::core::v3::grpc_service::{EnvoyGrpc, TargetSpecifier};
     use envoy_types::pb::envoy::config::core::v3::{ApiConfigSource, ConfigSource, GrpcService};
     use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
