@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+/// mimalloc, not glibc's malloc: pilot allocates and frees many small objects
+/// per pushed proxy, on every worker thread (BENCHMARKS.md, "Pilot xDS").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = pilot::app::Config::parse();

@@ -378,9 +378,24 @@ pub(crate) fn fnv1a(bytes: &[u8], mut hash: u64) -> u64 {
 /// FNV-1a's offset basis.
 pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
-/// The version of one resource: a hash of its encoding.
-pub(crate) fn resource_version(r: &NamedResource) -> String {
-    format!("{:016x}", fnv1a(&r.resource.value, FNV_OFFSET))
+/// The version of one resource: a hash of its encoding, kept as a number by
+/// the delta loop and sent as [`version_string`].
+pub(crate) fn resource_version(r: &NamedResource) -> u64 {
+    fnv1a(&r.resource.value, FNV_OFFSET)
+}
+
+/// How a [`resource_version`] is written on the wire: 16 hex digits.
+pub(crate) fn version_string(version: u64) -> String {
+    format!("{version:016x}")
+}
+
+/// A version the proxy holds, read back: `None` for a string pilot did not
+/// write (from another control plane), which never matches a fresh version.
+pub(crate) fn parse_version(version: &str) -> Option<u64> {
+    if version.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(version, 16).ok()
 }
 
 /// A hash of a whole SotW response (names and encodings, in order).
@@ -476,6 +491,10 @@ mod tests {
         let mut b = a.clone();
         b.name = "b".into();
         assert_eq!(resource_version(&a), resource_version(&a.clone()));
+        let v = resource_version(&a);
+        assert_eq!(parse_version(&version_string(v)), Some(v));
+        assert_eq!(parse_version("1"), None);
+        assert_eq!(parse_version("zzzzzzzzzzzzzzzz"), None);
         assert_ne!(
             set_hash(std::slice::from_ref(&a)),
             set_hash(std::slice::from_ref(&b))

@@ -7,16 +7,19 @@
 //! every type pushed for it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::config::core::v3::{ControlPlane, Node};
+use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio_stream::wrappers::WatchStream;
 use tonic::{Status, Streaming};
 
 use super::outbox::Outbox;
-use super::{AdsError, AdsServer, Peer, short_type};
+use super::{AdsError, AdsServer, PUSH_ORDER, Peer, short_type};
 use crate::metrics::PushMetrics;
 use crate::model::Snapshot;
 use crate::proxy::Proxy;
@@ -230,7 +233,17 @@ pub(super) fn cluster_host(name: &str) -> Option<&str> {
 #[derive(Debug)]
 struct Pending {
     start: Instant,
-    types: BTreeSet<String>,
+    /// Bit `i`: [`PUSH_ORDER`]`[i]` (every type the generator serves).
+    types: u8,
+}
+
+/// The bit of `type_url` in [`Pending::types`] (none for a type pilot does not
+/// generate, which is never pushed).
+fn type_bit(type_url: &str) -> u8 {
+    PUSH_ORDER
+        .iter()
+        .position(|t| *t == type_url)
+        .map_or(0, |i| 1 << i)
 }
 
 /// The request messages of one ADS call, whatever carries them: tonic's
@@ -337,14 +350,17 @@ async fn drive<S: StreamProtocol>(
 ) -> Result<(), AdsError> {
     s.handle(first).await?;
     let mut closing = s.conn().closing();
-    // One shutdown future for the stream's life, not one per loop turn.
-    let shutdown = closed(&mut closing);
-    tokio::pin!(shutdown);
+    // One shutdown future for the stream's life, not one per loop turn; and
+    // one registration for new snapshots, kept while requests come and go
+    // (a `changed()` future per turn would leave and rejoin the model's
+    // waiter list, shared by every connection, on each ACK).
+    let mut shutdown = pin!(closed(&mut closing));
+    let mut versions = WatchStream::from_changes(s.conn().versions.clone());
     let mut model_alive = true;
     loop {
         tokio::select! {
             biased;
-            () = &mut shutdown => return Err(AdsError::ShuttingDown),
+            () = shutdown.as_mut() => return Err(AdsError::ShuttingDown),
             msg = requests.message() => match msg {
                 Ok(Some(req)) => s.handle(req).await?,
                 Ok(None) => return Ok(()),
@@ -356,9 +372,9 @@ async fn drive<S: StreamProtocol>(
                     return Ok(());
                 }
             },
-            changed = s.conn().versions.changed(), if model_alive => match changed {
-                Ok(()) => s.push().await?,
-                Err(_) => model_alive = false,
+            changed = versions.next(), if model_alive => match changed {
+                Some(_) => s.push().await?,
+                None => model_alive = false,
             },
         }
     }
@@ -526,10 +542,9 @@ impl<R> Conn<R> {
     pub fn generate(
         &self,
         type_url: &str,
-        names: &BTreeSet<String>,
+        names: &[String],
     ) -> Result<Vec<NamedResource>, GenerateError> {
-        let names: Vec<String> = names.iter().cloned().collect();
-        (self.server.generator)(&self.snapshot, &self.proxy, type_url, &names)
+        (self.server.generator)(&self.snapshot, &self.proxy, type_url, names)
     }
 
     /// A nonce no other response of this process carries.
@@ -540,7 +555,7 @@ impl<R> Conn<R> {
     /// Identifies pilot to Envoy (`control_plane` in responses).
     pub fn control_plane(&self) -> Option<ControlPlane> {
         Some(ControlPlane {
-            identifier: format!("mizzen-pilot/{}", env!("CARGO_PKG_VERSION")),
+            identifier: concat!("mizzen-pilot/", env!("CARGO_PKG_VERSION")).to_string(),
         })
     }
 
@@ -580,12 +595,19 @@ impl<R> Conn<R> {
         });
     }
 
-    /// Records the proxy's subscription to `type_url`.
-    pub fn watching(&self, type_url: &str, names: &BTreeSet<String>, wildcard: bool) {
+    /// Records the proxy's subscription to `type_url` (`names` in any order).
+    pub fn watching<'a>(
+        &self,
+        type_url: &str,
+        names: impl ExactSizeIterator<Item = &'a String>,
+        wildcard: bool,
+    ) {
+        let mut names: Vec<String> = names.cloned().collect();
+        names.sort_unstable();
         self.with_type(type_url, |t| {
             t.wildcard = wildcard;
             t.subscribed = names.len();
-            t.names = names.iter().cloned().collect();
+            t.names = names;
         });
     }
 
@@ -663,7 +685,7 @@ impl<R> Conn<R> {
         if self
             .pending
             .as_ref()
-            .is_some_and(|p| p.types.contains(type_url))
+            .is_some_and(|p| p.types & type_bit(type_url) != 0)
         {
             self.pending = None;
         }
@@ -676,23 +698,24 @@ impl<R> Conn<R> {
     }
 
     /// Starts (or extends) convergence timing for the types just pushed.
-    pub fn pushed(&mut self, started: Instant, types: &[String]) {
-        if types.is_empty() {
+    pub fn pushed<'a>(&mut self, started: Instant, types: impl IntoIterator<Item = &'a str>) {
+        let bits = types.into_iter().fold(0, |bits, t| bits | type_bit(t));
+        if bits == 0 {
             return;
         }
         let pending = self.pending.get_or_insert(Pending {
             start: started,
-            types: BTreeSet::new(),
+            types: 0,
         });
-        pending.types.extend(types.iter().cloned());
+        pending.types |= bits;
     }
 
     fn settle(&mut self, type_url: &str) {
         let Some(p) = self.pending.as_mut() else {
             return;
         };
-        p.types.remove(type_url);
-        if p.types.is_empty() {
+        p.types &= !type_bit(type_url);
+        if p.types == 0 {
             let seconds = p.start.elapsed().as_secs_f64();
             self.server.metrics.convergence.observe(seconds);
             tracing::debug!(connection = %self.id, seconds, "ADS: proxy converged");
@@ -709,7 +732,7 @@ impl<R> Drop for Conn<R> {
 }
 
 /// Sets `slot` to `value`, reusing its allocation.
-fn set(slot: &mut Option<String>, value: &str) {
+pub(super) fn set(slot: &mut Option<String>, value: &str) {
     match slot {
         Some(s) => {
             s.clear();

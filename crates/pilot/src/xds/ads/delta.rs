@@ -27,20 +27,27 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 
-use super::connection::{Conn, Protocol, Scope, StreamProtocol, cluster_host};
-use super::{AdsError, in_push_order, resource_version};
+use super::connection::{Conn, Protocol, Scope, StreamProtocol, cluster_host, set};
+use super::{AdsError, in_push_order, parse_version, resource_version, version_string};
 use crate::model::Snapshot;
 use crate::xds::{CLUSTER, ENDPOINT, GenerateError, is_wildcard_type};
 
 /// What the proxy watches of one type, and what it holds.
+///
+/// Hash sets and maps, not ordered ones: an endpoint push looks up a few names
+/// in the subscription and the held versions of each of thousands of
+/// connections, whose state is cold in the cache by then; a hash lookup
+/// touches two or three cache lines where a B-tree search compares against a
+/// dozen names. Orders are restored where they show (generation, status).
 #[derive(Debug, Default)]
 struct Watch {
     /// Subscribed to everything (`*`; CDS and LDS only).
     wildcard: bool,
     /// Explicitly subscribed names.
-    names: BTreeSet<String>,
-    /// The version of every resource the proxy holds, by name.
-    held: HashMap<String, String>,
+    names: HashSet<String>,
+    /// The version of every resource the proxy holds, by name
+    /// ([`resource_version`]; `None` for a version pilot did not write).
+    held: HashMap<String, Option<u64>>,
     nonce_sent: Option<String>,
     version_sent: Option<String>,
     /// The generator does not serve this type; stay silent.
@@ -65,22 +72,40 @@ impl Watch {
         self.names.remove(name)
     }
 
-    /// The subscribed names an endpoint-only change can affect: every name that
-    /// is not an Istio cluster name, and the subscribed names among the changed
-    /// hosts' possible cluster names ([`Snapshot::changed_cluster_names`], built
-    /// once per snapshot for all connections). The intersection walks the smaller
-    /// of the two sets, so the cost grows with neither the fleet nor the
-    /// subscription.
-    fn affected(&self, snapshot: &Snapshot) -> BTreeSet<String> {
+    /// The subscribed names an endpoint-only change can affect, sorted: every
+    /// name that is not an Istio cluster name, and the subscribed names among
+    /// the changed hosts' possible cluster names
+    /// ([`Snapshot::changed_cluster_names`], built once per snapshot for all
+    /// connections). The intersection walks the smaller of the two sets, so the
+    /// cost grows with neither the fleet nor the subscription.
+    fn affected(&self, snapshot: &Snapshot) -> Vec<String> {
         let candidates = snapshot.changed_cluster_names();
-        let (small, large) = if candidates.len() <= self.names.len() {
-            (candidates, &self.names)
+        let mut out: Vec<String> = self.others.iter().cloned().collect();
+        if candidates.len() <= self.names.len() {
+            out.extend(
+                candidates
+                    .iter()
+                    .filter(|n| self.names.contains(*n))
+                    .cloned(),
+            );
         } else {
-            (&self.names, candidates)
-        };
-        let mut out = self.others.clone();
-        out.extend(small.iter().filter(|n| large.contains(*n)).cloned());
+            out.extend(
+                self.names
+                    .iter()
+                    .filter(|n| candidates.contains(*n))
+                    .cloned(),
+            );
+        }
+        out.sort_unstable();
+        out.dedup();
         out
+    }
+
+    /// The subscribed names, sorted (a full regeneration).
+    fn sorted_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.names.iter().cloned().collect();
+        names.sort_unstable();
+        names
     }
 }
 
@@ -131,7 +156,7 @@ impl StreamProtocol for Delta {
 
 impl Delta {
     async fn handle(&mut self, req: DeltaDiscoveryRequest) -> Result<(), AdsError> {
-        let type_url = req.type_url.clone();
+        let type_url = req.type_url.as_str();
         if type_url.is_empty() {
             return Err(AdsError::MissingType);
         }
@@ -141,28 +166,29 @@ impl Delta {
         let max = self.conn.server.limits.max_resource_names;
         if count > max {
             return Err(AdsError::TooManyNames {
-                type_url,
+                type_url: type_url.to_string(),
                 count,
                 max,
             });
         }
         if let Some(error) = &req.error_detail {
             self.conn
-                .nacked(&type_url, &error.message, &req.response_nonce, "");
+                .nacked(type_url, &error.message, &req.response_nonce, "");
             return Ok(());
         }
-        let wildcard_type = is_wildcard_type(&type_url);
-        let Some(watch) = self.watches.get_mut(&type_url) else {
+        let wildcard_type = is_wildcard_type(type_url);
+        let Some(watch) = self.watches.get_mut(type_url) else {
+            let type_url = type_url.to_string();
             return self.new_watch(&type_url, req, wildcard_type).await;
         };
         if !req.response_nonce.is_empty() {
             if watch.nonce_sent.as_deref() != Some(req.response_nonce.as_str()) {
                 self.conn
-                    .expired(&type_url, &req.response_nonce, watch.nonce_sent.as_deref());
+                    .expired(type_url, &req.response_nonce, watch.nonce_sent.as_deref());
                 return Ok(());
             }
-            let version = watch.version_sent.clone().unwrap_or_default();
-            self.conn.acked(&type_url, &version, &req.response_nonce);
+            let version = watch.version_sent.as_deref().unwrap_or_default();
+            self.conn.acked(type_url, version, &req.response_nonce);
         }
         let mut changed = false;
         let mut fresh = BTreeSet::new();
@@ -195,7 +221,9 @@ impl Delta {
             }
         }
         if changed || !fresh.is_empty() {
-            self.conn.watching(&type_url, &watch.names, watch.wildcard);
+            self.conn
+                .watching(type_url, watch.names.iter(), watch.wildcard);
+            let type_url = type_url.to_string();
             self.respond(&type_url, &fresh, Mode::Changes, None).await?;
         }
         Ok(())
@@ -230,7 +258,7 @@ impl Delta {
             }
             // The proxy holds it already; send only if it changed.
             fresh.remove(&name);
-            watch.held.insert(name, version);
+            watch.held.insert(name, parse_version(&version));
         }
         for name in &req.resource_names_unsubscribe {
             if name == "*" {
@@ -241,7 +269,8 @@ impl Delta {
                 fresh.remove(name);
             }
         }
-        self.conn.watching(type_url, &watch.names, watch.wildcard);
+        self.conn
+            .watching(type_url, watch.names.iter(), watch.wildcard);
         self.watches.insert(type_url.to_string(), watch);
         self.respond(type_url, &fresh, Mode::Always, None).await?;
         if type_url == CLUSTER && self.watches.contains_key(ENDPOINT) {
@@ -252,16 +281,16 @@ impl Delta {
     }
 
     /// Generates `type_url` and sends the difference to what the proxy holds,
-    /// plus `fresh` names (just subscribed). With `only`, just those subscribed
-    /// names are regenerated and compared (an endpoint-only push touches the
-    /// clusters of the changed hosts and nothing else). Returns whether a
-    /// response went out.
+    /// plus `fresh` names (just subscribed). With `only` (sorted), just those
+    /// subscribed names are regenerated and compared (an endpoint-only push
+    /// touches the clusters of the changed hosts and nothing else). Returns
+    /// whether a response went out.
     async fn respond(
         &mut self,
         type_url: &str,
         fresh: &BTreeSet<String>,
         send: Mode,
-        only: Option<&BTreeSet<String>>,
+        only: Option<Vec<String>>,
     ) -> Result<bool, AdsError> {
         let Some(watch) = self.watches.get_mut(type_url) else {
             return Ok(false);
@@ -271,7 +300,9 @@ impl Delta {
         }
         let started = Instant::now();
         let wildcard_type = is_wildcard_type(type_url);
-        let generated = match self.conn.generate(type_url, only.unwrap_or(&watch.names)) {
+        let partial = only.is_some();
+        let names = only.unwrap_or_else(|| watch.sorted_names());
+        let generated = match self.conn.generate(type_url, &names) {
             Ok(r) => r,
             Err(GenerateError::UnknownType(_)) => {
                 tracing::warn!(connection = %self.conn.id, type_url, "ADS: proxy asked for a type pilot does not serve; ignoring it");
@@ -288,37 +319,65 @@ impl Delta {
         } else {
             generated
         };
-        // Names this generation produced, borrowed before the resources move
-        // into the response.
-        let current: HashSet<&str> = generated.iter().map(|r| r.name.as_str()).collect();
-        let mut removed: BTreeSet<String> = match only {
-            Some(only) => only
+        // What the proxy holds (or just asked for) that no longer exists. A
+        // partial push has a few names and resources: compare them directly.
+        let mut removed: Vec<String> = if partial && fresh.is_empty() {
+            names
                 .iter()
-                .filter(|n| watch.held.contains_key(*n) && !current.contains(n.as_str()))
+                .filter(|n| !generated.iter().any(|r| r.name == **n) && watch.held.contains_key(*n))
                 .cloned()
-                .collect(),
-            None => watch
-                .held
-                .keys()
-                .filter(|n| !current.contains(n.as_str()))
-                .cloned()
-                .collect(),
+                .collect()
+        } else {
+            let current: HashSet<&str> = generated.iter().map(|r| r.name.as_str()).collect();
+            let mut removed: Vec<String> = if partial {
+                names
+                    .iter()
+                    .filter(|n| watch.held.contains_key(*n) && !current.contains(n.as_str()))
+                    .cloned()
+                    .collect()
+            } else {
+                watch
+                    .held
+                    .keys()
+                    .filter(|n| !current.contains(n.as_str()))
+                    .cloned()
+                    .collect()
+            };
+            removed.extend(
+                fresh
+                    .iter()
+                    .filter(|n| !current.contains(n.as_str()))
+                    .cloned(),
+            );
+            removed
         };
-        removed.extend(
-            fresh
-                .iter()
-                .filter(|n| !current.contains(n.as_str()))
-                .cloned(),
-        );
-        drop(current);
-        let mut resources = Vec::new();
+        removed.sort_unstable();
+        removed.dedup();
+        // The resources to send, recording what the proxy will hold with one
+        // lookup each (nothing is recorded unless a response goes out: a
+        // resource recorded here is always sent).
+        let mut resources = Vec::with_capacity(generated.len());
         for r in generated {
             let version = resource_version(&r);
-            let held = watch.held.get(&r.name);
-            if send == Mode::Everything || fresh.contains(&r.name) || held != Some(&version) {
+            let send_it = match watch.held.get_mut(&r.name) {
+                Some(held) => {
+                    let differs = *held != Some(version);
+                    if differs || send == Mode::Everything || fresh.contains(&r.name) {
+                        *held = Some(version);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                None => {
+                    watch.held.insert(r.name.clone(), Some(version));
+                    true
+                }
+            };
+            if send_it {
                 resources.push(Resource {
                     name: r.name,
-                    version,
+                    version: version_string(version),
                     resource: Some(r.resource),
                     ..Default::default()
                 });
@@ -329,33 +388,26 @@ impl Delta {
         }
         let version = self.conn.snapshot.version.to_string();
         let nonce = self.conn.nonce();
-        // What the proxy will hold, recorded before the resources move into
-        // the response; an existing entry's strings are reused.
-        for r in &resources {
-            match watch.held.get_mut(&r.name) {
-                Some(v) => v.clone_from(&r.version),
-                None => {
-                    watch.held.insert(r.name.clone(), r.version.clone());
-                }
-            }
-        }
-        let count = resources.len();
-        let response = DeltaDiscoveryResponse {
-            system_version_info: version.clone(),
-            resources,
-            type_url: type_url.to_string(),
-            removed_resources: removed.iter().cloned().collect(),
-            nonce: nonce.clone(),
-            control_plane: self.conn.control_plane(),
-            ..Default::default()
-        };
         for name in &removed {
             watch.held.remove(name);
         }
-        watch.nonce_sent = Some(nonce.clone());
-        watch.version_sent = Some(version.clone());
+        set(&mut watch.nonce_sent, &nonce);
+        set(&mut watch.version_sent, &version);
+        let count = resources.len();
+        let response = DeltaDiscoveryResponse {
+            system_version_info: version,
+            resources,
+            type_url: type_url.to_string(),
+            removed_resources: removed,
+            nonce,
+            control_plane: self.conn.control_plane(),
+            ..Default::default()
+        };
         self.conn.send(response).await?;
-        self.conn.sent(type_url, &version, &nonce, count, started);
+        let (Some(version), Some(nonce)) = (&watch.version_sent, &watch.nonce_sent) else {
+            return Ok(true);
+        };
+        self.conn.sent(type_url, version, nonce, count, started);
         Ok(true)
     }
 
@@ -363,7 +415,7 @@ impl Delta {
     /// `Some(None)` for every watched name, `Some(Some(names))` for just those
     /// (an endpoint-only push: the EDS clusters of the hosts whose endpoints
     /// changed).
-    fn in_scope(&self, scope: Scope, type_url: &str) -> Option<Option<BTreeSet<String>>> {
+    fn in_scope(&self, scope: Scope, type_url: &str) -> Option<Option<Vec<String>>> {
         match scope {
             Scope::Full => Some(None),
             Scope::Endpoints => {
@@ -384,15 +436,18 @@ impl Delta {
         let Some(scope) = self.conn.refresh() else {
             return Ok(());
         };
-        let mut pushed = Vec::new();
         let none = BTreeSet::new();
         // An endpoint-only push concerns EDS alone.
-        let types = match scope {
-            Scope::Endpoints if self.watches.contains_key(ENDPOINT) => vec![ENDPOINT.to_string()],
-            Scope::Endpoints => Vec::new(),
-            Scope::Full => in_push_order(self.watches.keys()),
-        };
-        for type_url in types {
+        if scope == Scope::Endpoints {
+            if let Some(only) = self.in_scope(scope, ENDPOINT)
+                && self.respond(ENDPOINT, &none, Mode::Changes, only).await?
+            {
+                self.conn.pushed(started, [ENDPOINT]);
+            }
+            return Ok(());
+        }
+        let mut pushed = Vec::new();
+        for type_url in in_push_order(self.watches.keys()) {
             let Some(only) = self.in_scope(scope, &type_url) else {
                 continue;
             };
@@ -401,11 +456,11 @@ impl Delta {
             } else {
                 Mode::Changes
             };
-            if self.respond(&type_url, &none, send, only.as_ref()).await? {
+            if self.respond(&type_url, &none, send, only).await? {
                 pushed.push(type_url);
             }
         }
-        self.conn.pushed(started, &pushed);
+        self.conn.pushed(started, pushed.iter().map(String::as_str));
         Ok(())
     }
 }
@@ -472,8 +527,12 @@ mod tests {
         let s = snapshot_with(&host_refs, &many);
         let affected = watch.affected(&s);
         assert_eq!(affected.len(), 11, "{affected:?}");
-        assert!(affected.contains("custom-name"));
-        assert!(!affected.contains("outbound|9090||s1.default.svc.cluster.local"));
+        assert!(affected.iter().any(|n| n == "custom-name"));
+        assert!(
+            !affected
+                .iter()
+                .any(|n| n == "outbound|9090||s1.default.svc.cluster.local")
+        );
         let mut narrow = Watch::default();
         narrow.subscribe("outbound|8080||s3.default.svc.cluster.local");
         narrow.subscribe("outbound|8080||s30.default.svc.cluster.local");

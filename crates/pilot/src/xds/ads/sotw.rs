@@ -117,7 +117,7 @@ impl Sotw {
         let always = std::mem::take(&mut watch.always_respond);
         self.conn
             .acked(type_url, &req.version_info, &req.response_nonce);
-        self.conn.watching(type_url, &watch.names, wildcard);
+        self.conn.watching(type_url, watch.names.iter(), wildcard);
         let respond = always || added || (wildcard && removed);
         if respond {
             self.respond(type_url, true).await?;
@@ -131,7 +131,7 @@ impl Sotw {
         names: BTreeSet<String>,
         wildcard: bool,
     ) -> Result<(), AdsError> {
-        self.conn.watching(type_url, &names, wildcard);
+        self.conn.watching(type_url, names.iter(), wildcard);
         let watch = self.watches.entry(type_url.to_string()).or_default();
         watch.names = names;
         watch.always_respond = false;
@@ -154,7 +154,8 @@ impl Sotw {
             return Ok(false);
         }
         let started = Instant::now();
-        let resources = match self.conn.generate(type_url, &watch.names) {
+        let names: Vec<String> = watch.names.iter().cloned().collect();
+        let resources = match self.conn.generate(type_url, &names) {
             Ok(r) => r,
             Err(GenerateError::UnknownType(_)) => {
                 tracing::warn!(connection = %self.conn.id, type_url, "ADS: proxy asked for a type pilot does not serve; ignoring it");
@@ -215,7 +216,7 @@ impl Sotw {
                 pushed.push(type_url);
             }
         }
-        self.conn.pushed(started, &pushed);
+        self.conn.pushed(started, pushed.iter().map(String::as_str));
         Ok(())
     }
 }
