@@ -14,20 +14,22 @@
 //! a reset after); the response body is metered and watched for idleness.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::body::{Body, Metered, PendingLog, Recording};
 use crate::cluster::Cluster;
-use crate::http::idle::{Activity, IdleBody};
+use crate::http::idle::{Activity, IdleBody, IdleTimer, StreamActivity, TimerPool};
 use crate::http::path::PathOutcome;
 use crate::listener::{Codec, Hcm, RouteSource};
 use crate::route::{AppendAction, FaultAbort, HeaderOps, Preflight, RequestView, SelectedAction};
@@ -155,7 +157,6 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
-    let conn = Arc::new(conn);
     let codec = hcm.codec;
     let stats = path.http_stats(&hcm.stat_prefix);
     HttpStats::count(&stats.cx_total);
@@ -164,32 +165,42 @@ where
     if !hcm.auth.is_empty() {
         stats.auth.seen(&hcm.auth);
     }
-    let conn_stats = Arc::clone(&stats);
-    // The metric series of the last destination, reused while the connection's
-    // requests keep going there.
-    let series: Arc<std::sync::Mutex<Option<SeriesCache>>> = Arc::default();
+    let ctx = Arc::new(ConnCtx {
+        hcm,
+        path,
+        conn,
+        stats: Arc::clone(&stats),
+        series: Mutex::default(),
+        timers: Arc::default(),
+    });
     let svc = service_fn(move |req: Request<Incoming>| {
-        let (hcm, path, conn) = (Arc::clone(&hcm), Arc::clone(&path), Arc::clone(&conn));
-        let stats = Arc::clone(&conn_stats);
-        let series = Arc::clone(&series);
+        let ctx = Arc::clone(&ctx);
         async move {
+            let ConnCtx {
+                hcm,
+                path,
+                conn,
+                stats,
+                series,
+                timers,
+            } = &*ctx;
             HttpStats::count(&stats.rq_total);
             let start = Instant::now();
             // The stream idle clock starts with the request headers.
-            let activity = Activity::new(hcm.stream_idle_timeout);
+            let activity = Activity::new(start.into(), hcm.stream_idle_timeout);
             let mut req = req;
-            let mut path_reply = normalize_path(&mut req, &hcm, &stats);
+            let mut path_reply = normalize_path(&mut req, hcm, stats);
             // jwt_authn and RBAC, before routing.
             if path_reply.is_none() && !hcm.auth.is_empty() {
                 let (mut parts, body) = req.into_parts();
-                path_reply = auth::run(&mut parts, &hcm, &conn, &stats.auth);
+                path_reply = auth::run(&mut parts, hcm, conn, &stats.auth);
                 req = Request::from_parts(parts, body);
             }
             // Span reporting (`tracing`): the decision and the W3C context.
             let mut span = None;
             if let Some(tracing) = &hcm.tracing {
                 let (mut parts, body) = req.into_parts();
-                span = start_span(tracing, &mut parts, &hcm, &conn, &path);
+                span = start_span(tracing, &mut parts, hcm, conn, path);
                 req = Request::from_parts(parts, body);
             }
             let grpc = is_grpc(req.headers());
@@ -231,35 +242,59 @@ where
                 })
             });
             let http1 = req.version() != http::Version::HTTP_2;
-            let req = req.map(|b| Body::Watched(b, Arc::clone(&activity)));
+            // The request body's frames count as activity; without a body
+            // the activity is the stream's alone.
+            let (req, activity) = if req.body().is_end_stream() {
+                (req.map(Body::Incoming), StreamActivity::Local(activity))
+            } else {
+                let shared = Arc::new(activity);
+                let req = req.map(|b| Body::Watched(b, Arc::clone(&shared)));
+                (req, StreamActivity::Shared(shared))
+            };
             // Boxed: the request's future is large, and HTTP/2 moves it into a
             // task of its own per stream.
-            let handled = Box::pin(async {
+            let mut handled = Box::pin(async {
                 match path_reply {
-                    Some(resp) => (finish(&hcm, resp, &[]), None),
-                    None => handle(req, &hcm, &path, &conn, &stats, &activity).await,
+                    Some(resp) => (finish(hcm, resp, &[]), None),
+                    None => handle(req, hcm, path, conn, stats, &activity).await,
                 }
             });
             // Envoy's request_timeout: the whole request, until the response
             // headers here.
-            let request_deadline = hcm.request_timeout.map(|limit| start + limit);
-            let (resp, cluster) = tokio::select! {
-                r = handled => r,
-                () = until(request_deadline) => {
-                    (flagged(local_reply(408, "request timeout"), "DT"), None)
+            let mut request_timer = std::pin::pin!(
+                hcm.request_timeout
+                    .map(|limit| tokio::time::sleep_until((start + limit).into()))
+            );
+            let mut idle = IdleTimer::new(Arc::clone(timers));
+            // The request first: a route's idle_timeout, set while it is
+            // polled, is read by the idle timer right after.
+            let raced = std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = handled.as_mut().poll(cx) {
+                    return Poll::Ready(Some(r));
                 }
-                () = activity.expired() => {
-                    // The stream idle timeout before the response headers.
-                    HttpStats::count(&stats.idle_timeout);
-                    let mut resp = local_reply(408, "stream timeout");
-                    if http1 {
-                        // The request may be unread: the connection ends.
-                        resp.headers_mut()
-                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    }
-                    (finish(&hcm, flagged(resp, "SI"), &[]), None)
+                if let Some(timer) = request_timer.as_mut().as_pin_mut()
+                    && timer.poll(cx).is_ready()
+                {
+                    return Poll::Ready(Some((
+                        flagged(local_reply(408, "request timeout"), "DT"),
+                        None,
+                    )));
                 }
-            };
+                idle.poll_expired(&activity, cx).map(|()| None)
+            })
+            .await;
+            drop(handled);
+            let (resp, cluster) = raced.unwrap_or_else(|| {
+                // The stream idle timeout before the response headers.
+                HttpStats::count(&stats.idle_timeout);
+                let mut resp = local_reply(408, "stream timeout");
+                if http1 {
+                    // The request may be unread: the connection ends.
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                (finish(hcm, flagged(resp, "SI"), &[]), None)
+            });
             let log = log.map(|mut l| {
                 l.cluster = cluster.as_ref().map(|c| c.name.clone());
                 l.upstream_time = resp
@@ -294,7 +329,7 @@ where
                 match cache.as_ref() {
                     Some(c) if same(c) && c.grpc == grpc => Arc::clone(&c.series),
                     _ => {
-                        let s = request_series(&path, &conn, cluster.as_deref(), grpc);
+                        let s = request_series(path, conn, cluster.as_deref(), grpc);
                         *cache = Some(SeriesCache {
                             cluster: cluster.clone(),
                             grpc,
@@ -323,8 +358,11 @@ where
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
+            // After the headers only a timeout can end the stream; none
+            // stays none.
+            let watch = activity.deadline().is_some().then_some((activity, idle));
             Ok::<_, Infallible>(
-                resp.map(|b| IdleBody::new(Metered::new(b, Some(recording)), Some(activity))),
+                resp.map(|b| IdleBody::new(Metered::new(b, Some(recording)), watch)),
             )
         }
     });
@@ -400,6 +438,20 @@ fn otlp_resolver(path: &Arc<DataPath>) -> crate::telemetry::otlp::Resolve {
     })
 }
 
+/// What the requests of one downstream connection share: one reference
+/// counted per request.
+struct ConnCtx {
+    hcm: Arc<Hcm>,
+    path: Arc<DataPath>,
+    conn: ConnInfo,
+    stats: Arc<HttpStats>,
+    /// The metric series of the last destination, reused while the
+    /// connection's requests keep going there.
+    series: Mutex<Option<SeriesCache>>,
+    /// The stream idle timers between streams.
+    timers: Arc<TimerPool>,
+}
+
 struct SeriesCache {
     cluster: Option<Arc<Cluster>>,
     grpc: bool,
@@ -451,14 +503,6 @@ pub fn local_reply(status: u16, body: &str) -> Response<Body> {
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     }
     resp
-}
-
-/// Completes at `deadline`; never when there is none.
-async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Applies the connection manager's path settings to `req` in place (what is

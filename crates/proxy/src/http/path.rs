@@ -74,6 +74,10 @@ impl PathPolicy {
             Some(i) => path_and_query.split_at(i),
             None => (path_and_query, ""),
         };
+        if is_plain(path) {
+            // The common path: nothing any step would change.
+            return PathOutcome::Unchanged;
+        }
         let mut out = std::borrow::Cow::Borrowed(path);
         let mut unescaped = false;
         match self.escaped_slashes {
@@ -109,6 +113,21 @@ impl PathPolicy {
             PathOutcome::Rewritten(new)
         }
     }
+}
+
+/// Whether no step can change `path`: it has no `%` (so no escaped slash
+/// nor escape to decode), no `\`, no dot segment nor `.;` parameter (both
+/// start with `/.`), no `//` and no byte [`normalize`] percent-encodes.
+fn is_plain(path: &str) -> bool {
+    let mut prev = 0;
+    path.bytes().all(|b| {
+        let plain = b != b'%'
+            && b != b'\\'
+            && !needs_escape(b)
+            && !(prev == b'/' && (b == b'/' || b == b'.'));
+        prev = b;
+        plain
+    })
 }
 
 /// Whether `path` holds `%2F` or `%5C` (any case).
@@ -398,6 +417,38 @@ mod tests {
     fn normalize_path_matches_envoy() {
         for (input, want) in ENVOY_NORMALIZED {
             assert_eq!(normalize(input).as_deref(), *want, "normalize({input:?})");
+        }
+    }
+
+    #[test]
+    fn plain_paths_are_left_as_they_are() {
+        let plain = [
+            "/",
+            "/a/c",
+            "/a/c/",
+            "/a.b/c.d",
+            "/a/c;p=1",
+            "/a/c-_~!$&'()*+,=:@",
+        ];
+        for p in plain {
+            assert!(is_plain(p), "{p:?}");
+        }
+        // Whatever the fast path lets through, the full steps keep as is.
+        let inputs = ENVOY_NORMALIZED.iter().map(|(i, _)| *i);
+        for p in inputs
+            .chain(plain)
+            .chain(["//a", "/a//c", "/a/.", "/%2F", "/a\\c"])
+        {
+            if is_plain(p) {
+                assert_eq!(normalize(p).as_deref(), Some(p), "normalize({p:?})");
+                assert_eq!(merge_slashes(p), p, "merge_slashes({p:?})");
+                assert!(!has_escaped_slash(p), "{p:?}");
+            }
+        }
+        for p in [
+            "//a", "/a//c", "/a/.", "/a/./c", "/%41", "/a\\c", "/a b", "/a\u{e9}",
+        ] {
+            assert!(!is_plain(p), "{p:?}");
         }
     }
 

@@ -42,14 +42,15 @@ pub struct HashInput {
     pub cookies: Vec<SetCookie>,
 }
 
-/// Hop-by-hop headers never forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
+/// Hop-by-hop headers never forwarded (names, not strings: no parsing per
+/// request).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
 ];
 
 /// Forwards `req` as `selected` says and returns the response to send
@@ -142,7 +143,7 @@ async fn forward_to(
     }
     if hcm.generate_request_id
         && !parts.headers.contains_key("x-request-id")
-        && let Ok(v) = HeaderValue::from_str(&request_id())
+        && let Ok(v) = HeaderValue::from_bytes(&request_id())
     {
         parts.headers.insert("x-request-id", v);
     }
@@ -302,18 +303,18 @@ fn strip_hop_by_hop(headers: &mut http::HeaderMap, upgrade: bool) {
             headers.remove(n);
         }
     }
-    for h in HOP_BY_HOP {
-        if upgrade && (*h == "upgrade" || *h == "connection") {
+    for h in &HOP_BY_HOP {
+        if upgrade && (h == header::UPGRADE || h == header::CONNECTION) {
             continue;
         }
-        if *h == "te"
+        if h == header::TE
             && headers
                 .get(header::TE)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
         {
             continue;
         }
-        headers.remove(*h);
+        headers.remove(h);
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -338,18 +339,25 @@ fn splice_upgrade(resp: &mut Response<Body>, downstream: Option<hyper::upgrade::
     });
 }
 
-/// A fresh `x-request-id` (a random UUID v4).
-fn request_id() -> String {
+/// A fresh `x-request-id` (a random UUID v4), written without the
+/// formatting machinery: `{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}`.
+fn request_id() -> [u8; 36] {
+    fn hex(dst: &mut [u8], mut v: u64) {
+        for d in dst.iter_mut().rev() {
+            *d = b"0123456789abcdef"[(v & 0xf) as usize];
+            v >>= 4;
+        }
+    }
     let a = fastrand::u64(..);
     let b = fastrand::u64(..);
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0x0fff,
-        ((b >> 48) & 0x3fff) | 0x8000,
-        b & 0xffff_ffff_ffff
-    )
+    let mut id = [b'-'; 36];
+    hex(&mut id[0..8], a >> 32);
+    hex(&mut id[9..13], (a >> 16) & 0xffff);
+    id[14] = b'4';
+    hex(&mut id[15..18], a & 0x0fff);
+    hex(&mut id[19..23], ((b >> 48) & 0x3fff) | 0x8000);
+    hex(&mut id[24..36], b & 0xffff_ffff_ffff);
+    id
 }
 
 /// `grpc-timeout` (`<digits><unit>`) as a duration.
@@ -702,4 +710,25 @@ fn is_refused_stream(e: &hyper::Error) -> bool {
         source = s.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        for _ in 0..100 {
+            let id = request_id();
+            let id = std::str::from_utf8(&id).expect("ASCII");
+            for (i, c) in id.char_indices() {
+                match i {
+                    8 | 13 | 18 | 23 => assert_eq!(c, '-', "{id}"),
+                    14 => assert_eq!(c, '4', "{id}"),
+                    19 => assert!("89ab".contains(c), "{id}"),
+                    _ => assert!(matches!(c, '0'..='9' | 'a'..='f'), "{id}"),
+                }
+            }
+        }
+    }
 }
