@@ -115,16 +115,20 @@ async fn run_client(
     loop {
         let resp: DeltaDiscoveryResponse = stream.recv().await?;
         let received = Instant::now();
-        let named: Vec<NamedResource> = resp
-            .resources
-            .iter()
-            .filter_map(|r| {
-                Some(NamedResource {
-                    name: r.name.clone(),
-                    resource: r.resource.clone()?,
+        // Only clusters and listeners name what to subscribe to next.
+        let named: Vec<NamedResource> = match resp.type_url.as_str() {
+            CLUSTER | LISTENER => resp
+                .resources
+                .iter()
+                .filter_map(|r| {
+                    Some(NamedResource {
+                        name: r.name.clone(),
+                        resource: r.resource.clone()?,
+                    })
                 })
-            })
-            .collect();
+                .collect(),
+            _ => Vec::new(),
+        };
         // ACK first, as Envoy does once it applied the response.
         stream
             .send(&DeltaDiscoveryRequest {
@@ -162,7 +166,9 @@ async fn run_client(
             }
             _ => {}
         }
-        seen.insert(resp.type_url);
+        if !synced {
+            seen.insert(resp.type_url);
+        }
         if !synced && seen.len() == 4 {
             synced = true;
             let _ = reports.send(Report::Synced);

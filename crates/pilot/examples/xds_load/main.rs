@@ -445,6 +445,9 @@ async fn converge(m: &MeshArgs, k: usize, changes: usize, client_threads: usize)
     println!("initial sync of {k} clients: {:.0} ms", ms(sync_time));
     let mut delays = Vec::new();
     let mut cpu_per_client = Vec::new();
+    // The mesh settles after the initial sync (the last ACKs, the
+    // allocator returning the sync's memory) before the first change.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     for change in 0..changes {
         tokio::time::sleep(Duration::from_millis(300)).await;
         while reports.try_recv().is_ok() {}

@@ -142,7 +142,12 @@ impl Call {
                     payload.advance(1);
                     payload.truncate(payload.len().saturating_sub(pad));
                 }
-                self.messages.extend_from_slice(&payload);
+                if self.messages.is_empty() {
+                    // Usually a whole message: take the frame's bytes as they are.
+                    self.messages = payload;
+                } else {
+                    self.messages.extend_from_slice(&payload);
+                }
                 self.unacknowledged += u32::try_from(len)?;
                 if self.unacknowledged >= CREDIT_EVERY {
                     let credit = self.unacknowledged.to_be_bytes();

@@ -45,6 +45,7 @@ mod delta;
 mod outbox;
 mod sotw;
 pub mod transport;
+pub mod wave;
 
 pub use outbox::Served;
 
@@ -245,6 +246,8 @@ pub struct AdsServer {
     nonces: Arc<NonceSource>,
     closing: Arc<watch::Sender<bool>>,
     conn_ids: Arc<AtomicU64>,
+    /// Endpoint push waves (reads of the plaintext port wait while one runs).
+    wave: Arc<wave::Wave>,
     /// Streams must come from a client certificate naming a SPIFFE identity
     /// (the mTLS port); the proxy's namespace must be the identity's.
     require_identity: bool,
@@ -272,6 +275,7 @@ impl AdsServer {
             nonces: Arc::new(NonceSource::new()),
             closing: Arc::new(watch::channel(false).0),
             conn_ids: Arc::new(AtomicU64::new(1)),
+            wave: Arc::new(wave::Wave::default()),
             require_identity: false,
         }
     }

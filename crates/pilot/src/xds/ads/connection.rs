@@ -373,7 +373,10 @@ async fn drive<S: StreamProtocol>(
                 }
             },
             changed = versions.next(), if model_alive => match changed {
-                Some(_) => s.push().await?,
+                Some(_) => {
+                    s.push().await?;
+                    s.conn().wave_done();
+                }
                 None => model_alive = false,
             },
         }
@@ -405,6 +408,8 @@ pub(super) struct Conn<R> {
     tx: Outbox<Result<R, Status>>,
     closing: watch::Receiver<bool>,
     pending: Option<Pending>,
+    /// The last snapshot version reported to the push wave.
+    wave_reported: u64,
     registration: Registration,
     /// Push metrics by type URL, looked up once per type.
     push_metrics: Vec<(String, PushMetrics)>,
@@ -479,9 +484,19 @@ impl<R> Conn<R> {
             tx,
             closing,
             pending: None,
+            wave_reported: 0,
             registration,
             push_metrics: Vec::new(),
         })
+    }
+
+    /// Tells the push wave that this connection is done with its snapshot.
+    pub fn wave_done(&mut self) {
+        let version = self.snapshot.version;
+        if version != self.wave_reported {
+            self.wave_reported = version;
+            self.server.wave.done(version);
+        }
     }
 
     /// A receiver that turns true when pilot shuts down.
@@ -495,6 +510,10 @@ impl<R> Conn<R> {
         let latest = self.server.model.load();
         if latest.version == self.snapshot.version {
             return None;
+        }
+        if latest.endpoints_only {
+            let connections = &self.server.connections;
+            self.server.wave.begin(latest.version, || connections.len());
         }
         // The proxy is derived from its node and the registry's workload at its
         // IPs; when that workload is the same, so is the proxy.

@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -44,6 +44,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tonic::Status;
 
 use super::connection::{self, Requests};
+use super::wave::Wave;
 use super::{AdsServer, Peer, Served, delta, sotw};
 
 /// `StreamAggregatedResources`'s path.
@@ -140,6 +141,7 @@ async fn serve_connection(
         io: tcp,
         started,
         last_read: last_read.clone(),
+        wave: server.wave.clone(),
     };
     let last_read_at = || started + Duration::from_millis(last_read.load(Ordering::Relaxed));
     let handshake = tokio::time::timeout(settings.keepalive_timeout, builder.handshake(tcp));
@@ -159,6 +161,8 @@ async fn serve_connection(
     tokio::pin!(keepalive);
     let mut ping_sent: Option<tokio::time::Instant> = None;
     let mut streams = FuturesUnordered::new();
+    // Counted here: `FuturesUnordered::is_empty` reads its (cold) task list.
+    let mut open_streams = 0usize;
     let mut shutting_down = false;
     // Long-lived, so each turn of the loop does not register them again.
     let closing = async move {
@@ -170,8 +174,9 @@ async fn serve_connection(
         // poll below in the same turn of this task.
         tokio::select! {
             biased;
-            Some(()) = streams.next(), if !streams.is_empty() => {
-                if shutting_down && streams.is_empty() {
+            Some(()) = streams.next(), if open_streams > 0 => {
+                open_streams -= 1;
+                if shutting_down && open_streams == 0 {
                     conn.graceful_shutdown();
                 }
             }
@@ -179,6 +184,7 @@ async fn serve_connection(
                 Some(Ok((request, respond))) => {
                     let peer = Peer { addr: Some(addr), identity: None };
                     streams.push(serve_stream(server.clone(), request, respond, peer));
+                    open_streams += 1;
                 }
                 Some(Err(e)) => {
                     tracing::debug!(peer = %addr, error = %e, "ADS: connection error");
@@ -188,7 +194,7 @@ async fn serve_connection(
             },
             () = &mut closing, if !shutting_down => {
                 shutting_down = true;
-                if streams.is_empty() {
+                if open_streams == 0 {
                     conn.graceful_shutdown();
                 }
             }
@@ -234,11 +240,13 @@ async fn serve_connection(
 }
 
 /// The connection's socket, noting when it last read anything (milliseconds
-/// after `started`) for the keepalive.
+/// after `started`) for the keepalive, and holding reads back during an
+/// endpoint push wave ([`Wave`]).
 struct Tracked {
     io: TcpStream,
     started: tokio::time::Instant,
     last_read: Arc<AtomicU64>,
+    wave: Arc<Wave>,
 }
 
 impl AsyncRead for Tracked {
@@ -248,7 +256,20 @@ impl AsyncRead for Tracked {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        let polled = if self.wave.gated() {
+            // Whatever is already there is read; an empty socket is left
+            // registered with a waker that does nothing, so the proxy's ACK
+            // arriving now does not wake this task, and the task parks on the
+            // wave, which wakes it when it ends.
+            let mut quiet = Context::from_waker(Waker::noop());
+            match Pin::new(&mut self.io).poll_read(&mut quiet, buf) {
+                Poll::Pending if self.wave.park(cx.waker()) => return Poll::Pending,
+                Poll::Pending => Pin::new(&mut self.io).poll_read(cx, buf),
+                ready => ready,
+            }
+        } else {
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        };
         if buf.filled().len() > before {
             let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
             self.last_read.store(ms, Ordering::Relaxed);
