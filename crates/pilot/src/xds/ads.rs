@@ -44,6 +44,7 @@ pub mod connection;
 mod delta;
 mod outbox;
 mod sotw;
+mod status;
 pub mod transport;
 pub mod wave;
 

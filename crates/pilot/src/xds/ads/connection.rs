@@ -1,213 +1,31 @@
 //! One ADS connection's bookkeeping, shared by the SotW and delta loops: who the
 //! proxy is, the snapshot it is being served from, sending with shutdown in
-//! mind, and the per-type status that `/debug/syncz` shows (versions and nonces
-//! sent and ACKed, the last NACK) — kept in [`Connections`], the registry of
-//! live connections. Convergence (`pilot_proxy_convergence_time`) is measured
+//! mind, and recording into its per-type status for `/debug/syncz`
+//! ([`super::status`]). Convergence (`pilot_proxy_convergence_time`) is measured
 //! here: from the moment a connection sees a new snapshot to the proxy ACKing
 //! every type pushed for it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::pin::pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::config::core::v3::{ControlPlane, Node};
 use futures::StreamExt;
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Status, Streaming};
 
 use super::outbox::Outbox;
+use super::status::Registration;
+pub use super::status::{
+    ConnectionStatus, Connections, NackStatus, Protocol, Timestamp, TypeStatus, rfc3339,
+};
 use super::{AdsError, AdsServer, PUSH_ORDER, Peer, short_type};
 use crate::metrics::PushMetrics;
 use crate::model::Snapshot;
 use crate::proxy::Proxy;
 use crate::xds::{GenerateError, NamedResource};
-
-/// Which flavour of ADS a connection speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// `StreamAggregatedResources` (state of the world).
-    Sotw,
-    /// `DeltaAggregatedResources` (incremental).
-    Delta,
-}
-
-/// A moment, kept as the clock gave it and written as RFC 3339 (UTC) only when
-/// shown: a connection stamps every response and ACK, `/debug/syncz` reads few.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timestamp(pub SystemTime);
-
-impl Timestamp {
-    /// The current time.
-    pub fn now() -> Self {
-        Timestamp(SystemTime::now())
-    }
-}
-
-impl std::fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&rfc3339(self.0))
-    }
-}
-
-impl Serialize for Timestamp {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// A NACK as the proxy sent it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct NackStatus {
-    /// `error_detail.message`: why the proxy refused the response.
-    pub message: String,
-    /// The nonce of the refused response.
-    pub nonce: String,
-    /// The version the proxy still runs (`version_info`; empty for delta).
-    pub version: String,
-    /// When the NACK arrived (RFC 3339, UTC).
-    pub at: String,
-}
-
-/// The state of one xDS type on one connection.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct TypeStatus {
-    /// The type URL.
-    pub type_url: String,
-    /// Whether the proxy asked for everything of this type (CDS and LDS).
-    pub wildcard: bool,
-    /// How many resource names the proxy subscribed to.
-    pub subscribed: usize,
-    /// The subscribed names (kept for `/debug/config_dump`, not shown in syncz).
-    #[serde(skip)]
-    pub names: Vec<String>,
-    /// `version_info` (SotW) or `system_version_info` (delta) of the last response.
-    pub version_sent: Option<String>,
-    /// Nonce of the last response.
-    pub nonce_sent: Option<String>,
-    /// When the last response was sent (RFC 3339, UTC).
-    pub sent_at: Option<Timestamp>,
-    /// Resources in the last response (for delta: changed ones only).
-    pub resources_sent: usize,
-    /// Responses sent for this type on this connection.
-    pub pushes: u64,
-    /// The version the proxy last ACKed.
-    pub version_acked: Option<String>,
-    /// The nonce the proxy last ACKed.
-    pub nonce_acked: Option<String>,
-    /// When the last ACK arrived (RFC 3339, UTC).
-    pub acked_at: Option<Timestamp>,
-    /// NACKs received for this type on this connection.
-    pub rejects: u64,
-    /// The most recent NACK, kept after later ACKs as history.
-    pub last_nack: Option<NackStatus>,
-}
-
-/// What `/debug/syncz` shows for one connection.
-#[derive(Debug, Clone, Serialize)]
-pub struct ConnectionStatus {
-    /// Unique per stream: `<node id>-<counter>`, as Istio's.
-    pub connection_id: String,
-    /// The Envoy node id.
-    pub proxy_id: String,
-    /// `sidecar` or `router`.
-    pub proxy_type: String,
-    /// The proxy's namespace.
-    pub namespace: String,
-    /// The remote address, when known.
-    pub peer: Option<String>,
-    /// The client certificate's SPIFFE identity, on the mTLS port.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub identity: Option<String>,
-    /// SotW or delta.
-    pub protocol: Protocol,
-    /// When the stream was accepted (RFC 3339, UTC).
-    pub connected_since: String,
-    /// The snapshot version the connection last generated from.
-    pub snapshot_version: u64,
-    /// Per type, keyed by Istio's short name (`cds`, `eds`, `lds`, `rds`).
-    pub types: BTreeMap<String, TypeStatus>,
-    /// The identified proxy (for `/debug/config_dump`).
-    #[serde(skip)]
-    pub proxy: Proxy,
-}
-
-impl ConnectionStatus {
-    /// The status of `type_url`, if the proxy watches it.
-    pub fn type_status(&self, type_url: &str) -> Option<&TypeStatus> {
-        self.types.get(short_type(type_url))
-    }
-}
-
-type Shared = Arc<Mutex<ConnectionStatus>>;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The live ADS connections, by connection id. Cheap to clone.
-#[derive(Debug, Clone, Default)]
-pub struct Connections {
-    inner: Arc<Mutex<BTreeMap<String, Shared>>>,
-}
-
-impl Connections {
-    /// How many streams are open.
-    pub fn len(&self) -> usize {
-        lock(&self.inner).len()
-    }
-
-    /// Whether no stream is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// A copy of every connection's status, ordered by connection id.
-    pub fn list(&self) -> Vec<ConnectionStatus> {
-        let shared: Vec<Shared> = lock(&self.inner).values().cloned().collect();
-        shared.iter().map(|s| lock(s).clone()).collect()
-    }
-
-    /// The most recent connection of a proxy, found by its full node id, by
-    /// `POD.NAMESPACE` (Istio's `proxyID`), or by connection id.
-    pub fn find(&self, query: &str) -> Option<ConnectionStatus> {
-        self.list()
-            .into_iter()
-            .filter(|c| {
-                c.proxy_id == query
-                    || c.connection_id == query
-                    || format!("{}.{}", c.proxy.pod_name, c.proxy.namespace) == query
-            })
-            .max_by(|a, b| a.connected_since.cmp(&b.connected_since))
-    }
-
-    fn register(&self, status: ConnectionStatus) -> Registration {
-        let id = status.connection_id.clone();
-        let shared = Arc::new(Mutex::new(status));
-        lock(&self.inner).insert(id.clone(), shared.clone());
-        Registration {
-            connections: self.clone(),
-            id,
-            shared,
-        }
-    }
-}
-
-/// Removes its connection from [`Connections`] when dropped.
-struct Registration {
-    connections: Connections,
-    id: String,
-    shared: Shared,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        lock(&self.connections.inner).remove(&self.id);
-    }
-}
 
 /// What a push regenerates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -593,7 +411,7 @@ impl<R> Conn<R> {
     }
 
     fn with_status(&self, f: impl FnOnce(&mut ConnectionStatus)) {
-        f(&mut lock(&self.registration.shared));
+        self.registration.update(f);
     }
 
     fn with_type(&self, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
@@ -767,39 +585,9 @@ fn complete(base: &Proxy, snapshot: &Snapshot) -> Proxy {
     proxy
 }
 
-/// `t` as RFC 3339 in UTC with milliseconds (`2024-05-01T12:00:00.123Z`).
-pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-// Howard Hinnant's days-to-civil conversion.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn cluster_hosts() {
@@ -810,14 +598,5 @@ mod tests {
         assert_eq!(cluster_host("outbound|9080||a.b"), Some("a.b"));
         assert_eq!(cluster_host("BlackHoleCluster"), None);
         assert_eq!(cluster_host("a|b|c|"), None);
-    }
-
-    #[test]
-    fn formats_rfc3339() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let t = UNIX_EPOCH + Duration::from_millis(1_709_251_200_250); // 2024-03-01
-        assert_eq!(rfc3339(t), "2024-03-01T00:00:00.250Z");
-        let t = UNIX_EPOCH + Duration::from_secs(951_868_799); // 2000-02-29T23:59:59
-        assert_eq!(rfc3339(t), "2000-02-29T23:59:59.000Z");
     }
 }

@@ -142,6 +142,7 @@ async fn serve_connection(
         started,
         last_read: last_read.clone(),
         wave: server.wave.clone(),
+        parked_in: 0,
     };
     let last_read_at = || started + Duration::from_millis(last_read.load(Ordering::Relaxed));
     let handshake = tokio::time::timeout(settings.keepalive_timeout, builder.handshake(tcp));
@@ -247,6 +248,8 @@ struct Tracked {
     started: tokio::time::Instant,
     last_read: Arc<AtomicU64>,
     wave: Arc<Wave>,
+    /// The wave this connection last parked its reads in.
+    parked_in: u64,
 }
 
 impl AsyncRead for Tracked {
@@ -263,8 +266,13 @@ impl AsyncRead for Tracked {
             // wave, which wakes it when it ends.
             let mut quiet = Context::from_waker(Waker::noop());
             match Pin::new(&mut self.io).poll_read(&mut quiet, buf) {
-                Poll::Pending if self.wave.park(cx.waker()) => return Poll::Pending,
-                Poll::Pending => Pin::new(&mut self.io).poll_read(cx, buf),
+                Poll::Pending => {
+                    let this = &mut *self;
+                    if this.wave.park(cx.waker(), &mut this.parked_in) {
+                        return Poll::Pending;
+                    }
+                    Pin::new(&mut this.io).poll_read(cx, buf)
+                }
                 ready => ready,
             }
         } else {

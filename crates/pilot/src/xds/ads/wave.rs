@@ -117,12 +117,16 @@ impl Wave {
     }
 
     /// Parks a reader until the wave ends: `false` when it already has.
-    pub fn park(&self, waker: &Waker) -> bool {
+    /// `parked_in` is the reader's own note of the wave it last parked in, so
+    /// a reader polled again during one wave is not listed twice (without
+    /// searching the list every connection of the fleet joins).
+    pub fn park(&self, waker: &Waker, parked_in: &mut u64) -> bool {
         let mut s = self.lock();
         if !self.gated.load(Ordering::Acquire) {
             return false;
         }
-        if !s.parked.iter().any(|w| w.will_wake(waker)) {
+        if *parked_in != s.version {
+            *parked_in = s.version;
             s.parked.push(waker.clone());
         }
         true
@@ -151,8 +155,12 @@ mod tests {
         assert!(wave.gated());
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
-        assert!(wave.park(&waker));
-        assert!(wave.park(&waker), "parking twice keeps one waker");
+        let mut parked_in = 0;
+        assert!(wave.park(&waker, &mut parked_in));
+        assert!(
+            wave.park(&waker, &mut parked_in),
+            "parking twice keeps one waker"
+        );
         // A push of another version does not count; a second begin for the
         // same version does not restart the count.
         wave.done(6);
@@ -162,7 +170,7 @@ mod tests {
         wave.done(7);
         assert!(!wave.gated());
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
-        assert!(!wave.park(&waker), "over: readers go on");
+        assert!(!wave.park(&waker, &mut parked_in), "over: readers go on");
         // Older versions never start a wave again.
         wave.begin(5, || 3);
         assert!(!wave.gated());
