@@ -123,6 +123,8 @@ impl Drop for Active<'_> {
     }
 }
 
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
 /// What the HTTP layer knows of the downstream connection.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -172,10 +174,13 @@ where
         stats: Arc::clone(&stats),
         series: Mutex::default(),
         timers: Arc::default(),
+        route_timers: TimerPool::default(),
     });
     let svc = service_fn(move |req: Request<Incoming>| {
         let ctx = Arc::clone(&ctx);
-        async move {
+        // Boxed: the request's future is large, and HTTP/2 moves it a few
+        // times into a task of its own per stream.
+        Box::pin(async move {
             let ConnCtx {
                 hcm,
                 path,
@@ -183,6 +188,7 @@ where
                 stats,
                 series,
                 timers,
+                route_timers,
             } = &*ctx;
             HttpStats::count(&stats.rq_total);
             let start = Instant::now();
@@ -251,14 +257,6 @@ where
                 let req = req.map(|b| Body::Watched(b, Arc::clone(&shared)));
                 (req, StreamActivity::Shared(shared))
             };
-            // Boxed: the request's future is large, and HTTP/2 moves it into a
-            // task of its own per stream.
-            let mut handled = Box::pin(async {
-                match path_reply {
-                    Some(resp) => (finish(hcm, resp, &[]), None),
-                    None => handle(req, hcm, path, conn, stats, &activity).await,
-                }
-            });
             // Envoy's request_timeout: the whole request, until the response
             // headers here.
             let mut request_timer = std::pin::pin!(
@@ -266,24 +264,33 @@ where
                     .map(|limit| tokio::time::sleep_until((start + limit).into()))
             );
             let mut idle = IdleTimer::new(Arc::clone(timers));
-            // The request first: a route's idle_timeout, set while it is
-            // polled, is read by the idle timer right after.
-            let raced = std::future::poll_fn(|cx| {
-                if let Poll::Ready(r) = handled.as_mut().poll(cx) {
-                    return Poll::Ready(Some(r));
-                }
-                if let Some(timer) = request_timer.as_mut().as_pin_mut()
-                    && timer.poll(cx).is_ready()
-                {
-                    return Poll::Ready(Some((
-                        flagged(local_reply(408, "request timeout"), "DT"),
-                        None,
-                    )));
-                }
-                idle.poll_expired(&activity, cx).map(|()| None)
-            })
-            .await;
-            drop(handled);
+            // The request's future lives in this block: `activity` is free
+            // again after it.
+            let raced = {
+                let mut handled = std::pin::pin!(async {
+                    match path_reply {
+                        Some(resp) => (finish(hcm, resp, &[]), None),
+                        None => handle(req, hcm, path, conn, stats, &activity, route_timers).await,
+                    }
+                });
+                // The request first: a route's idle_timeout, set while it is
+                // polled, is read by the idle timer right after.
+                std::future::poll_fn(|cx| {
+                    if let Poll::Ready(r) = handled.as_mut().poll(cx) {
+                        return Poll::Ready(Some(r));
+                    }
+                    if let Some(timer) = request_timer.as_mut().as_pin_mut()
+                        && timer.poll(cx).is_ready()
+                    {
+                        return Poll::Ready(Some((
+                            flagged(local_reply(408, "request timeout"), "DT"),
+                            None,
+                        )));
+                    }
+                    idle.poll_expired(&activity, cx).map(|()| None)
+                })
+                .await
+            };
             let (resp, cluster) = raced.unwrap_or_else(|| {
                 // The stream idle timeout before the response headers.
                 HttpStats::count(&stats.idle_timeout);
@@ -316,7 +323,7 @@ where
                 .map_or("-", |f| f.0);
             let grpc_status = resp
                 .headers()
-                .get("grpc-status")
+                .get(&GRPC_STATUS)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok());
             let series = {
@@ -364,7 +371,7 @@ where
             Ok::<_, Infallible>(
                 resp.map(|b| IdleBody::new(Metered::new(b, Some(recording)), watch)),
             )
-        }
+        })
     });
     let io = TokioIo::new(io);
     let result = match codec {
@@ -450,6 +457,8 @@ struct ConnCtx {
     series: Mutex<Option<SeriesCache>>,
     /// The stream idle timers between streams.
     timers: Arc<TimerPool>,
+    /// The route timeouts' timers between streams.
+    route_timers: TimerPool,
 }
 
 struct SeriesCache {
@@ -544,136 +553,143 @@ fn normalize_path<B>(req: &mut Request<B>, hcm: &Hcm, stats: &HttpStats) -> Opti
     }
 }
 
-/// Handles one request.
-async fn handle(
+/// Handles one request. Not `async fn`: its arguments would be kept in the
+/// future beside the locals they are moved to (rust-lang/rust#62958).
+#[allow(clippy::manual_async_fn)]
+fn handle(
     req: Request<Body>,
     hcm: &Hcm,
     path: &DataPath,
     conn: &ConnInfo,
     stats: &HttpStats,
     activity: &Activity,
-) -> (Response<Body>, Option<Arc<Cluster>>) {
-    let start = Instant::now();
-    let dp = path.current();
-    let table = match &hcm.routes {
-        RouteSource::Rds(name) => match dp.routes.get(name) {
-            Some(t) => Arc::clone(t),
-            None => {
-                HttpStats::count(&stats.no_route);
-                return (finish(hcm, flagged(local_reply(404, ""), "NR"), &[]), None);
-            }
-        },
-        RouteSource::Inline(t) => Arc::clone(t),
-    };
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-        })
-        .unwrap_or_default();
-    let scheme = req.uri().scheme_str().unwrap_or("http");
-    let random = fastrand::u64(..);
-    let view = RequestView {
-        authority,
-        method: req.method().as_str(),
-        path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
-        scheme,
-        headers: req.headers(),
-        random,
-    };
-    let Some(selected) = table.select(&view) else {
-        HttpStats::count(&stats.no_route);
-        return (finish(hcm, flagged(local_reply(404, ""), "NR"), &[]), None);
-    };
-    let ops = &selected.header_ops;
-    // The route's idle_timeout replaces the connection manager's.
-    if let Some(t) = selected.forward.and_then(|f| f.idle_timeout) {
-        activity.set_timeout(Some(t).filter(|t| !t.is_zero()));
-    }
-    match selected.action {
-        SelectedAction::Redirect(_) | SelectedAction::RequireTls => {
-            HttpStats::count(&stats.redirect);
-            let location = selected.redirect_location(&view).unwrap_or_default();
-            let mut resp = local_reply(selected.response_status().unwrap_or(301), "");
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                resp.headers_mut().insert(header::LOCATION, v);
-            }
-            return (finish(hcm, resp, ops), None);
-        }
-        SelectedAction::DirectResponse(d) => {
-            HttpStats::count(&stats.direct_response);
-            let mut resp = Response::new(d.body.clone().map_or(Body::Empty, Body::full));
-            *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
-            if d.body.is_some() {
-                resp.headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-            }
-            return (finish(hcm, resp, ops), None);
-        }
-        SelectedAction::Cluster(_) => {}
-    }
-    if hcm.fault
-        && let Some(fault) = selected.fault
-    {
-        if let Some((delay, fraction)) = fault.delay
-            && fraction.hits(fastrand::u64(..))
-        {
-            HttpStats::count(&stats.delays_injected);
-            tokio::time::sleep(delay).await;
-        }
-        if let Some((abort, fraction)) = fault.abort
-            && fraction.hits(fastrand::u64(..))
-        {
-            HttpStats::count(&stats.aborts_injected);
-            let resp = match abort {
-                FaultAbort::Http(status) => local_reply(status, "fault filter abort"),
-                FaultAbort::Grpc(code) => {
-                    let mut r = local_reply(200, "");
-                    r.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/grpc"),
-                    );
-                    r.headers_mut()
-                        .insert("grpc-status", HeaderValue::from(code));
-                    r.headers_mut().insert(
-                        "grpc-message",
-                        HeaderValue::from_static("fault filter abort"),
-                    );
-                    r
+    timers: &TimerPool,
+) -> impl Future<Output = (Response<Body>, Option<Arc<Cluster>>)> {
+    async move {
+        let start = Instant::now();
+        let dp = path.current();
+        let table = match &hcm.routes {
+            RouteSource::Rds(name) => match dp.routes.get(name) {
+                Some(t) => Arc::clone(t),
+                None => {
+                    HttpStats::count(&stats.no_route);
+                    return (finish(hcm, flagged(local_reply(404, ""), "NR"), &[]), None);
                 }
-            };
-            return (finish(hcm, flagged(resp, "FI"), ops), None);
-        }
-    }
-    // CORS: a preflight the policy answers, or headers for the response.
-    let mut cors_headers = Vec::new();
-    if hcm.cors
-        && let Some(cors) = selected.cors
-    {
+            },
+            RouteSource::Inline(t) => Arc::clone(t),
+        };
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|v| v.to_str().ok())
+            })
+            .unwrap_or_default();
+        let scheme = req.uri().scheme_str().unwrap_or("http");
         let random = fastrand::u64(..);
-        match cors.preflight(&view, random) {
-            Preflight::Answer(headers) => {
-                let mut resp = local_reply(200, "");
-                add_headers(resp.headers_mut(), headers);
+        let view = RequestView {
+            authority,
+            method: req.method().as_str(),
+            path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+            scheme,
+            headers: req.headers(),
+            random,
+        };
+        let Some(selected) = table.select(&view) else {
+            HttpStats::count(&stats.no_route);
+            return (finish(hcm, flagged(local_reply(404, ""), "NR"), &[]), None);
+        };
+        let ops = &selected.header_ops;
+        // The route's idle_timeout replaces the connection manager's.
+        if let Some(t) = selected.forward.and_then(|f| f.idle_timeout) {
+            activity.set_timeout(Some(t).filter(|t| !t.is_zero()));
+        }
+        match selected.action {
+            SelectedAction::Redirect(_) | SelectedAction::RequireTls => {
+                HttpStats::count(&stats.redirect);
+                let location = selected.redirect_location(&view).unwrap_or_default();
+                let mut resp = local_reply(selected.response_status().unwrap_or(301), "");
+                if let Ok(v) = HeaderValue::from_str(&location) {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                }
                 return (finish(hcm, resp, ops), None);
             }
-            Preflight::Forward => {}
-            Preflight::NotPreflight => cors_headers = cors.response_headers(&view, random),
+            SelectedAction::DirectResponse(d) => {
+                HttpStats::count(&stats.direct_response);
+                let mut resp = Response::new(d.body.clone().map_or(Body::Empty, Body::full));
+                *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
+                if d.body.is_some() {
+                    resp.headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                }
+                return (finish(hcm, resp, ops), None);
+            }
+            SelectedAction::Cluster(_) => {}
         }
+        if hcm.fault
+            && let Some(fault) = selected.fault
+        {
+            if let Some((delay, fraction)) = fault.delay
+                && fraction.hits(fastrand::u64(..))
+            {
+                HttpStats::count(&stats.delays_injected);
+                tokio::time::sleep(delay).await;
+            }
+            if let Some((abort, fraction)) = fault.abort
+                && fraction.hits(fastrand::u64(..))
+            {
+                HttpStats::count(&stats.aborts_injected);
+                let resp = match abort {
+                    FaultAbort::Http(status) => local_reply(status, "fault filter abort"),
+                    FaultAbort::Grpc(code) => {
+                        let mut r = local_reply(200, "");
+                        r.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/grpc"),
+                        );
+                        r.headers_mut()
+                            .insert("grpc-status", HeaderValue::from(code));
+                        r.headers_mut().insert(
+                            "grpc-message",
+                            HeaderValue::from_static("fault filter abort"),
+                        );
+                        r
+                    }
+                };
+                return (finish(hcm, flagged(resp, "FI"), ops), None);
+            }
+        }
+        // CORS: a preflight the policy answers, or headers for the response.
+        let mut cors_headers = Vec::new();
+        if hcm.cors
+            && let Some(cors) = selected.cors
+        {
+            let random = fastrand::u64(..);
+            match cors.preflight(&view, random) {
+                Preflight::Answer(headers) => {
+                    let mut resp = local_reply(200, "");
+                    add_headers(resp.headers_mut(), headers);
+                    return (finish(hcm, resp, ops), None);
+                }
+                Preflight::Forward => {}
+                Preflight::NotPreflight => cors_headers = cors.response_headers(&view, random),
+            }
+        }
+        let hash_input = router::HashInput {
+            hash: selected.hash(&view, Some(conn.peer.ip())),
+            cookies: selected.cookies_to_set(&view, Some(conn.peer.ip())),
+        };
+        let new_path = selected.rewritten_path(view.path_and_query);
+        let (mut resp, cluster) = router::forward(
+            req, &selected, new_path, hash_input, hcm, &dp, conn, start, timers,
+        )
+        .await;
+        add_headers(resp.headers_mut(), cors_headers);
+        (finish(hcm, resp, ops), cluster)
     }
-    let hash_input = router::HashInput {
-        hash: selected.hash(&view, Some(conn.peer.ip())),
-        cookies: selected.cookies_to_set(&view, Some(conn.peer.ip())),
-    };
-    let new_path = selected.rewritten_path(view.path_and_query);
-    let (mut resp, cluster) =
-        router::forward(req, &selected, new_path, hash_input, hcm, &dp, conn, start).await;
-    add_headers(resp.headers_mut(), cors_headers);
-    (finish(hcm, resp, ops), cluster)
 }
 
 fn add_headers(headers: &mut HeaderMap, add: Vec<(&'static str, String)>) {

@@ -336,38 +336,42 @@ impl Checkin {
 
 /// Sends `req` to `host` over a pooled (or new) connection of the given
 /// protocol; the response body hands an HTTP/1.1 connection back to the pool
-/// when read to its end.
-pub async fn send(
+/// when read to its end. Not `async fn`: its arguments would be kept in the
+/// future beside the locals they are moved to (rust-lang/rust#62958).
+#[allow(clippy::manual_async_fn)]
+pub fn send(
     cluster: &Arc<Cluster>,
     host: &Arc<Host>,
     req: Request<Body>,
     http2: bool,
-) -> Result<Response<Body>, UpstreamError> {
-    if http2 {
-        let mut sender = h2_sender(cluster, host).await?;
-        let resp = sender.send_request(req).await.map_err(|e| {
-            // A GOAWAY or broken connection: drop it so the next request reconnects.
-            let mut slot = host.pool.h2.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.as_ref().is_some_and(|s| s.is_closed()) {
-                *slot = None;
-            }
-            UpstreamError::Reset(e)
-        })?;
-        return Ok(resp.map(|b| Body::upstream(b, None)));
+) -> impl Future<Output = Result<Response<Body>, UpstreamError>> {
+    async move {
+        if http2 {
+            let mut sender = h2_sender(cluster, host).await?;
+            let resp = sender.send_request(req).await.map_err(|e| {
+                // A GOAWAY or broken connection: drop it so the next request reconnects.
+                let mut slot = host.pool.h2.lock().unwrap_or_else(|p| p.into_inner());
+                if slot.as_ref().is_some_and(|s| s.is_closed()) {
+                    *slot = None;
+                }
+                UpstreamError::Reset(e)
+            })?;
+            return Ok(resp.map(|b| Body::upstream(b, None)));
+        }
+        let (mut sender, served) = h1_sender(cluster, host).await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(UpstreamError::Reset)?;
+        let checkin = Checkin {
+            cluster: Arc::clone(cluster),
+            host: Arc::clone(host),
+            sender,
+            served: served + 1,
+            max: cluster.max_requests_per_connection,
+        };
+        Ok(resp.map(|b| Body::upstream(b, Some(checkin))))
     }
-    let (mut sender, served) = h1_sender(cluster, host).await?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(UpstreamError::Reset)?;
-    let checkin = Checkin {
-        cluster: Arc::clone(cluster),
-        host: Arc::clone(host),
-        sender,
-        served: served + 1,
-        max: cluster.max_requests_per_connection,
-    };
-    Ok(resp.map(|b| Body::upstream(b, Some(checkin))))
 }
 
 /// An idle HTTP/1.1 connection of `host` that is still open, or a new one.
@@ -386,8 +390,13 @@ async fn h1_sender(
         }
         let limit = cluster.limits.max_connections as usize;
         if cluster.connections.load(Ordering::Acquire) < limit {
-            match connect(cluster, host).await {
-                Ok((stream, guard)) => return handshake_h1(stream, guard).await.map(|s| (s, 0)),
+            // Boxed: connecting is rare (see `h2_sender`).
+            let fresh = Box::pin(async {
+                let (stream, guard) = connect(cluster, host).await?;
+                handshake_h1(stream, guard).await
+            });
+            match fresh.await {
+                Ok(sender) => return Ok((sender, 0)),
                 // Another request took the last connection meanwhile: wait.
                 Err(UpstreamError::Overflow) => {}
                 Err(e) => return Err(e),
@@ -490,18 +499,24 @@ async fn h2_sender(
             return Ok(s.clone());
         }
     }
-    let (stream, guard) = connect(cluster, host).await?;
-    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-        .keep_alive_interval(None)
-        .handshake::<_, Body>(TokioIo::new(stream))
-        .await
-        .map_err(UpstreamError::Reset)?;
-    tokio::spawn(async move {
-        let _guard = guard;
-        if let Err(e) = conn.await {
-            tracing::debug!("upstream HTTP/2 connection ended: {e}");
-        }
-    });
+    // Boxed: connecting is rare, and its future would otherwise make every
+    // request's future (moved a few times per request) larger.
+    let sender = Box::pin(async {
+        let (stream, guard) = connect(cluster, host).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .keep_alive_interval(None)
+            .handshake::<_, Body>(TokioIo::new(stream))
+            .await
+            .map_err(UpstreamError::Reset)?;
+        tokio::spawn(async move {
+            let _guard = guard;
+            if let Err(e) = conn.await {
+                tracing::debug!("upstream HTTP/2 connection ended: {e}");
+            }
+        });
+        Ok::<_, UpstreamError>(sender)
+    })
+    .await?;
     let mut slot = host.pool.h2.lock().unwrap_or_else(|p| p.into_inner());
     match slot.as_ref() {
         // Another request connected meanwhile: share its connection.

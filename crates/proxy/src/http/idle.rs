@@ -136,6 +136,45 @@ impl TimerPool {
     }
 }
 
+impl TimerPool {
+    /// A timer armed for `deadline` for one wait, back in the pool when the
+    /// lease ends. A connection's route timeouts (Envoy's route `timeout`,
+    /// 15 s by default) take theirs from a pool of their own: with the same
+    /// timeout each stream's deadline is later than the last one's, so no
+    /// stream registers a timer or wakes the driver to re-arm its clock.
+    pub fn lease(&self, deadline: Instant) -> Lease<'_> {
+        Lease {
+            pool: self,
+            timer: Some(self.take(deadline)),
+        }
+    }
+}
+
+/// A timer of a [`TimerPool`], for one wait.
+#[derive(Debug)]
+pub struct Lease<'a> {
+    pool: &'a TimerPool,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Lease<'_> {
+    /// Ready once the deadline has passed.
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(timer) = self.timer.take() {
+            self.pool.put(timer);
+        }
+    }
+}
+
 /// One stream's idle timer, taken from its connection's [`TimerPool`] when
 /// first needed and given back when the stream ends.
 #[derive(Debug)]
@@ -271,6 +310,31 @@ mod tests {
         a.set_timeout(None);
         let waited = tokio::time::timeout(Duration::from_millis(400), expired(&mut timer, &a));
         assert!(waited.await.is_err(), "no timeout: never idle");
+    }
+
+    #[tokio::test]
+    async fn leased_timers_fire_at_each_deadline() {
+        let pool = TimerPool::default();
+        let start = Instant::now();
+        let mut lease = pool.lease(start + Duration::from_millis(100));
+        std::future::poll_fn(|cx| lease.poll_expired(cx)).await;
+        assert!(start.elapsed() >= Duration::from_millis(99));
+        drop(lease);
+        assert_eq!(pool.0.lock().unwrap().len(), 1, "the timer is back");
+        // The next lease reuses it, moved later.
+        let start = Instant::now();
+        let mut lease = pool.lease(start + Duration::from_millis(150));
+        assert!(
+            pool.0.lock().unwrap().is_empty(),
+            "the pooled timer is reused"
+        );
+        let early = tokio::time::timeout(
+            Duration::from_millis(100),
+            std::future::poll_fn(|cx| lease.poll_expired(cx)),
+        );
+        assert!(early.await.is_err(), "not before its deadline");
+        std::future::poll_fn(|cx| lease.poll_expired(cx)).await;
+        assert!(start.elapsed() >= Duration::from_millis(149));
     }
 
     #[tokio::test]

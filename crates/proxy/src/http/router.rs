@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
 
+use super::idle::TimerPool;
 use super::{ConnInfo, apply, flagged, local_reply, millis};
 use crate::balance::Outcome;
 use crate::body::Body;
@@ -53,10 +55,25 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::TE,
 ];
 
+// Header names set or read on every request: constants, not strings parsed
+// per request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+const X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName =
+    HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+const X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-service-time");
+
 /// Forwards `req` as `selected` says and returns the response to send
 /// downstream (the upstream's, or a local reply).
+// Not `async fn`: its arguments would be kept in the future beside the
+// locals they are moved to (rust-lang/rust#62958), and this future is part of
+// every request's.
+#[allow(clippy::manual_async_fn)]
 #[allow(clippy::too_many_arguments)]
-pub async fn forward(
+pub fn forward(
     req: Request<Body>,
     selected: &Selected<'_>,
     new_path: Option<String>,
@@ -65,48 +82,166 @@ pub async fn forward(
     dp: &Dataplane,
     conn: &ConnInfo,
     start: Instant,
-) -> (Response<Body>, Option<Arc<Cluster>>) {
-    let SelectedAction::Cluster(name) = selected.action else {
-        return (local_reply(500, ""), None);
-    };
-    let Some(cluster) = dp.clusters.get(name) else {
-        return (flagged(local_reply(503, ""), "NC"), None);
-    };
-    let hashing = cluster.hashes();
-    let mut resp = forward_to(
-        req,
-        selected,
-        new_path,
-        hash.hash.filter(|_| hashing),
-        hcm,
-        dp,
-        conn,
-        start,
-        cluster,
-    )
-    .await;
-    if hashing {
-        for c in hash.cookies {
-            if let Ok(v) = HeaderValue::from_str(&c.header_value()) {
-                resp.headers_mut().append(header::SET_COOKIE, v);
+    timers: &TimerPool,
+) -> impl Future<Output = (Response<Body>, Option<Arc<Cluster>>)> {
+    async move {
+        let SelectedAction::Cluster(name) = selected.action else {
+            return (local_reply(500, ""), None);
+        };
+        let Some(cluster) = dp.clusters.get(name) else {
+            return (flagged(local_reply(503, ""), "NC"), None);
+        };
+        let hashing = cluster.hashes();
+        let mut resp = forward_to(
+            req,
+            selected,
+            new_path,
+            hash.hash.filter(|_| hashing),
+            hcm,
+            dp,
+            conn,
+            start,
+            timers,
+            cluster,
+        )
+        .await;
+        if hashing {
+            for c in hash.cookies {
+                if let Ok(v) = HeaderValue::from_str(&c.header_value()) {
+                    resp.headers_mut().append(header::SET_COOKIE, v);
+                }
             }
         }
+        (resp, Some(Arc::clone(cluster)))
     }
-    (resp, Some(Arc::clone(cluster)))
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn forward_to(
-    mut req: Request<Body>,
-    selected: &Selected<'_>,
+fn forward_to<'a>(
+    req: Request<Body>,
+    selected: &'a Selected<'_>,
     new_path: Option<String>,
     hash: Option<u64>,
     hcm: &Hcm,
-    dp: &Dataplane,
-    conn: &ConnInfo,
+    dp: &'a Dataplane,
+    conn: &'a ConnInfo,
     start: Instant,
-    cluster: &Arc<Cluster>,
-) -> Response<Body> {
+    timers: &'a TimerPool,
+    cluster: &'a Arc<Cluster>,
+) -> impl Future<Output = Response<Body>> + use<'a> {
+    // The request is taken apart before the future is made, so that the
+    // future (moved a few times per request) does not keep it.
+    let mut prep = prepare(req, selected, new_path, hcm, conn, cluster);
+    async move {
+        // Body: buffered when it may be sent more than once.
+        let needs_copy = prep.retry.is_some() || !prep.mirrors.is_empty();
+        let body = std::mem::replace(&mut prep.body, Body::Empty);
+        let body = if body.is_end_stream() {
+            Payload::Buffered(Bytes::new())
+        } else if needs_copy
+            && body
+                .size_hint()
+                .upper()
+                .is_some_and(|n| n <= RETRY_BUFFER_LIMIT)
+        {
+            match body.collect().await {
+                Ok(b) => Payload::Buffered(b.to_bytes()),
+                Err(_) => return flagged(local_reply(400, "downstream body read failed"), "DPE"),
+            }
+        } else {
+            Payload::Streaming(Some(body))
+        };
+        let http2 = prep.template.http2;
+        for m in std::mem::take(&mut prep.mirrors) {
+            if let (Some(shadow), Payload::Buffered(b)) = (dp.clusters.get(&m.cluster), &body) {
+                let req = prep.template.build(Body::full(b.clone()), Some("-shadow"));
+                let (shadow, input) = (
+                    Arc::clone(shadow),
+                    PickInput {
+                        hash: None,
+                        original_dst: Some(conn.dst),
+                    },
+                );
+                tokio::spawn(async move {
+                    if let Ok(host) = shadow.pick(&input, &|_| false) {
+                        let _ = upstream::send(&shadow, &host, req, http2).await;
+                    }
+                });
+            }
+        }
+
+        let timeout = prep.timeout;
+        let upgrade = prep.upgrade;
+        let attempt = Attempts {
+            cluster,
+            template: &mut prep.template,
+            conn,
+            hash,
+            retry: prep.retry,
+            per_try: prep.per_try,
+        };
+        let result = match timeout {
+            Some(t) => {
+                // A pooled timer: no timer registration per request.
+                let mut timer = timers.lease((start + t).into());
+                let mut run = std::pin::pin!(attempt.run(body));
+                let raced = std::future::poll_fn(|cx| {
+                    if let Poll::Ready(r) = run.as_mut().poll(cx) {
+                        return Poll::Ready(Some(r));
+                    }
+                    timer.poll_expired(cx).map(|()| None)
+                })
+                .await;
+                match raced {
+                    Some(r) => r,
+                    None => {
+                        cluster.stats.rq_timeout.fetch_add(1, Ordering::Relaxed);
+                        Err(flagged(local_reply(504, "upstream request timeout"), "UT"))
+                    }
+                }
+            }
+            None => attempt.run(body).await,
+        };
+        let mut resp = match result {
+            Ok(resp) => resp,
+            Err(local) => return local,
+        };
+        cluster.stats.status(resp.status().as_u16());
+        strip_hop_by_hop(resp.headers_mut(), upgrade);
+        resp.headers_mut().insert(
+            X_ENVOY_UPSTREAM_SERVICE_TIME,
+            HeaderValue::from(millis(start.elapsed())),
+        );
+        if upgrade && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            splice_upgrade(&mut resp, prep.downstream_upgrade.take());
+        }
+        resp
+    }
+}
+
+/// What [`forward_to`] makes of a request before sending it.
+struct Prepared<'s> {
+    template: Template,
+    body: Body,
+    timeout: Option<Duration>,
+    retry: Option<&'s RetryPolicy>,
+    per_try: Option<Duration>,
+    mirrors: Vec<&'s crate::route::Mirror>,
+    upgrade: bool,
+    downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// The upstream request's template from `req` and the route: hop-by-hop
+/// headers out, Envoy's `x-forwarded-*`, `x-request-id`, trace and timeout
+/// headers in, the route's header mutations, path and host rewrites.
+fn prepare<'s>(
+    mut req: Request<Body>,
+    selected: &Selected<'s>,
+    new_path: Option<String>,
+    hcm: &Hcm,
+    conn: &ConnInfo,
+    cluster: &Cluster,
+) -> Prepared<'s> {
     let forward = selected.forward;
     let upgrade = hcm.websocket && is_websocket(req.headers());
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -123,29 +258,29 @@ async fn forward_to(
         let ip = conn.peer.ip().to_string();
         let xff = match parts
             .headers
-            .get("x-forwarded-for")
+            .get(&X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
         {
             Some(existing) if !existing.is_empty() => format!("{existing}, {ip}"),
             _ => ip.clone(),
         };
         if let Ok(v) = HeaderValue::from_str(&xff) {
-            parts.headers.insert("x-forwarded-for", v);
+            parts.headers.insert(X_FORWARDED_FOR, v);
         }
         if let Ok(v) = HeaderValue::from_str(&ip) {
             parts.headers.insert("x-envoy-external-address", v);
         }
     }
-    if !parts.headers.contains_key("x-forwarded-proto") {
+    if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
         parts
             .headers
-            .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+            .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
     if hcm.generate_request_id
-        && !parts.headers.contains_key("x-request-id")
+        && !parts.headers.contains_key(&X_REQUEST_ID)
         && let Ok(v) = HeaderValue::from_bytes(&request_id())
     {
-        parts.headers.insert("x-request-id", v);
+        parts.headers.insert(X_REQUEST_ID, v);
     }
     // Continue the caller's trace (B3 and W3C), as a child span; with
     // `tracing`, the connection manager already did (W3C only).
@@ -154,17 +289,16 @@ async fn forward_to(
     }
     let mut timeout = selected.timeout();
     if let Some(max) = forward.and_then(|f| f.grpc_timeout_header_max)
-        && let Some(t) = parts.headers.get("grpc-timeout").and_then(grpc_timeout)
+        && let Some(t) = parts.headers.get(&GRPC_TIMEOUT).and_then(grpc_timeout)
     {
         timeout = Some(if max.is_zero() { t } else { t.min(max) });
     }
-    let retry = selected.retry.cloned();
-    let per_try = retry.as_ref().and_then(|r| r.per_try_timeout);
+    let retry = selected.retry;
+    let per_try = retry.and_then(|r| r.per_try_timeout);
     if let Some(t) = per_try.or(timeout) {
-        parts.headers.insert(
-            "x-envoy-expected-rq-timeout-ms",
-            HeaderValue::from(millis(t)),
-        );
+        parts
+            .headers
+            .insert(X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, HeaderValue::from(millis(t)));
     }
     for op in &selected.header_ops {
         apply(&mut parts.headers, &op.request_remove, &op.request_add);
@@ -189,7 +323,6 @@ async fn forward_to(
         UpstreamProtocol::Downstream => parts.version == Version::HTTP_2,
     } && !upgrade;
 
-    // Body: buffered when it may be sent more than once.
     let mirrors: Vec<&crate::route::Mirror> = forward
         .map(|f| {
             f.mirrors
@@ -198,23 +331,6 @@ async fn forward_to(
                 .collect()
         })
         .unwrap_or_default();
-    let needs_copy = retry.is_some() || !mirrors.is_empty();
-    let body = if body.is_end_stream() {
-        Payload::Buffered(Bytes::new())
-    } else if needs_copy
-        && body
-            .size_hint()
-            .upper()
-            .is_some_and(|n| n <= RETRY_BUFFER_LIMIT)
-    {
-        match body.collect().await {
-            Ok(b) => Payload::Buffered(b.to_bytes()),
-            Err(_) => return flagged(local_reply(400, "downstream body read failed"), "DPE"),
-        }
-    } else {
-        Payload::Streaming(Some(body))
-    };
-
     let authority = match rewritten_host {
         Some(h) => Some(h),
         // No Host header (an HTTP/2 request) or an HTTP/2 upstream: name it.
@@ -223,63 +339,22 @@ async fn forward_to(
         }
         None => None,
     };
-    let template = Template {
-        method: parts.method,
-        path,
-        authority,
-        headers: parts.headers,
-        http2,
-    };
-    for m in mirrors {
-        if let (Some(shadow), Payload::Buffered(b)) = (dp.clusters.get(&m.cluster), &body) {
-            let req = template.build(Body::full(b.clone()), Some("-shadow"));
-            let (shadow, input) = (
-                Arc::clone(shadow),
-                PickInput {
-                    hash: None,
-                    original_dst: Some(conn.dst),
-                },
-            );
-            tokio::spawn(async move {
-                if let Ok(host) = shadow.pick(&input, &|_| false) {
-                    let _ = upstream::send(&shadow, &host, req, http2).await;
-                }
-            });
-        }
-    }
-
-    let attempt = Attempts {
-        cluster,
-        template,
-        conn,
-        hash,
-        retry: retry.as_ref(),
-        per_try,
-    };
-    let result = match timeout {
-        Some(t) => match tokio::time::timeout_at((start + t).into(), attempt.run(body)).await {
-            Ok(r) => r,
-            Err(_) => {
-                cluster.stats.rq_timeout.fetch_add(1, Ordering::Relaxed);
-                Err(flagged(local_reply(504, "upstream request timeout"), "UT"))
-            }
+    Prepared {
+        template: Template {
+            method: parts.method,
+            path,
+            authority,
+            headers: parts.headers,
+            http2,
         },
-        None => attempt.run(body).await,
-    };
-    let mut resp = match result {
-        Ok(resp) => resp,
-        Err(local) => return local,
-    };
-    cluster.stats.status(resp.status().as_u16());
-    strip_hop_by_hop(resp.headers_mut(), upgrade);
-    resp.headers_mut().insert(
-        "x-envoy-upstream-service-time",
-        HeaderValue::from(millis(start.elapsed())),
-    );
-    if upgrade && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-        splice_upgrade(&mut resp, downstream_upgrade);
+        body,
+        timeout,
+        retry,
+        per_try,
+        mirrors,
+        upgrade,
+        downstream_upgrade,
     }
-    resp
 }
 
 fn is_websocket(headers: &http::HeaderMap) -> bool {
@@ -470,7 +545,7 @@ impl Template {
 /// The attempts of one request.
 struct Attempts<'a> {
     cluster: &'a Arc<Cluster>,
-    template: Template,
+    template: &'a mut Template,
     conn: &'a ConnInfo,
     hash: Option<u64>,
     retry: Option<&'a RetryPolicy>,
@@ -498,144 +573,151 @@ impl Drop for InFlight<'_> {
 }
 
 impl Attempts<'_> {
-    async fn run(mut self, mut body: Payload) -> Result<Response<Body>, Response<Body>> {
-        let cluster = self.cluster;
-        let max_attempts = 1 + self.retry.map_or(0, |r| r.num_retries);
-        let mut tried: Vec<Arc<Host>> = Vec::new();
-        let mut retrying = false;
-        for n in 0..max_attempts {
-            if n > 0 {
-                // Envoy's back-off: a random wait in [0, base × (2^n − 1)], capped.
-                let (base, max) = self.retry.map_or(
-                    (Duration::from_millis(25), Duration::from_millis(250)),
-                    |r| r.back_off,
-                );
-                let ceiling = base
-                    .saturating_mul((1u32 << n.min(16)) - 1)
-                    .min(max)
-                    .as_millis() as u64;
-                tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=ceiling))).await;
-            }
-            let Some(req_body) = body.take() else { break };
-            let avoid_previous = self.retry.is_some_and(|r| r.previous_hosts);
-            let input = PickInput {
-                hash: self.hash,
-                original_dst: Some(self.conn.dst),
-            };
-            let host = match cluster.pick(&input, &|h| {
-                avoid_previous && tried.iter().any(|t| std::ptr::eq(&**t, h))
-            }) {
-                Ok(h) => h,
-                Err(NoHost::Empty | NoHost::NoOriginalDst) => {
-                    cluster.stats.no_healthy.fetch_add(1, Ordering::Relaxed);
-                    return Err(flagged(local_reply(503, "no healthy upstream"), "UH"));
+    // Not `async fn`: see `forward`.
+    #[allow(clippy::manual_async_fn)]
+    fn run(
+        self,
+        mut body: Payload,
+    ) -> impl Future<Output = Result<Response<Body>, Response<Body>>> {
+        async move {
+            let cluster = self.cluster;
+            let max_attempts = 1 + self.retry.map_or(0, |r| r.num_retries);
+            let mut tried: Vec<Arc<Host>> = Vec::new();
+            let mut retrying = false;
+            for n in 0..max_attempts {
+                if n > 0 {
+                    // Envoy's back-off: a random wait in [0, base × (2^n − 1)], capped.
+                    let (base, max) = self.retry.map_or(
+                        (Duration::from_millis(25), Duration::from_millis(250)),
+                        |r| r.back_off,
+                    );
+                    let ceiling = base
+                        .saturating_mul((1u32 << n.min(16)) - 1)
+                        .min(max)
+                        .as_millis() as u64;
+                    tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=ceiling))).await;
                 }
-            };
-            if cluster.stats.rq_active.load(Ordering::Relaxed) >= cluster.limits.max_requests {
-                cluster
-                    .stats
-                    .rq_pending_overflow
-                    .fetch_add(1, Ordering::Relaxed);
-                return Err(overflow());
-            }
-            cluster.stats.rq_total.fetch_add(1, Ordering::Relaxed);
-            cluster.stats.rq_active.fetch_add(1, Ordering::Relaxed);
-            host.active.fetch_add(1, Ordering::Relaxed);
-            let in_flight = InFlight {
-                cluster,
-                host: &host,
-            };
-            // The last attempt takes the template's headers instead of a copy.
-            let req = if n + 1 == max_attempts {
-                self.template.take(req_body)
-            } else {
-                self.template.build(req_body, None)
-            };
-            let send = upstream::send(cluster, &host, req, self.template.http2);
-            let outcome = match self.per_try {
-                Some(t) => match tokio::time::timeout(t, send).await {
-                    Ok(Ok(r)) => Attempt::Response(r),
-                    Ok(Err(e)) => Attempt::Failed(e),
-                    Err(_) => {
-                        cluster
-                            .stats
-                            .rq_per_try_timeout
-                            .fetch_add(1, Ordering::Relaxed);
-                        Attempt::PerTryTimeout
+                let Some(req_body) = body.take() else { break };
+                let avoid_previous = self.retry.is_some_and(|r| r.previous_hosts);
+                let input = PickInput {
+                    hash: self.hash,
+                    original_dst: Some(self.conn.dst),
+                };
+                let host = match cluster.pick(&input, &|h| {
+                    avoid_previous && tried.iter().any(|t| std::ptr::eq(&**t, h))
+                }) {
+                    Ok(h) => h,
+                    Err(NoHost::Empty | NoHost::NoOriginalDst) => {
+                        cluster.stats.no_healthy.fetch_add(1, Ordering::Relaxed);
+                        return Err(flagged(local_reply(503, "no healthy upstream"), "UH"));
                     }
-                },
-                None => match send.await {
-                    Ok(r) => Attempt::Response(r),
-                    Err(e) => Attempt::Failed(e),
-                },
-            };
-            drop(in_flight);
-            cluster.record(
-                &host,
-                match &outcome {
-                    Attempt::Response(r) => Outcome::Response(r.status().as_u16()),
-                    Attempt::Failed(UpstreamError::Reset(_)) => Outcome::Reset,
-                    Attempt::Failed(UpstreamError::ConnectTimeout) => Outcome::Timeout,
-                    Attempt::Failed(UpstreamError::Overflow) => Outcome::Response(503),
-                    Attempt::Failed(_) => Outcome::ConnectFailure,
-                    Attempt::PerTryTimeout => Outcome::Timeout,
-                },
-            );
-            if self.retry.is_some() {
-                tried.push(host);
-            }
-            let last = n + 1 == max_attempts;
-            let retriable = !last && self.retry.is_some_and(|r| should_retry(r, &outcome));
-            if retriable {
-                if retrying {
-                    cluster.stats.rq_retry.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                // The cluster's budget of concurrent retries.
-                let active = cluster.stats.rq_retry_active(1);
-                if active > cluster.limits.max_retries {
-                    cluster.stats.rq_retry_active(-1);
+                };
+                if cluster.stats.rq_active.load(Ordering::Relaxed) >= cluster.limits.max_requests {
                     cluster
                         .stats
-                        .rq_retry_overflow
+                        .rq_pending_overflow
                         .fetch_add(1, Ordering::Relaxed);
-                } else {
-                    retrying = true;
-                    cluster.stats.rq_retry.fetch_add(1, Ordering::Relaxed);
-                    continue;
+                    return Err(overflow());
                 }
+                cluster.stats.rq_total.fetch_add(1, Ordering::Relaxed);
+                cluster.stats.rq_active.fetch_add(1, Ordering::Relaxed);
+                host.active.fetch_add(1, Ordering::Relaxed);
+                let in_flight = InFlight {
+                    cluster,
+                    host: &host,
+                };
+                // The last attempt takes the template's headers instead of a copy.
+                let req = if n + 1 == max_attempts {
+                    self.template.take(req_body)
+                } else {
+                    self.template.build(req_body, None)
+                };
+                let send = upstream::send(cluster, &host, req, self.template.http2);
+                let outcome = match self.per_try {
+                    Some(t) => match tokio::time::timeout(t, send).await {
+                        Ok(Ok(r)) => Attempt::Response(r),
+                        Ok(Err(e)) => Attempt::Failed(e),
+                        Err(_) => {
+                            cluster
+                                .stats
+                                .rq_per_try_timeout
+                                .fetch_add(1, Ordering::Relaxed);
+                            Attempt::PerTryTimeout
+                        }
+                    },
+                    None => match send.await {
+                        Ok(r) => Attempt::Response(r),
+                        Err(e) => Attempt::Failed(e),
+                    },
+                };
+                drop(in_flight);
+                cluster.record(
+                    &host,
+                    match &outcome {
+                        Attempt::Response(r) => Outcome::Response(r.status().as_u16()),
+                        Attempt::Failed(UpstreamError::Reset(_)) => Outcome::Reset,
+                        Attempt::Failed(UpstreamError::ConnectTimeout) => Outcome::Timeout,
+                        Attempt::Failed(UpstreamError::Overflow) => Outcome::Response(503),
+                        Attempt::Failed(_) => Outcome::ConnectFailure,
+                        Attempt::PerTryTimeout => Outcome::Timeout,
+                    },
+                );
+                if self.retry.is_some() {
+                    tried.push(host);
+                }
+                let last = n + 1 == max_attempts;
+                let retriable = !last && self.retry.is_some_and(|r| should_retry(r, &outcome));
+                if retriable {
+                    if retrying {
+                        cluster.stats.rq_retry.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    // The cluster's budget of concurrent retries.
+                    let active = cluster.stats.rq_retry_active(1);
+                    if active > cluster.limits.max_retries {
+                        cluster.stats.rq_retry_active(-1);
+                        cluster
+                            .stats
+                            .rq_retry_overflow
+                            .fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        retrying = true;
+                        cluster.stats.rq_retry.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+                if retrying {
+                    cluster.stats.rq_retry_active(-1);
+                }
+                return match outcome {
+                    Attempt::Response(r) => Ok(r),
+                    Attempt::Failed(UpstreamError::Overflow) => Err(overflow()),
+                    Attempt::Failed(e) => Err(flagged(
+                        local_reply(
+                            503,
+                            &format!(
+                                "upstream connect error or disconnect/reset before headers. reset reason: {}",
+                                e.reason()
+                            ),
+                        ),
+                        e.flags(),
+                    )),
+                    Attempt::PerTryTimeout => {
+                        Err(flagged(local_reply(504, "upstream request timeout"), "UT"))
+                    }
+                };
             }
             if retrying {
                 cluster.stats.rq_retry_active(-1);
             }
-            return match outcome {
-                Attempt::Response(r) => Ok(r),
-                Attempt::Failed(UpstreamError::Overflow) => Err(overflow()),
-                Attempt::Failed(e) => Err(flagged(
-                    local_reply(
-                        503,
-                        &format!(
-                            "upstream connect error or disconnect/reset before headers. reset reason: {}",
-                            e.reason()
-                        ),
-                    ),
-                    e.flags(),
-                )),
-                Attempt::PerTryTimeout => {
-                    Err(flagged(local_reply(504, "upstream request timeout"), "UT"))
-                }
-            };
+            Err(flagged(
+                local_reply(
+                    503,
+                    "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+                ),
+                "UC",
+            ))
         }
-        if retrying {
-            cluster.stats.rq_retry_active(-1);
-        }
-        Err(flagged(
-            local_reply(
-                503,
-                "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
-            ),
-            "UC",
-        ))
     }
 }
 

@@ -15,16 +15,16 @@
 //! rewritten) and [`write_w3c`] writes the proxy's span as `traceparent`
 //! and `tracestate`.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
-const TRACEPARENT: &str = "traceparent";
-const TRACESTATE: &str = "tracestate";
-const B3_TRACE_ID: &str = "x-b3-traceid";
-const B3_SPAN_ID: &str = "x-b3-spanid";
-const B3_PARENT_SPAN_ID: &str = "x-b3-parentspanid";
-const B3_SAMPLED: &str = "x-b3-sampled";
-const B3_FLAGS: &str = "x-b3-flags";
-const B3_SINGLE: &str = "b3";
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+const B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
+const B3_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+const B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+const B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
+const B3_SINGLE: HeaderName = HeaderName::from_static("b3");
 
 /// The trace context a request leaves the proxy with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,7 +193,7 @@ fn write(headers: &mut HeaderMap, ctx: &TraceContext, flags: u8, b3_64: bool) {
     };
     let span_hex = format!("{:016x}", ctx.span_id);
     let sampled = if ctx.sampled { "1" } else { "0" };
-    let set = |h: &mut HeaderMap, name: &'static str, v: String| {
+    let set = |h: &mut HeaderMap, name: HeaderName, v: String| {
         if let Ok(v) = HeaderValue::try_from(v) {
             h.insert(name, v);
         }
@@ -221,7 +221,7 @@ fn write(headers: &mut HeaderMap, ctx: &TraceContext, flags: u8, b3_64: bool) {
     }
 }
 
-fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+fn header(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
