@@ -2,7 +2,7 @@
 //! `tests/fixtures/conformance/` to Envoy as an ingress gateway, the upstreams
 //! misbehave on cue, and Envoy must do what the VirtualService and
 //! DestinationRule say: retries hide a flaky upstream, a route timeout yields
-//! 504, a mirror receives copies while clients see only the primary, a full
+//! 504 (to a gRPC request: `grpc-status` 14 in a trailers-only answer), a mirror receives copies while clients see only the primary, a full
 //! connection pool yields 503, and outlier detection ejects a failing
 //! endpoint. Every test also checks that Envoy rejected no update.
 //!
@@ -72,6 +72,35 @@ async fn route_timeout_yields_504() {
         stat_sum(&s, "|v1|reviews", ".upstream_rq_timeout") >= 3,
         "envoy counted no upstream timeout"
     );
+    mesh.assert_no_rejects().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_local_replies_are_trailers_only() {
+    let mesh = Mesh::start(TIMEOUT).await;
+    mesh.eventually_routes("/slow", &[], "reviews-v1").await;
+    mesh.upstream("reviews-v1")
+        .behavior
+        .delay_ms
+        .store(2_000, Ordering::SeqCst);
+    // A gRPC request (by its content type) that times out: not a 504, but
+    // gRPC's trailers-only answer with the status the HTTP code maps to.
+    let grpc = [("content-type", "application/grpc")];
+    let mut client = mesh.client();
+    let r = client.get("/slow", &grpc).await.expect("an answer");
+    eprintln!("gRPC timeout: {r:?}");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("content-type"), Some("application/grpc"), "{r:?}");
+    assert_eq!(r.header("grpc-status"), Some("14"), "UNAVAILABLE: {r:?}");
+    assert_eq!(
+        r.header("grpc-message"),
+        Some("upstream request timeout"),
+        "{r:?}"
+    );
+    assert_eq!(r.body, "", "{r:?}");
+    // Without the gRPC content type the same timeout is a plain 504.
+    let r = client.get("/slow", &[]).await.expect("an answer");
+    assert_eq!(r.status, 504, "{r:?}");
     mesh.assert_no_rejects().await;
 }
 
