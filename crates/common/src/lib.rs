@@ -21,5 +21,6 @@ pub mod pb;
 pub mod resource;
 pub mod runtime;
 pub mod spiffe;
+pub mod time;
 pub mod tls;
 pub mod yaml;
