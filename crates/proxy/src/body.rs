@@ -11,6 +11,10 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 use crate::upstream::Checkin;
 
+/// A body's error: hyper's, or an upstream connection's read by the
+/// request's own task ([`crate::upstream::h1`]).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A request or response body.
 pub enum Body {
     /// No body.
@@ -24,6 +28,8 @@ pub enum Body {
     Watched(Incoming, std::sync::Arc<crate::http::idle::Activity>),
     /// An upstream response, with its connection's way back to the pool.
     Upstream(Incoming, Option<Checkin>),
+    /// An upstream HTTP/1.1 response read by the request's own task.
+    H1(Box<crate::upstream::h1::Incoming>),
 }
 
 impl std::fmt::Debug for Body {
@@ -34,6 +40,7 @@ impl std::fmt::Debug for Body {
             Body::Incoming(_) => f.write_str("Body::Incoming"),
             Body::Watched(..) => f.write_str("Body::Watched"),
             Body::Upstream(..) => f.write_str("Body::Upstream"),
+            Body::H1(_) => f.write_str("Body::H1"),
         }
     }
 }
@@ -63,23 +70,24 @@ impl Body {
 
 impl HttpBody for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Body::Incoming(b) => Pin::new(b).poll_frame(cx),
+            Body::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Body::Watched(b, activity) => {
                 let r = Pin::new(b).poll_frame(cx);
                 if let Poll::Ready(Some(Ok(_))) = &r {
                     activity.touch();
                 }
-                r
+                r.map_err(Into::into)
             }
+            Body::H1(b) => b.poll_frame(cx),
             Body::Upstream(b, checkin) => {
                 let r = Pin::new(&mut *b).poll_frame(cx);
                 match &r {
@@ -98,7 +106,7 @@ impl HttpBody for Body {
                     }
                     _ => {}
                 }
-                r
+                r.map_err(Into::into)
             }
         }
     }
@@ -108,6 +116,7 @@ impl HttpBody for Body {
             Body::Empty => true,
             Body::Full(b) => b.is_none(),
             Body::Incoming(b) | Body::Watched(b, _) | Body::Upstream(b, _) => b.is_end_stream(),
+            Body::H1(b) => b.is_end_stream(),
         }
     }
 
@@ -116,6 +125,7 @@ impl HttpBody for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Incoming(b) | Body::Watched(b, _) | Body::Upstream(b, _) => b.size_hint(),
+            Body::H1(b) => b.size_hint(),
         }
     }
 }
@@ -271,12 +281,12 @@ impl Drop for Metered {
 
 impl HttpBody for Metered {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_frame(cx);
         match &r {

@@ -4,6 +4,12 @@
 //! (a connection goes back to its host's idle list when the response body has
 //! been read to the end), an HTTP/2 connection is shared by every request to
 //! its host.
+//!
+//! An HTTP/1.1 request whose body is complete is exchanged by the request's
+//! own task ([`h1`]); one whose body still streams, or an upgrade, goes
+//! through a hyper client connection and its task. The two kinds of
+//! connection are pooled apart; one kind's idle connection is closed when
+//! the other needs room under `max_connections`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,6 +27,8 @@ use tokio::net::{TcpSocket, TcpStream, UnixStream};
 
 use crate::body::Body;
 use crate::cluster::{Cluster, Host, HostAddr};
+
+pub mod h1;
 
 /// A connected upstream stream: TCP, a Unix socket, or TLS over TCP.
 #[derive(Debug)]
@@ -118,6 +126,13 @@ pub enum UpstreamError {
     /// The connection was reset or closed before the response headers.
     #[error("connection termination: {0}")]
     Reset(hyper::Error),
+    /// The connection failed or closed before the response headers (an
+    /// exchange of [`h1`]).
+    #[error("connection termination: {0}")]
+    Closed(io::Error),
+    /// The response head was not valid HTTP/1.1.
+    #[error("protocol error: {0}")]
+    Protocol(String),
 }
 
 impl UpstreamError {
@@ -129,7 +144,8 @@ impl UpstreamError {
             | UpstreamError::TlsUnavailable(_)
             | UpstreamError::Tls(_) => "UF",
             UpstreamError::ConnectTimeout => "UF",
-            UpstreamError::Reset(_) => "UC",
+            UpstreamError::Reset(_) | UpstreamError::Closed(_) => "UC",
+            UpstreamError::Protocol(_) => "UPE",
         }
     }
 
@@ -142,7 +158,8 @@ impl UpstreamError {
                 "connection failure, transport failure reason: TLS error"
             }
             UpstreamError::ConnectTimeout => "connection timeout",
-            UpstreamError::Reset(_) => "connection termination",
+            UpstreamError::Reset(_) | UpstreamError::Closed(_) => "connection termination",
+            UpstreamError::Protocol(_) => "protocol error",
         }
     }
 }
@@ -289,13 +306,18 @@ struct Idle {
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<Vec<Idle>>,
+    inline: Mutex<Vec<h1::Conn>>,
     h2: Mutex<Option<http2::SendRequest<Body>>>,
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let idle = self.idle.lock().map(|i| i.len()).unwrap_or(0);
-        f.debug_struct("Pool").field("idle_h1", &idle).finish()
+        let inline = self.inline.lock().map(|i| i.len()).unwrap_or(0);
+        f.debug_struct("Pool")
+            .field("idle_h1", &idle)
+            .field("idle_inline", &inline)
+            .finish()
     }
 }
 
@@ -358,7 +380,10 @@ pub fn send(
             })?;
             return Ok(resp.map(|b| Body::upstream(b, None)));
         }
-        let (mut sender, served) = h1_sender(cluster, host).await?;
+        if h1::eligible(&req) {
+            return h1::send(cluster, host, req).await;
+        }
+        let Hyper(mut sender, served) = pooled(cluster, host).await?;
         let resp = sender
             .send_request(req)
             .await
@@ -374,18 +399,100 @@ pub fn send(
     }
 }
 
+/// A pooled HTTP/1.1 connection of one kind: an idle one that is still open,
+/// or a new one.
+trait Kind: Sized {
+    /// An idle, open, unexpired connection of `host`, ready to send.
+    fn idle(cluster: &Cluster, host: &Host) -> impl Future<Output = Option<Self>> + Send;
+    /// A new connection over `stream`.
+    fn fresh(
+        stream: Stream,
+        guard: ConnGuard,
+    ) -> impl Future<Output = Result<Self, UpstreamError>> + Send;
+    /// Closes an idle connection of the other kind, to make room for one of
+    /// this kind; whether there was one.
+    fn evict_other(host: &Host) -> bool;
+}
+
+/// A hyper client connection (its task runs the exchange) and the requests
+/// it carried.
+struct Hyper(http1::SendRequest<Body>, u32);
+
+impl Kind for Hyper {
+    async fn idle(cluster: &Cluster, host: &Host) -> Option<Hyper> {
+        loop {
+            let mut c = pop(&host.pool.idle)?;
+            if c.since.elapsed() > cluster.idle_timeout || c.sender.is_closed() {
+                continue;
+            }
+            if c.sender.ready().await.is_ok() {
+                return Some(Hyper(c.sender, c.served));
+            }
+        }
+    }
+
+    async fn fresh(stream: Stream, guard: ConnGuard) -> Result<Hyper, UpstreamError> {
+        let (sender, conn) = http1::Builder::new()
+            .handshake::<_, Body>(TokioIo::new(stream))
+            .await
+            .map_err(UpstreamError::Reset)?;
+        tokio::spawn(async move {
+            let _guard = guard;
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!("upstream HTTP/1.1 connection ended: {e}");
+            }
+        });
+        Ok(Hyper(sender, 0))
+    }
+
+    fn evict_other(host: &Host) -> bool {
+        pop(&host.pool.inline).is_some()
+    }
+}
+
+/// A connection whose exchanges the request's task makes ([`h1`]), and
+/// whether it was pooled (it may have been closed by the upstream meanwhile).
+struct Inline {
+    conn: h1::Conn,
+    reused: bool,
+}
+
+impl Kind for Inline {
+    async fn idle(cluster: &Cluster, host: &Host) -> Option<Inline> {
+        loop {
+            let mut conn = pop(&host.pool.inline)?;
+            if conn.since.elapsed() <= cluster.idle_timeout && conn.is_open() {
+                return Some(Inline { conn, reused: true });
+            }
+        }
+    }
+
+    async fn fresh(stream: Stream, guard: ConnGuard) -> Result<Inline, UpstreamError> {
+        Ok(Inline {
+            conn: h1::Conn::new(stream, guard),
+            reused: false,
+        })
+    }
+
+    fn evict_other(host: &Host) -> bool {
+        // Dropping the sender ends the connection's task, which releases it.
+        pop(&host.pool.idle).is_some()
+    }
+}
+
+fn pop<T>(list: &Mutex<Vec<T>>) -> Option<T> {
+    list.lock().unwrap_or_else(|p| p.into_inner()).pop()
+}
+
 /// An idle HTTP/1.1 connection of `host` that is still open, or a new one.
 /// When the cluster is at `max_connections` the request waits as pending
 /// (at most `max_pending_requests` of them, else `overflow`) until a
 /// connection is returned or closed, as Envoy's connection pool does.
-async fn h1_sender(
-    cluster: &Arc<Cluster>,
-    host: &Arc<Host>,
-) -> Result<(http1::SendRequest<Body>, u32), UpstreamError> {
+async fn pooled<K: Kind>(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Result<K, UpstreamError> {
     let mut pending: Option<Pending<'_>> = None;
     loop {
         // Fast path: an idle connection, or room for a new one.
-        if let Some(c) = ready_idle(cluster, host).await {
+        if let Some(c) = K::idle(cluster, host).await {
             return Ok(c);
         }
         let limit = cluster.limits.max_connections as usize;
@@ -393,10 +500,10 @@ async fn h1_sender(
             // Boxed: connecting is rare (see `h2_sender`).
             let fresh = Box::pin(async {
                 let (stream, guard) = connect(cluster, host).await?;
-                handshake_h1(stream, guard).await
+                K::fresh(stream, guard).await
             });
             match fresh.await {
-                Ok(sender) => return Ok((sender, 0)),
+                Ok(c) => return Ok(c),
                 // Another request took the last connection meanwhile: wait.
                 Err(UpstreamError::Overflow) => {}
                 Err(e) => return Err(e),
@@ -410,52 +517,18 @@ async fn h1_sender(
         let released = cluster.released.notified();
         tokio::pin!(released);
         released.as_mut().enable();
-        if let Some(c) = ready_idle(cluster, host).await {
+        if let Some(c) = K::idle(cluster, host).await {
             return Ok(c);
         }
         if cluster.connections.load(Ordering::Acquire) < limit {
             continue;
         }
-        released.await;
-    }
-}
-
-/// An idle, open, unexpired pooled connection of `host`, ready to send.
-async fn ready_idle(cluster: &Cluster, host: &Host) -> Option<(http1::SendRequest<Body>, u32)> {
-    while let Some(mut c) = take_idle(host) {
-        if c.since.elapsed() > cluster.idle_timeout || c.sender.is_closed() {
+        // All taken, some idle as the other kind: close one of those.
+        if K::evict_other(host) && cluster.connections.load(Ordering::Acquire) < limit {
             continue;
         }
-        if c.sender.ready().await.is_ok() {
-            return Some((c.sender, c.served));
-        }
+        released.await;
     }
-    None
-}
-
-fn take_idle(host: &Host) -> Option<Idle> {
-    host.pool
-        .idle
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .pop()
-}
-
-async fn handshake_h1(
-    stream: Stream,
-    guard: ConnGuard,
-) -> Result<http1::SendRequest<Body>, UpstreamError> {
-    let (sender, conn) = http1::Builder::new()
-        .handshake::<_, Body>(TokioIo::new(stream))
-        .await
-        .map_err(UpstreamError::Reset)?;
-    tokio::spawn(async move {
-        let _guard = guard;
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!("upstream HTTP/1.1 connection ended: {e}");
-        }
-    });
-    Ok(sender)
 }
 
 /// A request waiting for a connection, counted against `max_pending_requests`.

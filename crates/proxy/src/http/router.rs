@@ -351,7 +351,11 @@ impl Attempts<'_> {
                     &host,
                     match &outcome {
                         Attempt::Response(r) => Outcome::Response(r.status().as_u16()),
-                        Attempt::Failed(UpstreamError::Reset(_)) => Outcome::Reset,
+                        Attempt::Failed(
+                            UpstreamError::Reset(_)
+                            | UpstreamError::Closed(_)
+                            | UpstreamError::Protocol(_),
+                        ) => Outcome::Reset,
                         Attempt::Failed(UpstreamError::ConnectTimeout) => Outcome::Timeout,
                         Attempt::Failed(UpstreamError::Overflow) => Outcome::Response(503),
                         Attempt::Failed(_) => Outcome::ConnectFailure,
@@ -471,6 +475,9 @@ fn should_retry(policy: &RetryPolicy, outcome: &Attempt) -> bool {
                 || on("gateway-error")
                 || on("reset")
                 || (on("refused-stream") && is_refused_stream(e))
+        }
+        Attempt::Failed(UpstreamError::Closed(_) | UpstreamError::Protocol(_)) => {
+            on("5xx") || on("gateway-error") || on("reset")
         }
         Attempt::Failed(_) => {
             on("connect-failure") || on("5xx") || on("gateway-error") || on("reset")
