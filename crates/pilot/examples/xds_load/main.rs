@@ -472,6 +472,7 @@ async fn converge(m: &MeshArgs, k: usize, changes: usize, client_threads: usize)
             );
         }
         board.clear();
+        let faults_before = minor_faults()?;
         let cpu_before = process_cpu()?;
         let published = Instant::now();
         // Published from a task on pilot's runtime, as the config controller
@@ -503,11 +504,12 @@ async fn converge(m: &MeshArgs, k: usize, changes: usize, client_threads: usize)
         // Let the ACKs land before reading the CPU time spent on this change.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let cpu = process_cpu()?.saturating_sub(cpu_before);
+        let faults = minor_faults()?.saturating_sub(faults_before);
         cpu_per_client.push(cpu / k as u32);
         let mut this: Vec<Duration> = got.into_iter().flatten().collect();
         this.sort();
         println!(
-            "change {change}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; CPU {:.1} ms ({:.1} µs per client, pilot and clients)",
+            "change {change}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; CPU {:.1} ms ({:.1} µs per client, pilot and clients); {faults} page faults",
             ms(pct(&this, 50.0)),
             ms(pct(&this, 99.0)),
             ms(*this.last().expect("k > 0")),
@@ -553,6 +555,19 @@ fn process_cpu() -> Result<Duration> {
             .context("reading schedstat")?;
     }
     Ok(Duration::from_nanos(total))
+}
+
+/// Minor page faults of this process so far (`/proc/self/stat`, field 10):
+/// memory touched for the first time, or again after the allocator gave it
+/// back.
+fn minor_faults() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    rest.split_whitespace()
+        .nth(7)
+        .and_then(|v| v.parse().ok())
+        .context("reading minflt from /proc/self/stat")
 }
 
 // ---------------------------------------------------------------- rss
