@@ -2,7 +2,8 @@
 //! `tests/fixtures/conformance/` to Envoy as an ingress gateway, the upstreams
 //! misbehave on cue, and Envoy must do what the VirtualService and
 //! DestinationRule say: retries hide a flaky upstream, a route timeout yields
-//! 504 (to a gRPC request: `grpc-status` 14 in a trailers-only answer), a mirror receives copies while clients see only the primary, a full
+//! 504 (to a gRPC request: `grpc-status` 14 in a trailers-only answer) and
+//! also cuts a response whose body is late, a mirror receives copies while clients see only the primary, a full
 //! connection pool yields 503, and outlier detection ejects a failing
 //! endpoint. Every test also checks that Envoy rejected no update.
 //!
@@ -71,6 +72,34 @@ async fn route_timeout_yields_504() {
     assert!(
         stat_sum(&s, "|v1|reviews", ".upstream_rq_timeout") >= 3,
         "envoy counted no upstream timeout"
+    );
+    mesh.assert_no_rejects().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_covers_the_response_body() {
+    let mesh = Mesh::start(TIMEOUT).await;
+    mesh.eventually_routes("/slow", &[], "reviews-v1").await;
+    // The head comes at once, the body 2 s later: past the route's 200 ms,
+    // which run until the response is complete (Envoy's route timeout).
+    let v1 = mesh.upstream("reviews-v1");
+    v1.reset();
+    v1.behavior.body_delay_ms.store(2_000, Ordering::SeqCst);
+    for _ in 0..2 {
+        let start = Instant::now();
+        let r = mesh.client().get("/slow", &[]).await;
+        let elapsed = start.elapsed();
+        eprintln!("late body: {r:?} after {elapsed:?}");
+        assert!(r.is_err(), "the answer was cut inside its body: {r:?}");
+        assert!(
+            elapsed < Duration::from_millis(1_500),
+            "cut at the timeout: {elapsed:?}"
+        );
+    }
+    let s = stats(mesh.admin).await;
+    assert!(
+        stat_sum(&s, "|v1|reviews", ".upstream_rq_timeout") >= 2,
+        "the data plane counted no upstream timeout"
     );
     mesh.assert_no_rejects().await;
 }

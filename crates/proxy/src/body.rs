@@ -30,6 +30,18 @@ pub enum Body {
     Upstream(Incoming, Option<Checkin>),
     /// An upstream HTTP/1.1 response read by the request's own task.
     H1(Box<crate::upstream::h1::Incoming>),
+    /// An upstream response still streaming when the route timeout applies:
+    /// Envoy's route timeout runs until the response is complete.
+    Deadline(Box<Deadline>),
+}
+
+/// A response body that must end by the route's deadline; past it the body
+/// fails (the downstream stream is reset, an HTTP/1.1 connection closed) and
+/// the cluster counts an `upstream_rq_timeout`.
+pub struct Deadline {
+    inner: Body,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    cluster: std::sync::Arc<crate::cluster::Cluster>,
 }
 
 impl std::fmt::Debug for Body {
@@ -41,6 +53,7 @@ impl std::fmt::Debug for Body {
             Body::Watched(..) => f.write_str("Body::Watched"),
             Body::Upstream(..) => f.write_str("Body::Upstream"),
             Body::H1(_) => f.write_str("Body::H1"),
+            Body::Deadline(d) => write!(f, "Body::Deadline({:?})", d.inner),
         }
     }
 }
@@ -54,6 +67,19 @@ impl Body {
         } else {
             Body::Full(Some(bytes))
         }
+    }
+
+    /// `inner`, failing if it has not ended by `deadline` (see [`Deadline`]).
+    pub fn deadline(
+        inner: Body,
+        deadline: std::time::Instant,
+        cluster: std::sync::Arc<crate::cluster::Cluster>,
+    ) -> Body {
+        Body::Deadline(Box::new(Deadline {
+            inner,
+            timer: Box::pin(tokio::time::sleep_until(deadline.into())),
+            cluster,
+        }))
     }
 
     /// An upstream response body; `checkin` returns its connection to the pool.
@@ -88,6 +114,21 @@ impl HttpBody for Body {
                 r.map_err(Into::into)
             }
             Body::H1(b) => b.poll_frame(cx),
+            Body::Deadline(d) => {
+                if let Poll::Ready(r) = Pin::new(&mut d.inner).poll_frame(cx) {
+                    return Poll::Ready(r);
+                }
+                if d.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                d.cluster
+                    .stats
+                    .rq_timeout
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Drops the upstream side (its connection is not reused).
+                d.inner = Body::Empty;
+                Poll::Ready(Some(Err("upstream request timeout".into())))
+            }
             Body::Upstream(b, checkin) => {
                 let r = Pin::new(&mut *b).poll_frame(cx);
                 match &r {
@@ -117,6 +158,7 @@ impl HttpBody for Body {
             Body::Full(b) => b.is_none(),
             Body::Incoming(b) | Body::Watched(b, _) | Body::Upstream(b, _) => b.is_end_stream(),
             Body::H1(b) => b.is_end_stream(),
+            Body::Deadline(d) => d.inner.is_end_stream(),
         }
     }
 
@@ -126,6 +168,7 @@ impl HttpBody for Body {
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Incoming(b) | Body::Watched(b, _) | Body::Upstream(b, _) => b.size_hint(),
             Body::H1(b) => b.size_hint(),
+            Body::Deadline(d) => d.inner.size_hint(),
         }
     }
 }

@@ -85,6 +85,8 @@ pub struct Behavior {
     pub fail_every: AtomicU64,
     /// Milliseconds to wait before answering.
     pub delay_ms: AtomicU64,
+    /// Milliseconds to wait between the answer's head and its body.
+    pub body_delay_ms: AtomicU64,
 }
 
 /// A tiny HTTP/1.1 keep-alive server that answers with its own name (body and
@@ -187,13 +189,25 @@ impl Upstream {
                 503 => "Service Unavailable",
                 _ => "Other",
             };
-            let resp = format!(
-                "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-upstream: {}\r\n\r\n{}",
+            let head = format!(
+                "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-upstream: {}\r\n\r\n",
                 self.name.len(),
                 self.name,
-                self.name
             );
-            if rd.get_mut().write_all(resp.as_bytes()).await.is_err() {
+            let body_delay = b.body_delay_ms.load(Ordering::SeqCst);
+            let sent = if body_delay > 0 {
+                let out = rd.get_mut();
+                let head = out.write_all(head.as_bytes()).await;
+                tokio::time::sleep(Duration::from_millis(body_delay)).await;
+                match head {
+                    Ok(()) => out.write_all(self.name.as_bytes()).await,
+                    Err(e) => Err(e),
+                }
+            } else {
+                let resp = head + self.name;
+                rd.get_mut().write_all(resp.as_bytes()).await
+            };
+            if sent.is_err() {
                 return;
             }
         }

@@ -1,5 +1,6 @@
 //! The router: forwards a routed request to its cluster with the route's
 //! policies: header mutations, path and host rewrites, the overall timeout
+//! (until the response is complete, as Envoy's route timeout)
 //! and per-try timeouts, retries (Envoy's `retry_on` conditions, back-off,
 //! `previous_hosts`, the cluster's `max_retries` budget), request mirroring,
 //! circuit breakers (`max_requests`: 503 `overflow`), outlier detection
@@ -199,6 +200,13 @@ fn forward_to<'a>(
         );
         if upgrade && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             splice_upgrade(&mut resp, prep.downstream_upgrade.take());
+        } else if let Some(t) = timeout
+            && !resp.body().is_end_stream()
+        {
+            // The route timeout runs until the response is complete (Envoy's):
+            // a body still streaming must end by then.
+            let body = std::mem::replace(resp.body_mut(), Body::Empty);
+            *resp.body_mut() = Body::deadline(body, start + t, Arc::clone(cluster));
         }
         resp
     }
