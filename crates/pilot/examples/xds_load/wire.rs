@@ -111,6 +111,13 @@ impl Call {
     pub async fn recv<M: Message + Default>(&mut self) -> Result<M> {
         loop {
             if let Some(bytes) = grpc_message(&mut self.messages)? {
+                if self.messages.is_empty() {
+                    // Let go of the buffer now: kept empty, a large one (the
+                    // initial sync's) would be freed by the next message, inside
+                    // a measured change, as a real proxy on another machine would
+                    // not.
+                    self.messages = BytesMut::new();
+                }
                 return Ok(M::decode(bytes)?);
             }
             self.read_frame().await?;
