@@ -5,6 +5,12 @@
 //!
 //! `bench_rate ADDR RATE SECONDS CONNECTIONS` prints
 //! `requests=N errors=E p50_us=.. p90_us=.. p99_us=.. max_us=..`.
+//!
+//! `ADDR` may be several addresses, comma-separated: each gets its own stream
+//! at `RATE` on its own connections, all at the same time (their schedules
+//! staggered evenly within the period), and one line is printed per address,
+//! in order. Measured together, the streams meet the same moments of a shared
+//! machine, so a stall lands on all of them alike.
 
 use std::time::{Duration, Instant};
 
@@ -48,8 +54,78 @@ async fn exchange(s: &mut TcpStream, req: &[u8], buf: &mut Vec<u8>) -> std::io::
     }
 }
 
+/// One address's stream: its connections' queues and its results.
+struct Stream {
+    senders: Vec<mpsc::UnboundedSender<Instant>>,
+    done: mpsc::UnboundedReceiver<Result<Duration, ()>>,
+}
+
+/// Opens `conns` keep-alive connections to `addr`, each sending the requests
+/// it is handed and reporting their latency.
+async fn open(addr: &str, conns: usize) -> Stream {
+    let req = b"GET /bench HTTP/1.1\r\nHost: bench.example\r\n\r\n".to_vec();
+    let (done_tx, done) = mpsc::unbounded_channel::<Result<Duration, ()>>();
+    let mut senders = Vec::new();
+    for _ in 0..conns {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Instant>();
+        senders.push(tx);
+        let mut s = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        s.set_nodelay(true).expect("nodelay");
+        let req = req.clone();
+        let done = done_tx.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::with_capacity(8192);
+            while let Some(scheduled) = rx.recv().await {
+                // From the moment the request is written: the timer's
+                // millisecond granularity would otherwise add up to 1 ms
+                // to every sample. A request still waiting for the one
+                // before it on its connection is counted from its
+                // scheduled time (open loop).
+                let sent = Instant::now().min(scheduled.max(Instant::now()));
+                let queued = scheduled.elapsed();
+                let r = exchange(&mut s, &req, &mut buf).await;
+                let took = if queued > Duration::from_millis(2) {
+                    scheduled.elapsed()
+                } else {
+                    sent.elapsed()
+                };
+                let _ = done.send(r.map(|()| took).map_err(drop));
+            }
+        });
+    }
+    Stream { senders, done }
+}
+
+/// The stream's results line.
+async fn report(mut done: mpsc::UnboundedReceiver<Result<Duration, ()>>, total: u64) -> String {
+    let mut lat = Vec::with_capacity(total as usize);
+    let mut errors = 0u64;
+    while let Some(r) = done.recv().await {
+        match r {
+            Ok(d) => lat.push(d.as_micros() as u64),
+            Err(()) => errors += 1,
+        }
+    }
+    lat.sort_unstable();
+    let p = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    format!(
+        "requests={} errors={errors} p50_us={} p90_us={} p99_us={} max_us={}",
+        lat.len(),
+        p(0.50),
+        p(0.90),
+        p(0.99),
+        lat.last().copied().unwrap_or(0)
+    )
+}
+
 fn main() {
-    let addr: String = arg(1, "127.0.0.1:18000".to_string());
+    let addrs: String = arg(1, "127.0.0.1:18000".to_string());
     let rate: u64 = arg(2, 1000);
     let seconds: u64 = arg(3, 10);
     let conns: usize = arg(4, 10);
@@ -58,67 +134,28 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let req = b"GET /bench HTTP/1.1\r\nHost: bench.example\r\n\r\n".to_vec();
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<Duration, ()>>();
-        let mut senders = Vec::new();
-        for _ in 0..conns {
-            let (tx, mut rx) = mpsc::unbounded_channel::<Instant>();
-            senders.push(tx);
-            let mut s = TcpStream::connect(&addr).await.expect("connect");
-            s.set_nodelay(true).expect("nodelay");
-            let req = req.clone();
-            let done = done_tx.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::with_capacity(8192);
-                while let Some(scheduled) = rx.recv().await {
-                    // From the moment the request is written: the timer's
-                    // millisecond granularity would otherwise add up to 1 ms
-                    // to every sample. A request still waiting for the one
-                    // before it on its connection is counted from its
-                    // scheduled time (open loop).
-                    let sent = Instant::now().min(scheduled.max(Instant::now()));
-                    let queued = scheduled.elapsed();
-                    let r = exchange(&mut s, &req, &mut buf).await;
-                    let took = if queued > Duration::from_millis(2) {
-                        scheduled.elapsed()
-                    } else {
-                        sent.elapsed()
-                    };
-                    let _ = done.send(r.map(|()| took).map_err(drop));
-                }
-            });
+        let mut streams = Vec::new();
+        for addr in addrs.split(',') {
+            streams.push(open(addr, conns).await);
         }
-        drop(done_tx);
         let total = rate * seconds;
         let start = Instant::now();
         let period = Duration::from_secs_f64(1.0 / rate as f64);
+        let stagger = period / streams.len() as u32;
         for i in 0..total {
-            let at = start + period * i as u32;
-            tokio::time::sleep_until(at.into()).await;
-            let _ = senders[i as usize % conns].send(at);
-        }
-        drop(senders);
-        let mut lat = Vec::with_capacity(total as usize);
-        let mut errors = 0u64;
-        while let Some(r) = done_rx.recv().await {
-            match r {
-                Ok(d) => lat.push(d.as_micros() as u64),
-                Err(()) => errors += 1,
+            for (k, stream) in streams.iter().enumerate() {
+                let at = start + period * i as u32 + stagger * k as u32;
+                tokio::time::sleep_until(at.into()).await;
+                let _ = stream.senders[i as usize % conns].send(at);
             }
         }
-        lat.sort_unstable();
-        let p = |q: f64| {
-            lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(0)
-        };
-        println!(
-            "requests={} errors={errors} p50_us={} p90_us={} p99_us={} max_us={}",
-            lat.len(),
-            p(0.50),
-            p(0.90),
-            p(0.99),
-            lat.last().copied().unwrap_or(0)
-        );
+        let mut lines = Vec::new();
+        for stream in streams {
+            drop(stream.senders);
+            lines.push(report(stream.done, total).await);
+        }
+        for line in lines {
+            println!("{line}");
+        }
     });
 }
