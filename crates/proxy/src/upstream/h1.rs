@@ -96,6 +96,14 @@ impl Conn {
         std::future::poll_fn(|cx| self.poll_fill(cx)).await
     }
 
+    /// Its response ended: back to the pool when the upstream keeps it alive
+    /// and sent nothing more, else closed.
+    fn done(self, keep_alive: bool, cluster: &Cluster, host: &Host) {
+        if keep_alive && self.rbuf.is_empty() {
+            self.check_in(cluster, host);
+        }
+    }
+
     /// Back to `host`'s idle list, unless it served its quota.
     fn check_in(mut self, cluster: &Cluster, host: &Host) {
         self.served += 1;
@@ -387,7 +395,7 @@ fn framing(head: &mut Head, method: &Method) -> Result<Framing, String> {
 /// once), else read from the connection as the body is polled.
 fn respond(
     mut head: Head,
-    conn: Conn,
+    mut conn: Conn,
     method: &Method,
     cluster: &Arc<Cluster>,
     host: &Arc<Host>,
@@ -397,32 +405,42 @@ fn respond(
         Version::HTTP_10 => has_token(&head.headers, header::CONNECTION, "keep-alive"),
         _ => !has_token(&head.headers, header::CONNECTION, "close"),
     };
-    let mut incoming = Incoming {
-        conn: Some(conn),
-        framing,
-        keep_alive,
-        cluster: Arc::clone(cluster),
-        host: Arc::clone(host),
-        done: false,
-    };
     let body = match framing {
         Framing::None | Framing::Length(0) => {
-            incoming.finish();
+            conn.done(keep_alive, cluster, host);
             Body::Empty
         }
-        Framing::Length(n) if incoming.buffered() as u64 >= n => {
-            let bytes = incoming.take(n as usize);
-            incoming.framing = Framing::Length(0);
-            incoming.finish();
+        Framing::Length(n) if conn.rbuf.len() as u64 >= n => {
+            let bytes = take(&mut conn.rbuf, n as usize);
+            conn.done(keep_alive, cluster, host);
             Body::full(bytes)
         }
-        _ => Body::H1(Box::new(incoming)),
+        _ => Body::H1(Box::new(Incoming {
+            conn: Some(conn),
+            framing,
+            keep_alive,
+            cluster: Arc::clone(cluster),
+            host: Arc::clone(host),
+            done: false,
+        })),
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = head.status;
     *resp.version_mut() = Version::HTTP_11;
     *resp.headers_mut() = head.headers;
     Ok(resp)
+}
+
+/// The first `n` bytes of `buf`: copied when small (the buffer is then
+/// reused as is), split off when large.
+fn take(buf: &mut BytesMut, n: usize) -> Bytes {
+    if n < COPY_BELOW {
+        let b = Bytes::copy_from_slice(&buf[..n]);
+        buf.advance(n);
+        b
+    } else {
+        buf.split_to(n).freeze()
+    }
 }
 
 /// What one step of the chunked decoder made.
@@ -461,28 +479,18 @@ impl Incoming {
 
     /// The first `n` buffered bytes.
     fn take(&mut self, n: usize) -> Bytes {
-        let Some(conn) = self.conn.as_mut() else {
-            return Bytes::new();
-        };
-        if n < COPY_BELOW {
-            let b = Bytes::copy_from_slice(&conn.rbuf[..n]);
-            conn.rbuf.advance(n);
-            b
-        } else {
-            conn.rbuf.split_to(n).freeze()
-        }
+        self.conn
+            .as_mut()
+            .map_or_else(Bytes::new, |c| take(&mut c.rbuf, n))
     }
 
     /// The body ended: the connection goes back to the pool when it can
     /// carry another request.
     fn finish(&mut self) {
         self.done = true;
-        if let Some(conn) = self.conn.take()
-            && self.keep_alive
-            && self.framing != Framing::Close
-            && conn.rbuf.is_empty()
-        {
-            conn.check_in(&self.cluster, &self.host);
+        if let Some(conn) = self.conn.take() {
+            let keep_alive = self.keep_alive && self.framing != Framing::Close;
+            conn.done(keep_alive, &self.cluster, &self.host);
         }
     }
 
