@@ -139,21 +139,33 @@ fn main() {
             streams.push(open(addr, conns).await);
         }
         let total = rate * seconds;
-        let start = Instant::now();
-        let period = Duration::from_secs_f64(1.0 / rate as f64);
-        let stagger = period / streams.len() as u32;
-        for i in 0..total {
-            for (k, stream) in streams.iter().enumerate() {
-                let at = start + period * i as u32 + stagger * k as u32;
-                tokio::time::sleep_until(at.into()).await;
-                let _ = stream.senders[i as usize % conns].send(at);
+        // The schedule runs on its own thread with the OS's sleep (microsecond
+        // precision): tokio's timer has millisecond granularity, which would
+        // fire every stream's request of a period in the same tick, one
+        // behind the other, instead of staggered.
+        let senders: Vec<_> = streams
+            .iter_mut()
+            .map(|s| std::mem::take(&mut s.senders))
+            .collect();
+        let schedule = std::thread::spawn(move || {
+            let start = Instant::now();
+            let period = Duration::from_secs_f64(1.0 / rate as f64);
+            let stagger = period / senders.len() as u32;
+            for i in 0..total {
+                for (k, stream) in senders.iter().enumerate() {
+                    let at = start + period * i as u32 + stagger * k as u32;
+                    if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let _ = stream[i as usize % conns].send(at);
+                }
             }
-        }
+        });
         let mut lines = Vec::new();
         for stream in streams {
-            drop(stream.senders);
             lines.push(report(stream.done, total).await);
         }
+        schedule.join().expect("the schedule thread");
         for line in lines {
             println!("{line}");
         }
