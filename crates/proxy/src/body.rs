@@ -36,13 +36,26 @@ pub enum Body {
 }
 
 /// A response body that must end by the route's deadline; past it the body
-/// fails (the downstream stream is reset, an HTTP/1.1 connection closed) and
-/// the cluster counts an `upstream_rq_timeout`.
+/// fails with [`RouteTimeout`] (the downstream stream is reset, an HTTP/1.1
+/// connection closed), the cluster counts an `upstream_rq_timeout`, and the
+/// request's metrics and access log carry Envoy's `UT` flag.
 pub struct Deadline {
     inner: Body,
     timer: Pin<Box<tokio::time::Sleep>>,
     cluster: std::sync::Arc<crate::cluster::Cluster>,
 }
+
+/// The error of a response body cut by the route timeout ([`Deadline`]).
+#[derive(Debug)]
+pub struct RouteTimeout;
+
+impl std::fmt::Display for RouteTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("upstream request timeout")
+    }
+}
+
+impl std::error::Error for RouteTimeout {}
 
 impl std::fmt::Debug for Body {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,7 +140,7 @@ impl HttpBody for Body {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // Drops the upstream side (its connection is not reused).
                 d.inner = Body::Empty;
-                Poll::Ready(Some(Err("upstream request timeout".into())))
+                Poll::Ready(Some(Err(Box::new(RouteTimeout))))
             }
             Body::Upstream(b, checkin) => {
                 let r = Pin::new(&mut *b).poll_frame(cx);
@@ -350,7 +363,19 @@ impl HttpBody for Metered {
                     this.finish();
                 }
             }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.finish(),
+            Poll::Ready(Some(Err(err))) => {
+                // Envoy flags a response cut by the route timeout `UT`,
+                // though its status (sent with the head) stays. Only proxied
+                // responses have a body the deadline can cut, and they carry
+                // no flags of their own.
+                if err.is::<RouteTimeout>()
+                    && let Some(rec) = this.recording.as_mut()
+                {
+                    rec.flags = "UT";
+                }
+                this.finish();
+            }
+            Poll::Ready(None) => this.finish(),
             Poll::Pending => {}
         }
         r

@@ -2,7 +2,8 @@
 //! `App`, static bootstrap, no control plane): HTTP/1.1 keep-alive with
 //! upstream connection reuse, chunked bodies, WebSocket upgrade, HTTP/2 by
 //! prior knowledge downstream, gRPC to an HTTP/2 upstream with trailers, the
-//! route's prefix rewrite, a 404 for no route, and an opaque TCP proxy.
+//! route's prefix rewrite, a 404 for no route, a response body cut by the
+//! route timeout, and an opaque TCP proxy.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -122,6 +123,35 @@ async fn echo_upstream() -> SocketAddr {
     addr
 }
 
+/// A raw HTTP/1.1 server that answers every request with a head promising 10
+/// bytes and 5 of them, then holds the connection without sending the rest.
+async fn stalling_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    addr
+}
+
 fn cluster(name: &str, addr: SocketAddr, http2: bool) -> String {
     let options = if http2 {
         r#"
@@ -160,6 +190,7 @@ async fn start() -> Proxy {
     let h1 = upstream(false).await;
     let h2 = upstream(true).await;
     let echo = echo_upstream().await;
+    let stalling = stalling_upstream().await;
     let yaml = format!(
         r#"
 admin:
@@ -183,6 +214,8 @@ static_resources:
               routes:
               - match: {{ prefix: "/ws" }}
                 route: {{ cluster: echo }}
+              - match: {{ prefix: "/slow-body" }}
+                route: {{ cluster: stalling, timeout: 0.3s }}
               - match: {{ prefix: "/h2/" }}
                 route: {{ cluster: h2, prefix_rewrite: "/" }}
               - match: {{ prefix: "/" }}
@@ -205,11 +238,12 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
           stat_prefix: tcp
           cluster: echo
-  clusters:{}{}{}
+  clusters:{}{}{}{}
 "#,
         cluster("h1", h1.addr, false),
         cluster("h2", h2.addr, true),
         cluster("echo", echo, false),
+        cluster("stalling", stalling, false),
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bootstrap.yaml");
@@ -322,6 +356,62 @@ async fn http1_keep_alive_reuses_the_upstream_connection() {
         .unwrap_or_else(|| panic!("no istio_response_bytes:\n{text}"));
     // Each body is "GET /rN " (8 bytes).
     assert!(bytes.ends_with(" 40"), "{bytes}");
+}
+
+/// The admin's text at `path`.
+async fn admin_text(admin: SocketAddr, path: &str) -> String {
+    let mut client = h1_client(admin).await;
+    let resp = client.send_request(get(path)).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_by_the_route_timeout_is_flagged_ut() {
+    let p = start().await;
+    let mut client = h1_client(p.http).await;
+    let start = std::time::Instant::now();
+    let resp = tokio::time::timeout(WAIT, client.send_request(get("/slow-body")))
+        .await
+        .expect("the head in time")
+        .expect("the head");
+    // The head came at once: its status stays, and the body is cut at the
+    // route's 300 ms (Envoy's route timeout runs until the response ends).
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(WAIT, resp.into_body().collect())
+        .await
+        .expect("the body ends in time");
+    assert!(body.is_err(), "the body was cut: {body:?}");
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(5),
+        "cut at the route timeout: {elapsed:?}"
+    );
+    let stats = admin_text(p.admin, "/stats").await;
+    assert!(
+        stats
+            .lines()
+            .any(|l| l == "cluster.stalling.upstream_rq_timeout: 1"),
+        "{stats}"
+    );
+    // Istio's metrics carry Envoy's flag, with the status that was sent.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = admin_text(p.admin, "/stats/prometheus").await;
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_flags=\"UT\""))
+        {
+            assert!(line.contains("response_code=\"200\""), "{line}");
+            assert!(line.ends_with(" 1"), "{line}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no istio_requests_total flagged UT:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
