@@ -4,7 +4,8 @@
 //! request it delays), then the latency percentiles.
 //!
 //! `bench_rate ADDR RATE SECONDS CONNECTIONS` prints
-//! `requests=N errors=E p50_us=.. p90_us=.. p99_us=.. max_us=..`.
+//! `requests=N errors=E p50_us=.. p90_us=.. p99_us=.. max_us=.. p10_us=.. p25_us=..
+//! p75_us=.. p95_us=..` (the first four as before, the rest for the shape).
 //!
 //! `ADDR` may be several addresses, comma-separated: each gets its own stream
 //! at `RATE` on its own connections, all at the same time (their schedules
@@ -115,12 +116,16 @@ async fn report(mut done: mpsc::UnboundedReceiver<Result<Duration, ()>>, total: 
             .unwrap_or(0)
     };
     format!(
-        "requests={} errors={errors} p50_us={} p90_us={} p99_us={} max_us={}",
+        "requests={} errors={errors} p50_us={} p90_us={} p99_us={} max_us={} p10_us={} p25_us={} p75_us={} p95_us={}",
         lat.len(),
         p(0.50),
         p(0.90),
         p(0.99),
-        lat.last().copied().unwrap_or(0)
+        lat.last().copied().unwrap_or(0),
+        p(0.10),
+        p(0.25),
+        p(0.75),
+        p(0.95),
     )
 }
 
