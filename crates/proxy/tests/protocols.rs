@@ -10,6 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+#[path = "support/tcp.rs"]
+mod tcp;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -86,14 +89,7 @@ async fn upstream(http2: bool) -> Upstream {
 /// A raw TCP server: WebSocket-style `101` then echo for HTTP upgrades, plain
 /// echo otherwise.
 async fn echo_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
+    tcp::serve(move |mut s| async move {
                 let mut buf = vec![0u8; 4096];
                 let mut first = true;
                 loop {
@@ -117,39 +113,28 @@ async fn echo_upstream() -> SocketAddr {
                         return;
                     }
                 }
-            });
-        }
-    });
-    addr
+    })
+    .await
 }
 
 /// A raw HTTP/1.1 server that answers every request with a head promising 10
 /// bytes and 5 of them, then holds the connection without sending the rest.
 async fn stalling_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345")
-                    .await;
-                tokio::time::sleep(Duration::from_secs(30)).await;
-            });
+    tcp::serve(move |mut s| async move {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
         }
-    });
-    addr
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345")
+            .await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await
 }
 
 fn cluster(name: &str, addr: SocketAddr, http2: bool) -> String {

@@ -12,10 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+#[path = "support/tcp.rs"]
+mod tcp;
+
 use proxy::app::App;
 use proxy::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(10);
 const JWKS: &str = r#"{"keys":[{"kty":"oct","alg":"HS256","kid":"test","k":"bWl6emVuLWF1dGh6LXRlc3Qtc2VjcmV0LTAxMjM0NTY3ODk"}]}"#;
@@ -24,28 +27,21 @@ const USER1: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6InRlc3QifQ.eyJp
 
 /// An upstream that accepts, counts connections, and answers HTTP.
 async fn upstream(accepted: Arc<AtomicU64>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                continue;
-            };
-            accepted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        return;
-                    }
-                    let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await;
+    tcp::serve(move |mut s| {
+        accepted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    return;
                 }
-            });
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 async fn request(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String) {
