@@ -86,33 +86,33 @@ async fn upstream(http2: bool) -> Upstream {
     Upstream { addr, connections }
 }
 
+/// The echo upstream's answer to an upgrade request.
+const SWITCHING: &[u8] =
+    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n";
+
 /// A raw TCP server: WebSocket-style `101` then echo for HTTP upgrades, plain
 /// echo otherwise.
 async fn echo_upstream() -> SocketAddr {
     tcp::serve(move |mut s| async move {
-                let mut buf = vec![0u8; 4096];
-                let mut first = true;
-                loop {
-                    let n = match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    if first && buf[..n].starts_with(b"GET ") {
-                        first = false;
-                        let head = String::from_utf8_lossy(&buf[..n]).to_lowercase();
-                        assert!(head.contains("upgrade: websocket"), "{head}");
-                        let _ = s
-                            .write_all(
-                                b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
-                            )
-                            .await;
-                        continue;
-                    }
-                    first = false;
-                    if s.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
+        let mut buf = vec![0u8; 4096];
+        let mut first = true;
+        loop {
+            let n = match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if first && buf[..n].starts_with(b"GET ") {
+                first = false;
+                let head = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+                assert!(head.contains("upgrade: websocket"), "{head}");
+                let _ = s.write_all(SWITCHING).await;
+                continue;
+            }
+            first = false;
+            if s.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
     })
     .await
 }
