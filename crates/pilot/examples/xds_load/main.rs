@@ -91,7 +91,8 @@ enum Mode {
         /// Accepted for the command line in the issue; the clients always speak delta.
         #[arg(long)]
         delta: bool,
-        /// Worker threads of the clients' own runtime; 0 runs them on pilot's.
+        /// Worker threads of the clients' own runtime; 0 runs them on pilot's
+        /// (their CPU time is then counted as pilot's).
         #[arg(long, default_value_t = 1)]
         client_threads: usize,
     },
@@ -125,6 +126,9 @@ struct MeshArgs {
 const NAMESPACES: usize = 10;
 /// The port every service serves.
 const PORT: u32 = 8080;
+/// The name of the simulated proxies' threads (their own runtime), so their
+/// CPU time is told apart from pilot's.
+const CLIENT_THREAD: &str = "xds-client";
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -426,16 +430,17 @@ async fn converge(m: &MeshArgs, k: usize, changes: usize, client_threads: usize)
     // though on the same two cores.
     let own_runtime = match client_threads {
         0 => None,
-        n => Some(
+        n => Some(ClientRuntime(Some(
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(n)
-                .thread_name("xds-client")
+                .thread_name(CLIENT_THREAD)
                 .enable_all()
                 .build()?,
-        ),
+        ))),
     };
     let runtime = own_runtime
         .as_ref()
+        .and_then(|r| r.0.as_ref())
         .map_or_else(tokio::runtime::Handle::current, |r| r.handle().clone());
     let Clients {
         mut reports,
@@ -503,18 +508,21 @@ async fn converge(m: &MeshArgs, k: usize, changes: usize, client_threads: usize)
         }
         // Let the ACKs land before reading the CPU time spent on this change.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let cpu = process_cpu()?.saturating_sub(cpu_before);
+        let split = process_cpu()?.since(cpu_before);
+        let cpu = split.total();
         let faults = minor_faults()?.saturating_sub(faults_before);
         cpu_per_client.push(cpu / k as u32);
         let mut this: Vec<Duration> = got.into_iter().flatten().collect();
         this.sort();
         println!(
-            "change {change}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; CPU {:.1} ms ({:.1} µs per client, pilot and clients); {faults} page faults",
+            "change {change}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; CPU {:.1} ms ({:.1} µs per client: pilot {:.1}, clients {:.1}); {faults} page faults",
             ms(pct(&this, 50.0)),
             ms(pct(&this, 99.0)),
             ms(*this.last().expect("k > 0")),
             ms(cpu),
-            cpu.as_secs_f64() * 1e6 / k as f64
+            cpu.as_secs_f64() * 1e6 / k as f64,
+            split.pilot.as_secs_f64() * 1e6 / k as f64,
+            split.clients.as_secs_f64() * 1e6 / k as f64,
         );
         delays.extend(this);
     }
@@ -534,27 +542,69 @@ async fn converge(m: &MeshArgs, k: usize, changes: usize, client_threads: usize)
     );
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    if let Some(r) = own_runtime {
-        r.shutdown_background();
-    }
+    drop(own_runtime);
     Ok(())
 }
 
-/// CPU time this process has used so far, all threads (user and system), from
-/// `/proc/self/task/*/schedstat` (nanoseconds on CPU).
-fn process_cpu() -> Result<Duration> {
-    let mut total = 0u64;
+/// The clients' own runtime, shut down without waiting when dropped: it is
+/// dropped inside pilot's runtime, where a blocking shutdown would panic (and
+/// hide the error that ended the run early).
+struct ClientRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for ClientRuntime {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.take() {
+            r.shutdown_background();
+        }
+    }
+}
+
+/// CPU time this process has used so far (user and system), from
+/// `/proc/self/task/*/schedstat` (nanoseconds on CPU): the simulated proxies'
+/// threads (named `xds-client`) apart from the rest (pilot and the driver).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    pilot: Duration,
+    clients: Duration,
+}
+
+impl Cpu {
+    fn total(&self) -> Duration {
+        self.pilot + self.clients
+    }
+
+    fn since(&self, before: Cpu) -> Cpu {
+        Cpu {
+            pilot: self.pilot.saturating_sub(before.pilot),
+            clients: self.clients.saturating_sub(before.clients),
+        }
+    }
+}
+
+fn process_cpu() -> Result<Cpu> {
+    let mut cpu = Cpu::default();
     for task in std::fs::read_dir("/proc/self/task")? {
-        let Ok(stat) = std::fs::read_to_string(task?.path().join("schedstat")) else {
-            continue; // the thread ended meanwhile
+        let path = task?.path();
+        // Either file is gone when the thread ended meanwhile.
+        let (Ok(stat), Ok(name)) = (
+            std::fs::read_to_string(path.join("schedstat")),
+            std::fs::read_to_string(path.join("comm")),
+        ) else {
+            continue;
         };
-        total += stat
+        let nanos = stat
             .split_whitespace()
             .next()
             .and_then(|v| v.parse::<u64>().ok())
             .context("reading schedstat")?;
+        let side = if name.trim_end() == CLIENT_THREAD {
+            &mut cpu.clients
+        } else {
+            &mut cpu.pilot
+        };
+        *side += Duration::from_nanos(nanos);
     }
-    Ok(Duration::from_nanos(total))
+    Ok(cpu)
 }
 
 /// Minor page faults of this process so far (`/proc/self/stat`, field 10):
