@@ -14,6 +14,8 @@
 
 #[path = "support/side_by_side.rs"]
 mod side_by_side;
+#[path = "support/tcp.rs"]
+mod tcp;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,7 +29,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use side_by_side::{Envoy, Mizzen, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -35,41 +37,32 @@ const WAIT: Duration = Duration::from_secs(10);
 /// with the path and query it received; for `/a/c/slow`, it sends `partial`
 /// and then nothing more.
 async fn upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+    tcp::serve(|stream| async move {
+        let svc = service_fn(|req: Request<Incoming>| async move {
+            let (parts, body) = req.into_parts();
+            body.collect().await?;
+            let path = parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string();
+            let body: BoxBody<Bytes, hyper::Error> = if path == "/a/c/slow" {
+                let first = futures::stream::once(async {
+                    Ok::<_, hyper::Error>(Frame::data(Bytes::from("partial")))
+                });
+                BodyExt::boxed(StreamBody::new(first.chain(futures::stream::pending())))
+            } else {
+                Full::new(Bytes::from(path))
+                    .map_err(|never| match never {})
+                    .boxed()
             };
-            let svc = service_fn(|req: Request<Incoming>| async move {
-                let (parts, body) = req.into_parts();
-                body.collect().await?;
-                let path = parts
-                    .uri
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_string();
-                let body: BoxBody<Bytes, hyper::Error> = if path == "/a/c/slow" {
-                    let first = futures::stream::once(async {
-                        Ok::<_, hyper::Error>(Frame::data(Bytes::from("partial")))
-                    });
-                    BodyExt::boxed(StreamBody::new(first.chain(futures::stream::pending())))
-                } else {
-                    Full::new(Bytes::from(path))
-                        .map_err(|never| match never {})
-                        .boxed()
-                };
-                Ok::<_, hyper::Error>(Response::new(body))
-            });
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+            Ok::<_, hyper::Error>(Response::new(body))
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+    })
+    .await
 }
 
 fn hcm(name: &str, port: u16, escaped: &str) -> String {
