@@ -33,13 +33,8 @@ const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/productpage";
 /// A one-response HTTP/1.1 app that names the request it saw.
 async fn app() -> SocketAddr {
     tcp::serve(move |mut s| async move {
-        let mut buf = vec![0u8; 4096];
-        let mut got = Vec::new();
-        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
+        if tcp::read_head(&mut s).await.is_none() {
+            return;
         }
         let body = "reviews app";
         let _ = s

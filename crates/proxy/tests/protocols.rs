@@ -121,13 +121,8 @@ async fn echo_upstream() -> SocketAddr {
 /// bytes and 5 of them, then holds the connection without sending the rest.
 async fn stalling_upstream() -> SocketAddr {
     tcp::serve(move |mut s| async move {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 1024];
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        if tcp::read_head(&mut s).await.is_none() {
+            return;
         }
         let _ = s
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345")

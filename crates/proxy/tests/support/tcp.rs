@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// Binds a free port on 127.0.0.1 and runs `conn` on every accepted
@@ -23,4 +24,19 @@ where
         }
     });
     addr
+}
+
+/// Reads from `s` until a whole HTTP/1.1 request head (up to the blank line)
+/// is in: what was read, or `None` when the peer closed first.
+#[allow(dead_code)] // not every test that includes this module reads heads
+pub async fn read_head(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some(got)
 }
