@@ -428,19 +428,19 @@ async fn converge(m: &MeshArgs, k: usize, changes: usize, client_threads: usize)
     // The clients run on their own runtime (threads) unless told to share
     // pilot's: each side then drives its own sockets, as on separate machines,
     // though on the same two cores.
-    let own_runtime = match client_threads {
+    let own_runtime = ClientRuntime(match client_threads {
         0 => None,
-        n => Some(ClientRuntime(Some(
+        n => Some(
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(n)
                 .thread_name(CLIENT_THREAD)
                 .enable_all()
                 .build()?,
-        ))),
-    };
+        ),
+    });
     let runtime = own_runtime
+        .0
         .as_ref()
-        .and_then(|r| r.0.as_ref())
         .map_or_else(tokio::runtime::Handle::current, |r| r.handle().clone());
     let Clients {
         mut reports,
@@ -546,9 +546,9 @@ async fn converge(m: &MeshArgs, k: usize, changes: usize, client_threads: usize)
     Ok(())
 }
 
-/// The clients' own runtime, shut down without waiting when dropped: it is
-/// dropped inside pilot's runtime, where a blocking shutdown would panic (and
-/// hide the error that ended the run early).
+/// The clients' own runtime (none when they share pilot's), shut down without
+/// waiting when dropped: it is dropped inside pilot's runtime, where a
+/// blocking shutdown would panic (and hide the error that ended the run early).
 struct ClientRuntime(Option<tokio::runtime::Runtime>);
 
 impl Drop for ClientRuntime {
