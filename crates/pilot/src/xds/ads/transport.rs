@@ -1,16 +1,19 @@
-//! The plaintext xDS port's own gRPC transport: HTTP/2 ([`h2`]) with gRPC's
-//! framing, serving exactly the two ADS methods, one task per connection.
+//! The plaintext xDS port's own gRPC transport: HTTP/2 ([`http2`], written
+//! for this port) with gRPC's framing, serving exactly the two ADS methods,
+//! one task per connection.
 //!
-//! Why not tonic here: an ADS connection is one long stream of small messages,
-//! and under a push every one of thousands of connections sends one response
-//! and reads one ACK. Through hyper and tonic each message crosses three tasks
-//! (the connection loop, hyper's stream task, hyper's connection task) and
-//! several body layers; here the connection's HTTP/2 state, its streams and
-//! their ADS loops ([`super::connection::serve`], running inside
-//! [`super::Served`]) are polled by one task, so a response is generated,
-//! framed and written in one turn and an ACK is read, decoded and applied in
-//! the next. The mTLS port keeps tonic (TLS and client certificates); both run
-//! the same ADS code.
+//! Why not tonic, nor the `h2` crate, here: an ADS connection is one long
+//! stream of small messages, and under a push every one of thousands of
+//! connections sends one response and reads one ACK. Through hyper and tonic
+//! each message crosses three tasks (the connection loop, hyper's stream task,
+//! hyper's connection task) and several body layers; a general HTTP/2 library
+//! keeps its streams behind locks and wakers and polls each through a set of
+//! futures. Here the connection's HTTP/2 state, its calls and their ADS loops
+//! ([`super::connection::serve`], running inside [`super::Served`]) are polled
+//! by one task with one pass over its (usually one) calls, so a response is
+//! generated, framed into the output buffer and written with one `write` in
+//! one turn, and an ACK is read, decoded and applied in the next. The mTLS
+//! port keeps tonic (TLS and client certificates); both run the same ADS code.
 //!
 //! What it implements of gRPC over HTTP/2: `POST` with `content-type:
 //! application/grpc[+proto]` to `StreamAggregatedResources` or
@@ -33,19 +36,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-use h2::server::SendResponse;
-use h2::{RecvStream, SendStream};
+use bytes::{Buf, Bytes};
 use prost::Message;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::Status;
 
 use super::connection::{self, Requests};
 use super::wave::Wave;
 use super::{AdsServer, Peer, Served, delta, sotw};
+
+mod http2;
 
 /// `StreamAggregatedResources`'s path.
 pub const SOTW_PATH: &str =
@@ -122,7 +123,8 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
-/// One HTTP/2 connection: its streams, keepalive and shutdown, in this task.
+/// One HTTP/2 connection: its calls, keepalive and shutdown, in this task
+/// ([`http2::Connection`] does the protocol).
 async fn serve_connection(
     server: AdsServer,
     tcp: TcpStream,
@@ -130,14 +132,9 @@ async fn serve_connection(
     settings: Http2,
     mut closing: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut builder = h2::server::Builder::new();
-    builder
-        .initial_window_size(settings.stream_window)
-        .initial_connection_window_size(settings.connection_window)
-        .max_concurrent_streams(settings.max_concurrent_streams);
     let started = tokio::time::Instant::now();
     let last_read = Arc::new(AtomicU64::new(0));
-    let tcp = Tracked {
+    let mut io = Tracked {
         io: tcp,
         started,
         last_read: last_read.clone(),
@@ -145,98 +142,117 @@ async fn serve_connection(
         parked_in: 0,
     };
     let last_read_at = || started + Duration::from_millis(last_read.load(Ordering::Relaxed));
-    let handshake = tokio::time::timeout(settings.keepalive_timeout, builder.handshake(tcp));
-    let mut conn = match handshake.await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => {
-            tracing::debug!(peer = %addr, error = %e, "ADS: HTTP/2 handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(peer = %addr, "ADS: HTTP/2 handshake timed out");
-            return;
-        }
+    let mut conn = http2::Connection::new(http2::Local {
+        connection_window: settings.connection_window,
+        stream_window: settings.stream_window,
+        max_concurrent_streams: settings.max_concurrent_streams,
+        max_message_bytes: server.limits.max_message_bytes,
+    });
+    let mut calls = AdsCalls {
+        server,
+        peer: Peer {
+            addr: Some(addr),
+            identity: None,
+        },
     };
-    let mut pings = conn.ping_pong();
-    let keepalive = tokio::time::sleep(settings.keepalive_interval);
+    // Until the preface and SETTINGS are read, the keepalive timer is the
+    // handshake's deadline.
+    let keepalive = tokio::time::sleep(settings.keepalive_timeout);
     tokio::pin!(keepalive);
+    let mut handshaking = true;
     let mut ping_sent: Option<tokio::time::Instant> = None;
-    let mut streams = FuturesUnordered::new();
-    // Counted here: `FuturesUnordered::is_empty` reads its (cold) task list.
-    let mut open_streams = 0usize;
-    let mut shutting_down = false;
-    // Long-lived, so each turn of the loop does not register them again.
+    // Long-lived, so each turn does not register it again.
     let closing = async move {
         let _ = closing.wait_for(|c| *c).await;
     };
     tokio::pin!(closing);
-    loop {
-        // Streams first: what they queued is then written by the connection
-        // poll below in the same turn of this task.
-        tokio::select! {
-            biased;
-            Some(()) = streams.next(), if open_streams > 0 => {
-                open_streams -= 1;
-                if shutting_down && open_streams == 0 {
-                    conn.graceful_shutdown();
+    let ended = loop {
+        let turn = poll_fn(|cx| {
+            // Everything the socket has, frame by frame.
+            loop {
+                conn.read.reserve(4096);
+                match tokio_util::io::poll_read_buf(Pin::new(&mut io), cx, &mut conn.read) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(Turn::Closed(None));
+                    }
+                    Poll::Ready(Ok(_)) => {
+                        if let Err(e) = conn.receive(&mut calls) {
+                            return Poll::Ready(Turn::Closed(Some(e)));
+                        }
+                    }
+                    Poll::Pending => break,
                 }
             }
-            accepted = conn.accept() => match accepted {
-                Some(Ok((request, respond))) => {
-                    let peer = Peer { addr: Some(addr), identity: None };
-                    streams.push(serve_stream(server.clone(), request, respond, peer));
-                    open_streams += 1;
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(peer = %addr, error = %e, "ADS: connection error");
-                    break;
-                }
-                None => break,
-            },
-            () = &mut closing, if !shutting_down => {
-                shutting_down = true;
-                if open_streams == 0 {
-                    conn.graceful_shutdown();
-                }
+            if handshaking && conn.handshaken {
+                handshaking = false;
+                keepalive
+                    .as_mut()
+                    .reset(last_read_at() + settings.keepalive_interval);
             }
-            // Nothing read for the interval: ping. Nothing read for the
-            // timeout after the ping: drop.
-            () = &mut keepalive => {
-                let now = tokio::time::Instant::now();
-                let last = last_read_at();
-                if let Some(sent) = ping_sent {
-                    if last <= sent {
-                        tracing::debug!(peer = %addr, "ADS: keepalive ping unanswered; closing");
-                        break;
-                    }
-                    ping_sent = None;
-                }
-                if now < last + settings.keepalive_interval {
-                    keepalive.as_mut().reset(last + settings.keepalive_interval);
-                    continue;
-                }
-                match pings.as_mut().map(|p| p.send_ping(h2::Ping::opaque())) {
-                    Some(Ok(())) => {
-                        ping_sent = Some(now);
-                        keepalive.as_mut().reset(now + settings.keepalive_timeout);
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(peer = %addr, error = %e, "ADS: keepalive ping");
-                        break;
-                    }
-                    None => keepalive.as_mut().reset(now + settings.keepalive_interval),
-                }
-            }
-            pong = poll_pong(&mut pings), if ping_sent.is_some() => {
-                if pong.is_err() {
-                    break;
-                }
+            let blocked = conn.poll_calls(cx);
+            conn.return_credit();
+            if conn.pong {
+                conn.pong = false;
                 ping_sent = None;
                 keepalive
                     .as_mut()
                     .reset(tokio::time::Instant::now() + settings.keepalive_interval);
             }
+            if !conn.shutting_down && closing.as_mut().poll(cx).is_ready() {
+                conn.shutting_down = true;
+            }
+            if (conn.shutting_down || conn.peer_going_away) && conn.open_calls() == 0 {
+                if conn.shutting_down {
+                    conn.goaway(http2::code::NO_ERROR, "");
+                }
+                return Poll::Ready(Turn::Closed(None));
+            }
+            // Nothing read for the interval: ping. Nothing read for the
+            // timeout after the ping: drop.
+            while keepalive.as_mut().poll(cx).is_ready() {
+                let now = tokio::time::Instant::now();
+                if handshaking {
+                    tracing::debug!(peer = %addr, "ADS: HTTP/2 handshake timed out");
+                    return Poll::Ready(Turn::Closed(None));
+                }
+                let last = last_read_at();
+                if let Some(sent) = ping_sent {
+                    if last <= sent {
+                        tracing::debug!(peer = %addr, "ADS: keepalive ping unanswered; closing");
+                        return Poll::Ready(Turn::Closed(None));
+                    }
+                    ping_sent = None;
+                }
+                if now < last + settings.keepalive_interval {
+                    keepalive.as_mut().reset(last + settings.keepalive_interval);
+                } else {
+                    conn.ping();
+                    ping_sent = Some(now);
+                    keepalive.as_mut().reset(now + settings.keepalive_timeout);
+                }
+            }
+            match conn.poll_flush(&mut io, cx) {
+                Poll::Ready(Err(_)) => Poll::Ready(Turn::Closed(None)),
+                // Room again for the calls that stopped at a full buffer:
+                // they go on after the other tasks had their turn.
+                Poll::Ready(Ok(())) if blocked => Poll::Ready(Turn::Yield),
+                _ => Poll::Pending,
+            }
+        })
+        .await;
+        match turn {
+            Turn::Yield => tokio::task::yield_now().await,
+            Turn::Closed(e) => break e,
         }
+    };
+    if let Some(e) = ended {
+        tracing::debug!(peer = %addr, code = e.code, reason = %e.reason, "ADS: HTTP/2 connection error");
+        conn.goaway(e.code, &e.reason);
+    }
+    // What is queued (GOAWAY, the last trailers) goes out if the proxy takes it.
+    let flush = poll_fn(|cx| conn.poll_flush(&mut io, cx));
+    if let Ok(Ok(())) = tokio::time::timeout(settings.keepalive_timeout, flush).await {
+        let _ = io.shutdown().await;
     }
 }
 
@@ -316,74 +332,63 @@ impl AsyncWrite for Tracked {
     }
 }
 
-/// Waits for the answer to a keepalive ping.
-async fn poll_pong(pings: &mut Option<h2::PingPong>) -> Result<(), h2::Error> {
-    match pings {
-        Some(p) => poll_fn(|cx| p.poll_pong(cx)).await.map(|_| ()),
-        None => std::future::pending().await,
-    }
+/// How one turn of a connection ended.
+enum Turn {
+    /// Output was written and the calls have more: poll again after the
+    /// runtime's other tasks (a proxy's initial push of megabytes is written
+    /// in slices, not in one turn that holds up the others).
+    Yield,
+    /// The connection is over: closed, or ended with a connection error.
+    Closed(Option<http2::ConnectionError>),
 }
 
-/// One gRPC call: checks the method and framing, then runs the ADS loop of
-/// its protocol and writes what it yields.
-async fn serve_stream(
+/// Starts the ADS calls of one connection.
+struct AdsCalls {
     server: AdsServer,
-    request: http::Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
     peer: Peer,
-) {
-    if let Err(status) = check_call(&request) {
-        let _ = respond.send_response(trailers_only(&status), true);
-        return;
-    }
-    let path = request.uri().path().to_string();
-    let max = server.limits.max_message_bytes;
-    let recv = request.into_body();
-    let head = http::Response::builder()
-        .status(http::StatusCode::OK)
-        .header(http::header::CONTENT_TYPE, "application/grpc")
-        .body(());
-    let Ok(head) = head else { return };
-    let Ok(send) = respond.send_response(head, false) else {
-        return;
-    };
-    let queue = server.limits.send_queue;
-    if path == DELTA_PATH {
-        let requests = GrpcRequests::new(recv, max);
-        let served = Served::new(queue, |tx| {
-            connection::serve::<delta::Delta, _>(server, requests, tx, peer)
-        });
-        pump(served, send, max).await;
-    } else {
-        let requests = GrpcRequests::new(recv, max);
-        let served = Served::new(queue, |tx| {
-            connection::serve::<sotw::Sotw, _>(server, requests, tx, peer)
-        });
-        pump(served, send, max).await;
+}
+
+impl http2::Calls for AdsCalls {
+    fn start(
+        &mut self,
+        head: &http2::RequestHead,
+        inbound: http2::SharedInbound,
+    ) -> Result<http2::Call, Status> {
+        check_call(head)?;
+        let server = self.server.clone();
+        let peer = self.peer.clone();
+        let queue = server.limits.send_queue;
+        let max = server.limits.max_message_bytes;
+        let requests = GrpcRequests::new(inbound, max);
+        Ok(if head.path == DELTA_PATH {
+            http2::Call::Delta(Served::new(queue, |tx| {
+                connection::serve::<delta::Delta, _>(server, requests, tx, peer)
+            }))
+        } else {
+            http2::Call::Sotw(Served::new(queue, |tx| {
+                connection::serve::<sotw::Sotw, _>(server, requests.retyped(), tx, peer)
+            }))
+        })
     }
 }
 
 /// The call must be a gRPC `POST` to one of the two ADS methods, uncompressed.
-fn check_call(request: &http::Request<RecvStream>) -> Result<(), Status> {
-    let path = request.uri().path();
-    if request.method() != http::Method::POST || (path != SOTW_PATH && path != DELTA_PATH) {
+fn check_call(head: &http2::RequestHead) -> Result<(), Status> {
+    let path = head.path.as_str();
+    if head.method != "POST" || (path != SOTW_PATH && path != DELTA_PATH) {
         return Err(Status::unimplemented(format!(
             "{} {path} is not served here; this port serves {SOTW_PATH} and {DELTA_PATH}",
-            request.method()
+            head.method
         )));
     }
-    let content_type = request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let content_type = head.content_type.as_str();
     if content_type != "application/grpc" && content_type != "application/grpc+proto" {
         return Err(Status::invalid_argument(format!(
             "content-type {content_type:?} is not gRPC; send application/grpc"
         )));
     }
-    if let Some(encoding) = request.headers().get("grpc-encoding")
-        && encoding.as_bytes() != b"identity"
+    if let Some(encoding) = &head.encoding
+        && encoding != "identity"
     {
         return Err(Status::unimplemented(format!(
             "grpc-encoding {encoding:?} is not supported; send uncompressed messages"
@@ -392,152 +397,75 @@ fn check_call(request: &http::Request<RecvStream>) -> Result<(), Status> {
     Ok(())
 }
 
-/// A response that is only a gRPC status (no messages).
-fn trailers_only(status: &Status) -> http::Response<()> {
-    let mut response = http::Response::new(());
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/grpc"),
-    );
-    let _ = status.add_header(headers);
-    response
-}
-
-/// `grpc-status` and `grpc-message` of `status`, as trailers.
-fn status_trailers(status: &Status) -> http::HeaderMap {
-    let mut trailers = http::HeaderMap::new();
-    if status.add_header(&mut trailers).is_err() {
-        trailers.insert("grpc-status", http::HeaderValue::from_static("13"));
-    }
-    trailers
-}
-
-/// Writes what `served` yields as gRPC messages, then the status trailers.
-/// Waits for flow-control capacity before taking the next response, so a
-/// proxy that stops reading holds its loop instead of filling pilot's memory.
-async fn pump<R: Message>(
-    mut served: Served<Result<R, Status>>,
-    mut send: SendStream<Bytes>,
-    max: usize,
-) {
-    loop {
-        if send.capacity() == 0 {
-            send.reserve_capacity(1);
-            // Capacity, unless the proxy reset the stream meanwhile.
-            let capacity = poll_fn(|cx| {
-                if send.poll_reset(cx).is_ready() {
-                    return std::task::Poll::Ready(None);
-                }
-                send.poll_capacity(cx)
-            })
-            .await;
-            match capacity {
-                Some(Ok(_)) => {}
-                _ => return,
-            }
-        }
-        let item = tokio::select! {
-            item = served.next() => item,
-            _ = poll_fn(|cx| send.poll_reset(cx)) => return,
-        };
-        let status = match item {
-            Some(Ok(response)) => {
-                let len = response.encoded_len();
-                if len > max {
-                    Status::resource_exhausted(format!(
-                        "response of {len} bytes exceeds --xds-max-message-bytes ({max})"
-                    ))
-                } else {
-                    match send.send_data(frame(&response, len), false) {
-                        Ok(()) => continue,
-                        Err(_) => return,
-                    }
-                }
-            }
-            Some(Err(status)) => status,
-            None => Status::ok(""),
-        };
-        let _ = send.send_trailers(status_trailers(&status));
-        return;
-    }
-}
-
-/// `message` with gRPC's prefix: an uncompressed flag and the length.
-fn frame(message: &impl Message, len: usize) -> Bytes {
-    let mut out = BytesMut::with_capacity(5 + len);
-    out.extend_from_slice(&[0]);
-    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
-    // Encoding into a buffer with the room reserved cannot fail.
-    let _ = message.encode(&mut out);
-    out.freeze()
-}
-
-/// The request messages of a call, read from its HTTP/2 stream.
+/// The request messages of a call, cut from the bytes the connection
+/// delivers. Never registers a waker: the connection polls its calls after
+/// every read ([`http2`]).
 pub(crate) struct GrpcRequests<T> {
-    recv: RecvStream,
-    buf: BytesMut,
+    inbound: http2::SharedInbound,
     max: usize,
     _message: PhantomData<fn() -> T>,
 }
 
 impl<T> GrpcRequests<T> {
-    fn new(recv: RecvStream, max: usize) -> Self {
+    fn new(inbound: http2::SharedInbound, max: usize) -> Self {
         GrpcRequests {
-            recv,
-            buf: BytesMut::new(),
+            inbound,
             max,
             _message: PhantomData,
         }
     }
 
-    /// The next whole message's bytes, if buffered.
-    fn take_message(&mut self) -> Result<Option<Bytes>, Status> {
-        if self.buf.len() < 5 {
-            return Ok(None);
+    /// The same requests, read as messages of another type.
+    fn retyped<U>(self) -> GrpcRequests<U> {
+        GrpcRequests {
+            inbound: self.inbound,
+            max: self.max,
+            _message: PhantomData,
         }
-        if self.buf[0] != 0 {
-            return Err(Status::unimplemented(
-                "compressed messages are not supported; send them uncompressed",
-            ));
+    }
+
+    /// The next whole message's bytes, `Ok(None)` at the end of the requests,
+    /// `Pending` until more arrive.
+    fn poll_message(&self) -> Poll<Result<Option<Bytes>, Status>> {
+        let mut inbound = http2::lock(&self.inbound);
+        let buf = &mut inbound.buf;
+        if buf.len() >= 5 {
+            if buf[0] != 0 {
+                return Poll::Ready(Err(Status::unimplemented(
+                    "compressed messages are not supported; send them uncompressed",
+                )));
+            }
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if len > self.max {
+                return Poll::Ready(Err(Status::resource_exhausted(format!(
+                    "request of {len} bytes exceeds the limit of {} bytes",
+                    self.max
+                ))));
+            }
+            if buf.len() >= 5 + len {
+                buf.advance(5);
+                let message = buf.split_to(len).freeze();
+                inbound.consumed += 5 + len;
+                return Poll::Ready(Ok(Some(message)));
+            }
         }
-        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-        if len > self.max {
-            return Err(Status::resource_exhausted(format!(
-                "request of {len} bytes exceeds the limit of {} bytes",
-                self.max
-            )));
+        match (inbound.ended, inbound.buf.is_empty()) {
+            (false, _) => Poll::Pending,
+            (true, true) => Poll::Ready(Ok(None)),
+            (true, false) => Poll::Ready(Err(Status::invalid_argument(
+                "the stream ended inside a message",
+            ))),
         }
-        if self.buf.len() < 5 + len {
-            self.buf.reserve(5 + len - self.buf.len());
-            return Ok(None);
-        }
-        self.buf.advance(5);
-        Ok(Some(self.buf.split_to(len).freeze()))
     }
 }
 
 impl<T: Message + Default + Send> Requests<T> for GrpcRequests<T> {
     async fn message(&mut self) -> Result<Option<T>, Status> {
-        loop {
-            if let Some(bytes) = self.take_message()? {
-                return T::decode(bytes)
-                    .map(Some)
-                    .map_err(|e| Status::invalid_argument(format!("malformed request: {e}")));
-            }
-            match self.recv.data().await {
-                Some(Ok(chunk)) => {
-                    let _ = self.recv.flow_control().release_capacity(chunk.len());
-                    self.buf.extend_from_slice(&chunk);
-                }
-                Some(Err(e)) => return Err(Status::from_error(Box::new(e))),
-                None if self.buf.is_empty() => return Ok(None),
-                None => {
-                    return Err(Status::invalid_argument(
-                        "the stream ended inside a message",
-                    ));
-                }
-            }
+        match poll_fn(|_| self.poll_message()).await? {
+            Some(bytes) => T::decode(bytes)
+                .map(Some)
+                .map_err(|e| Status::invalid_argument(format!("malformed request: {e}"))),
+            None => Ok(None),
         }
     }
 }
