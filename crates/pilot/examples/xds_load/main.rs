@@ -91,10 +91,13 @@ enum Mode {
         /// Accepted for the command line in the issue; the clients always speak delta.
         #[arg(long)]
         delta: bool,
-        /// Worker threads of the clients' own runtime; 0 runs them on pilot's
-        /// (their CPU time is then counted as pilot's).
-        #[arg(long, default_value_t = 1)]
-        client_threads: usize,
+        /// Worker threads of the clients' own runtime (default: one per core,
+        /// as many as pilot's runtime has); 0 runs them on pilot's (their CPU
+        /// time is then counted as pilot's). With one thread, the simulated
+        /// fleet handles its updates one at a time and its thread, not pilot,
+        /// sets the p99 (BENCHMARKS.md, "Pilot xDS").
+        #[arg(long)]
+        client_threads: Option<usize>,
     },
     /// RSS of a pilot child process serving the generated mesh.
     Rss {
@@ -150,7 +153,10 @@ fn main() -> Result<()> {
                 changes,
                 delta: _,
                 client_threads,
-            } => converge(&mesh, clients, changes, client_threads).await,
+            } => {
+                let cores = std::thread::available_parallelism().map_or(1, usize::from);
+                converge(&mesh, clients, changes, client_threads.unwrap_or(cores)).await
+            }
             Mode::Rss {
                 mesh,
                 pilot,
@@ -409,7 +415,11 @@ fn push(m: &MeshArgs, rounds: usize) -> Result<()> {
 async fn converge(m: &MeshArgs, k: usize, changes: usize, client_threads: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let stats = write_mesh(dir.path(), m)?;
-    println!("mesh: {stats}; {k} delta ADS clients");
+    let on = match client_threads {
+        0 => "pilot's runtime".to_string(),
+        n => format!("{n} thread(s) of their own"),
+    };
+    println!("mesh: {stats}; {k} delta ADS clients on {on}");
     let mut config = Config::for_dir(dir.path());
     config.xds_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     config.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));

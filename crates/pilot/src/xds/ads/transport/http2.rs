@@ -36,6 +36,13 @@ use tonic::Status;
 use super::super::Served;
 
 mod frame;
+
+/// Output buffered before calls wait for the socket to take it.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// The input buffer an idle connection keeps.
+const READ_KEPT: usize = 8 * 1024;
+/// The output buffer an idle connection keeps.
+const WRITE_KEPT: usize = 4 * 1024;
 #[cfg(test)]
 mod tests;
 
@@ -168,6 +175,8 @@ pub(super) struct Connection {
     pub read: BytesMut,
     /// Frames not yet written.
     pub write: BytesMut,
+    /// The most `write` held since it was last empty.
+    write_peak: usize,
     decoder: loona_hpack::Decoder<'static>,
     /// A header block being continued: stream, END_STREAM, the block so far.
     continuation: Option<(u32, bool, Vec<u8>)>,
@@ -201,8 +210,9 @@ impl Connection {
         decoder.set_max_allowed_table_size(HEADER_TABLE);
         let mut c = Connection {
             local,
-            read: BytesMut::with_capacity(8 * 1024),
-            write: BytesMut::with_capacity(1024),
+            read: BytesMut::with_capacity(READ_KEPT),
+            write: BytesMut::with_capacity(WRITE_KEPT),
+            write_peak: 0,
             decoder,
             continuation: None,
             streams: Vec::new(),
@@ -302,9 +312,11 @@ impl Connection {
             }
             at += 9 + len;
         };
+        let held = read.len();
         read.advance(at);
-        if read.is_empty() && read.capacity() > 64 * 1024 {
-            read = BytesMut::with_capacity(8 * 1024);
+        // A buffer that grew for a large request is not kept while idle.
+        if read.is_empty() && held > READ_KEPT {
+            read = BytesMut::with_capacity(READ_KEPT);
         }
         self.read = read;
         result
@@ -792,7 +804,9 @@ impl Connection {
             self.send_window -= n as i64;
             s.send_window -= n as i64;
         }
-        if s.out.is_empty() && s.out.capacity() > 64 * 1024 {
+        if s.out.is_empty() {
+            // Only responses that did not fit a frame or the windows came
+            // here; the next one may be small.
             s.out = BytesMut::new();
         }
     }
@@ -830,6 +844,7 @@ impl Connection {
         io: &mut W,
         cx: &mut Context<'_>,
     ) -> Poll<std::io::Result<()>> {
+        self.write_peak = self.write_peak.max(self.write.len());
         while !self.write.is_empty() {
             match Pin::new(&mut *io).poll_write(cx, &self.write) {
                 Poll::Ready(Ok(0)) => {
@@ -840,9 +855,11 @@ impl Connection {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        if self.write.capacity() > 2 * WRITE_HIGH_WATER {
-            self.write = BytesMut::with_capacity(1024);
+        // A buffer that grew for a large push is not kept while idle.
+        if self.write_peak > WRITE_KEPT {
+            self.write = BytesMut::with_capacity(WRITE_KEPT);
         }
+        self.write_peak = 0;
         Poll::Ready(Ok(()))
     }
 }

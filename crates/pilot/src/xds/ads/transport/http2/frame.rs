@@ -51,8 +51,6 @@ pub(crate) const MAX_FRAME: usize = 16_384;
 pub(crate) const HEADER_TABLE: usize = 4_096;
 /// The largest request header block (HEADERS and its CONTINUATIONs) accepted.
 pub(crate) const MAX_HEADER_BLOCK: usize = 256 * 1024;
-/// Output buffered before calls wait for the socket to take it.
-pub(crate) const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Flow-control windows start here until SETTINGS say otherwise.
 pub(crate) const DEFAULT_WINDOW: i64 = 65_535;
 /// The largest window flow control allows.
