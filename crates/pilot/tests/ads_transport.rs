@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use harness::WAIT;
 use pilot::metrics::Metrics;
@@ -602,4 +602,38 @@ async fn a_call_ended_inside_a_message_is_invalid_argument() {
     let (code, message) = Responses::of(response).await.status().await;
     assert_eq!(code, "3", "INVALID_ARGUMENT: {message}");
     assert!(message.contains("inside a message"), "{message}");
+}
+
+/// A request larger than pilot's stream window (1 MiB here) arrives whole:
+/// pilot returns credit for a message's first part while the call waits for
+/// the rest, and answers it.
+#[tokio::test]
+async fn a_request_larger_than_the_stream_window_is_read_whole() {
+    let settings = Http2::default();
+    let server = serve(Limits::default(), settings).await;
+    let mut client = connect(server.addr).await;
+    let (response, mut send) = client
+        .send_request(call(DELTA_PATH, "application/grpc"), false)
+        .expect("send");
+    let padding: Vec<String> = (0..40_000)
+        .map(|i| format!("unknown-{i:05}.padding.default.svc.cluster.local"))
+        .collect();
+    let mut names: Vec<&str> = padding.iter().map(String::as_str).collect();
+    names.push(HOST);
+    let request = DeltaDiscoveryRequest {
+        node: harness::node("sidecar~10.0.0.9~c.default~default.svc.cluster.local"),
+        type_url: CLUSTER.into(),
+        resource_names_subscribe: names.iter().map(|n| n.to_string()).collect(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    assert!(
+        request.len() > 3 * settings.stream_window as usize / 2,
+        "{} bytes",
+        request.len()
+    );
+    send.send_data(grpc(0, &request), false).expect("data");
+    let mut responses = Responses::of(response).await;
+    let cds: DeltaDiscoveryResponse = responses.next().await;
+    assert!(harness::delta_names(&cds).contains(HOST), "{cds:?}");
 }

@@ -445,12 +445,22 @@ impl<T> GrpcRequests<T> {
             if buf.len() >= 5 + len {
                 buf.advance(5);
                 let message = buf.split_to(len).freeze();
-                inbound.consumed += 5 + len;
+                let already = inbound.credited.min(5 + len);
+                inbound.credited -= already;
+                inbound.consumed += 5 + len - already;
                 return Poll::Ready(Ok(Some(message)));
             }
         }
         match (inbound.ended, inbound.buf.is_empty()) {
-            (false, _) => Poll::Pending,
+            (false, _) => {
+                // The call waits for the rest of a message: what it has is
+                // credited now, or a message larger than the proxy's window
+                // could never arrive whole.
+                let waited = inbound.buf.len() - inbound.credited;
+                inbound.consumed += waited;
+                inbound.credited += waited;
+                Poll::Pending
+            }
             (true, true) => Poll::Ready(Ok(None)),
             (true, false) => Poll::Ready(Err(Status::invalid_argument(
                 "the stream ended inside a message",

@@ -73,8 +73,13 @@ pub(crate) struct Inbound {
     pub buf: BytesMut,
     /// The proxy ended its side (END_STREAM).
     pub ended: bool,
-    /// Bytes taken out of `buf` since the connection last returned credit.
+    /// Bytes taken out of `buf`, or waited on, since the connection last
+    /// returned credit for them.
     pub consumed: usize,
+    /// How many bytes at the front of `buf` were counted in `consumed`
+    /// already: a message larger than the window is credited while the call
+    /// waits for its rest, as HTTP/2 needs, and not again when it is taken.
+    pub credited: usize,
 }
 
 pub(crate) type SharedInbound = Arc<Mutex<Inbound>>;
