@@ -392,6 +392,9 @@ impl Connection {
                 }
             }
             PRIORITY => {
+                if stream == 0 {
+                    return Err(protocol("PRIORITY on stream 0"));
+                }
                 if payload.len() != 5 {
                     self.reset(stream, code::FRAME_SIZE_ERROR);
                 }

@@ -75,6 +75,11 @@ proptest::proptest! {
         }
         let out = frames(&conn.write);
         proptest::prop_assert!(out.first().is_some_and(|f| f.0 == SETTINGS), "{out:?}");
+        // Stream-level frames never name stream 0.
+        proptest::prop_assert!(
+            out.iter().all(|f| !matches!(f.0, RST_STREAM | HEADERS | DATA) || f.2 != 0),
+            "{out:?}"
+        );
     }
 }
 
