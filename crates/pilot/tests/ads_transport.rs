@@ -143,12 +143,7 @@ async fn compressed_and_oversized_requests_end_the_call_with_a_clear_status() {
 async fn a_delta_call_is_served_and_shutdown_ends_it_with_unavailable() {
     let mut server = serve(Limits::default(), Http2::default()).await;
     let mut client = connect(server.addr).await;
-    let (response, mut send) = client
-        .send_request(call(DELTA_PATH, "application/grpc"), false)
-        .expect("send");
-    send.send_data(grpc(0, &first_request()), false)
-        .expect("data");
-    let mut responses = Responses::of(response).await;
+    let (mut responses, _send) = open_delta(&mut client, &first_request(), false).await;
     let cds: DeltaDiscoveryResponse = responses.next().await;
     assert_eq!(cds.type_url, CLUSTER);
     assert!(!cds.resources.is_empty(), "{cds:?}");
@@ -265,12 +260,7 @@ async fn a_response_larger_than_the_client_windows_arrives_whole() {
         .initial_window_size(1024)
         .initial_connection_window_size(1024);
     let (mut client, _) = connect_with(server.addr, &builder).await;
-    let (response, mut send) = client
-        .send_request(call(DELTA_PATH, "application/grpc"), false)
-        .expect("send");
-    send.send_data(grpc(0, &first_request()), false)
-        .expect("data");
-    let mut responses = Responses::of(response).await;
+    let (mut responses, _send) = open_delta(&mut client, &first_request(), false).await;
     let cds: DeltaDiscoveryResponse = responses.next().await;
 
     let size = cds.encoded_len();
@@ -310,12 +300,7 @@ async fn a_ping_is_answered_while_a_response_waits_for_window() {
         .initial_window_size(1024)
         .initial_connection_window_size(1024);
     let (mut client, mut pings) = connect_with(server.addr, &builder).await;
-    let (response, mut send) = client
-        .send_request(call(DELTA_PATH, "application/grpc"), false)
-        .expect("send");
-    send.send_data(grpc(0, &first_request()), false)
-        .expect("data");
-    let mut responses = Responses::of(response).await;
+    let (mut responses, _send) = open_delta(&mut client, &first_request(), false).await;
     // Nothing read yet: the stream window is full and pilot must wait.
     until("pilot filled the stream window", || {
         responses.body.flow_control().used_capacity() >= 1024
@@ -335,12 +320,7 @@ async fn a_ping_is_answered_while_a_response_waits_for_window() {
 async fn a_ping_is_answered_while_a_call_is_open() {
     let server = serve(Limits::default(), Http2::default()).await;
     let (mut client, mut pings) = connect_with(server.addr, &h2::client::Builder::new()).await;
-    let (response, mut send) = client
-        .send_request(call(DELTA_PATH, "application/grpc"), false)
-        .expect("send");
-    send.send_data(grpc(0, &first_request()), false)
-        .expect("data");
-    let mut responses = Responses::of(response).await;
+    let (mut responses, mut send) = open_delta(&mut client, &first_request(), false).await;
     let cds: DeltaDiscoveryResponse = responses.next().await;
     assert_eq!(cds.type_url, CLUSTER);
 
@@ -539,12 +519,7 @@ async fn a_call_the_client_ends_is_ended_with_ok() {
     let mut client = connect(server.addr).await;
 
     // END_STREAM with the first request.
-    let (response, mut send) = client
-        .send_request(call(DELTA_PATH, "application/grpc"), false)
-        .expect("send");
-    send.send_data(grpc(0, &first_request()), true)
-        .expect("data");
-    let mut responses = Responses::of(response).await;
+    let (mut responses, _send) = open_delta(&mut client, &first_request(), true).await;
     let cds: DeltaDiscoveryResponse = responses.next().await;
     assert_eq!(cds.type_url, CLUSTER);
     assert_eq!(responses.status().await, ("0".into(), String::new()));
@@ -563,12 +538,7 @@ async fn a_call_the_client_ends_is_ended_with_ok() {
     assert_eq!(responses.status().await, ("0".into(), String::new()));
 
     // END_STREAM on an empty DATA frame once the call is served.
-    let (response, mut send) = client
-        .send_request(call(DELTA_PATH, "application/grpc"), false)
-        .expect("send");
-    send.send_data(grpc(0, &first_request()), false)
-        .expect("data");
-    let mut responses = Responses::of(response).await;
+    let (mut responses, mut send) = open_delta(&mut client, &first_request(), false).await;
     let cds: DeltaDiscoveryResponse = responses.next().await;
     assert_eq!(cds.type_url, CLUSTER);
     assert_eq!(server.ads.connections().len(), 1);

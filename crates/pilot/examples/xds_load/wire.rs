@@ -222,37 +222,7 @@ fn literal(block: &mut BytesMut, name: &str, value: &str) {
 
 /// An HPACK string literal, not Huffman-coded.
 fn string(block: &mut BytesMut, s: &str) {
-    integer(block, 7, 0, s.len());
+    // Writing into a `BytesMut` cannot fail.
+    let _ = loona_hpack::encoder::encode_integer_into(s.len(), 7, 0, &mut block.writer());
     block.put_slice(s.as_bytes());
-}
-
-/// An HPACK integer with an `prefix`-bit prefix.
-fn integer(block: &mut BytesMut, prefix: u32, high: u8, mut n: usize) {
-    let max = (1usize << prefix) - 1;
-    if n < max {
-        block.put_u8(high | n as u8);
-        return;
-    }
-    block.put_u8(high | max as u8);
-    n -= max;
-    while n >= 128 {
-        block.put_u8((n % 128) as u8 | 0x80);
-        n /= 128;
-    }
-    block.put_u8(n as u8);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hpack_integers_follow_rfc7541_examples() {
-        let mut b = BytesMut::new();
-        integer(&mut b, 5, 0, 10);
-        assert_eq!(&b[..], &[10]);
-        let mut b = BytesMut::new();
-        integer(&mut b, 5, 0, 1337);
-        assert_eq!(&b[..], &[31, 154, 10]);
-    }
 }

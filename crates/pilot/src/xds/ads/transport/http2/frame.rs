@@ -4,6 +4,7 @@
 //! (RFC 7541) that never touch the proxy's dynamic table.
 
 use bytes::{BufMut, BytesMut};
+use loona_hpack::encoder::encode_integer_into;
 use tonic::Status;
 
 /// What a client sends first (RFC 9113 §3.4).
@@ -100,28 +101,12 @@ pub(crate) fn status_block(block: &mut BytesMut, status: &Status) {
     }
     for (name, value) in &headers {
         block.put_u8(0);
-        hpack_int(block, name.as_str().len(), 7, 0);
-        block.put_slice(name.as_str().as_bytes());
-        hpack_int(block, value.len(), 7, 0);
-        block.put_slice(value.as_bytes());
+        for text in [name.as_str().as_bytes(), value.as_bytes()] {
+            // Writing into a `BytesMut` cannot fail.
+            let _ = encode_integer_into(text.len(), 7, 0, &mut (&mut *block).writer());
+            block.put_slice(text);
+        }
     }
-}
-
-/// An HPACK integer (RFC 7541 §5.1) with an `prefix`-bit prefix, the first
-/// byte's other bits `high`.
-pub(crate) fn hpack_int(out: &mut BytesMut, mut value: usize, prefix: u8, high: u8) {
-    let max = (1usize << prefix) - 1;
-    if value < max {
-        out.put_u8(high | value as u8);
-        return;
-    }
-    out.put_u8(high | max as u8);
-    value -= max;
-    while value >= 128 {
-        out.put_u8((value % 128) as u8 | 0x80);
-        value /= 128;
-    }
-    out.put_u8(value as u8);
 }
 
 #[cfg(test)]
@@ -130,23 +115,11 @@ mod tests {
     use tonic::Status;
 
     #[test]
-    fn hpack_integers_follow_rfc_7541_examples() {
-        // C.1.1: 10 with a 5-bit prefix; C.1.2: 1337 with a 5-bit prefix.
-        let mut out = BytesMut::new();
-        hpack_int(&mut out, 10, 5, 0);
-        assert_eq!(&out[..], &[0x0a]);
-        out.clear();
-        hpack_int(&mut out, 1337, 5, 0);
-        assert_eq!(&out[..], &[0x1f, 0x9a, 0x0a]);
-    }
-
-    #[test]
     fn response_head_and_status_decode_as_grpc_headers() {
         let mut block = BytesMut::from(RESPONSE_HEAD);
-        status_block(
-            &mut block,
-            &Status::unavailable("pilot is shutting down; 100% sure"),
-        );
+        // Long enough that its length takes more than one HPACK byte.
+        let reason = format!("pilot is shutting down; 100% sure{}", ".".repeat(300));
+        status_block(&mut block, &Status::unavailable(reason));
         let mut decoder = loona_hpack::Decoder::new();
         let headers = decoder.decode(&block).expect("decodes");
         let text: Vec<(String, String)> = headers
@@ -163,6 +136,7 @@ mod tests {
         assert_eq!(text[2], ("grpc-status".into(), "14".into()));
         assert_eq!(text[3].0, "grpc-message");
         assert!(text[3].1.contains("100%25%20sure"), "{:?}", text[3]);
+        assert!(text[3].1.ends_with(&".".repeat(300)), "{:?}", text[3]);
     }
 
     #[test]
