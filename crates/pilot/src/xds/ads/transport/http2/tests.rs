@@ -2,6 +2,7 @@
 
 use super::frame::*;
 use super::*;
+use crate::xds::ads::Served;
 
 /// Starts every call with a loop that never answers.
 struct Silent;
