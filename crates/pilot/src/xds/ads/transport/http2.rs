@@ -601,9 +601,17 @@ impl Connection {
     /// Ends a call at once (its ADS loop is dropped).
     fn drop_stream(&mut self, stream: u32) {
         if let Some(i) = self.find(stream) {
-            let s = self.streams.swap_remove(i);
-            self.credit += s.credit;
+            self.remove(i);
         }
+    }
+
+    /// Removes call `i`. Every byte the proxy sent on it counted against the
+    /// connection's window, so what was not credited yet (owed, consumed, or
+    /// still buffered unread) is owed to the connection now.
+    fn remove(&mut self, i: usize) {
+        let s = self.streams.swap_remove(i);
+        let inbound = lock(&s.inbound);
+        self.credit += s.credit + inbound.consumed + (inbound.buf.len() - inbound.credited);
     }
 
     /// Resets one stream (a stream error) and drops its call.
@@ -628,10 +636,7 @@ impl Connection {
         let mut i = 0;
         while i < self.streams.len() {
             if self.poll_call(i, cx) {
-                let s = self.streams.swap_remove(i);
-                self.credit += s.credit;
-                let consumed = std::mem::take(&mut lock(&s.inbound).consumed);
-                self.credit += consumed;
+                self.remove(i);
             } else {
                 i += 1;
             }

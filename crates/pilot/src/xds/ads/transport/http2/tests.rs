@@ -114,3 +114,29 @@ fn a_request_is_served_and_a_refused_one_gets_its_status() {
         ]
     );
 }
+
+#[test]
+fn a_reset_call_gives_its_unread_bytes_back_to_the_connection_window() {
+    let mut conn = Connection::new(local());
+    let mut input = BytesMut::from(PREFACE);
+    frame_head(&mut input, 0, SETTINGS, 0, 0);
+    let block = [0x83, 0x04, 0x02, b'/', b'x'];
+    frame_head(&mut input, block.len(), HEADERS, END_HEADERS, 1);
+    input.put_slice(&block);
+    // The start of a message the call never gets to read whole.
+    let partial = [0u8, 0, 0, 0x10, 0, 1, 2, 3];
+    frame_head(&mut input, partial.len(), DATA, 0, 1);
+    input.put_slice(&partial);
+    conn.read = input;
+    conn.receive(&mut Silent).expect("valid frames");
+    let window = conn.recv_window;
+    assert_eq!(window, i64::from(local().connection_window) - 8);
+
+    let mut reset = BytesMut::new();
+    frame_head(&mut reset, 4, RST_STREAM, 0, 1);
+    reset.put_u32(code::NO_ERROR);
+    conn.read = reset;
+    conn.receive(&mut Silent).expect("valid frames");
+    assert_eq!(conn.open_calls(), 0);
+    assert_eq!(conn.credit, 8, "the 8 bytes are owed to the connection");
+}
