@@ -73,6 +73,14 @@ pub const PUSH_ORDER: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET];
 
 pub use common::envoy::short_type;
 
+/// The slot of `type_url` in [`PUSH_ORDER`], for the per-type state a
+/// connection keeps in fixed slots; `None` for a type pilot does not serve.
+pub(crate) fn type_index(type_url: &str) -> Option<usize> {
+    PUSH_ORDER
+        .iter()
+        .position(|t| std::ptr::eq(*t, type_url) || *t == type_url)
+}
+
 /// `types` sorted in [`PUSH_ORDER`].
 pub(crate) fn in_push_order<'a>(types: impl IntoIterator<Item = &'a String>) -> Vec<String> {
     let rank = |t: &str| {

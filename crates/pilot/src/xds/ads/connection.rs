@@ -21,7 +21,7 @@ use super::status::Registration;
 pub use super::status::{
     ConnectionStatus, Connections, NackStatus, Protocol, Timestamp, TypeStatus, rfc3339,
 };
-use super::{AdsError, AdsServer, PUSH_ORDER, Peer, short_type};
+use super::{AdsError, AdsServer, PUSH_ORDER, Peer, short_type, type_index};
 use crate::metrics::PushMetrics;
 use crate::model::Snapshot;
 use crate::proxy::Proxy;
@@ -58,10 +58,7 @@ struct Pending {
 /// The bit of `type_url` in [`Pending::types`] (none for a type pilot does not
 /// generate, which is never pushed).
 fn type_bit(type_url: &str) -> u8 {
-    PUSH_ORDER
-        .iter()
-        .position(|t| *t == type_url)
-        .map_or(0, |i| 1 << i)
+    type_index(type_url).map_or(0, |i| 1 << i)
 }
 
 /// The request messages of one ADS call, whatever carries them: tonic's
@@ -229,8 +226,10 @@ pub(super) struct Conn<R> {
     /// The last snapshot version reported to the push wave.
     wave_reported: u64,
     registration: Registration,
-    /// Push metrics by type URL, looked up once per type.
-    push_metrics: Vec<(String, PushMetrics)>,
+    /// Push metrics of the served types by [`PUSH_ORDER`] slot, and of any
+    /// other type by URL, each looked up once.
+    push_metrics: [Option<PushMetrics>; PUSH_ORDER.len()],
+    other_metrics: Vec<(String, PushMetrics)>,
 }
 
 impl<R> Conn<R> {
@@ -304,7 +303,8 @@ impl<R> Conn<R> {
             pending: None,
             wave_reported: 0,
             registration,
-            push_metrics: Vec::new(),
+            push_metrics: Default::default(),
+            other_metrics: Vec::new(),
         })
     }
 
@@ -417,18 +417,15 @@ impl<R> Conn<R> {
     fn with_type(&self, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
         self.with_status(|s| {
             let short = short_type(type_url);
-            if !s.types.contains_key(short) {
-                s.types.insert(
-                    short.to_string(),
-                    TypeStatus {
-                        type_url: type_url.to_string(),
-                        ..TypeStatus::default()
-                    },
-                );
-            }
             if let Some(t) = s.types.get_mut(short) {
-                f(t);
+                return f(t);
             }
+            let mut t = TypeStatus {
+                type_url: type_url.to_string(),
+                ..TypeStatus::default()
+            };
+            f(&mut t);
+            s.types.insert(short.to_string(), t);
         });
     }
 
@@ -466,13 +463,19 @@ impl<R> Conn<R> {
         started: Instant,
     ) {
         let seconds = started.elapsed().as_secs_f64();
-        match self.push_metrics.iter().find(|(t, _)| t == type_url) {
-            Some((_, m)) => m.record(seconds),
-            None => {
-                let m = self.server.metrics.push_metrics(type_url);
-                m.record(seconds);
-                self.push_metrics.push((type_url.to_string(), m));
-            }
+        let metrics = &self.server.metrics;
+        match type_index(type_url) {
+            Some(i) => self.push_metrics[i]
+                .get_or_insert_with(|| metrics.push_metrics(type_url))
+                .record(seconds),
+            None => match self.other_metrics.iter().find(|(t, _)| t == type_url) {
+                Some((_, m)) => m.record(seconds),
+                None => {
+                    let m = metrics.push_metrics(type_url);
+                    m.record(seconds);
+                    self.other_metrics.push((type_url.to_string(), m));
+                }
+            },
         }
         let now = Timestamp::now();
         self.with_type(type_url, |t| {

@@ -28,7 +28,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::envoy::config::core::v3::Node;
 
 use super::connection::{Conn, Protocol, Scope, StreamProtocol, cluster_host, set};
-use super::{AdsError, in_push_order, parse_version, resource_version, version_string};
+use super::{AdsError, PUSH_ORDER, parse_version, resource_version, type_index, version_string};
 use crate::model::Snapshot;
 use crate::xds::{CLUSTER, ENDPOINT, GenerateError, is_wildcard_type};
 
@@ -109,6 +109,53 @@ impl Watch {
     }
 }
 
+/// A connection's watches by type. The types pilot serves sit in fixed slots
+/// ([`PUSH_ORDER`]'s), so a push finds its watch without comparing type URLs
+/// against keys held elsewhere in memory (cold in the cache when thousands of
+/// connections push one after another); any other type is kept by its URL.
+#[derive(Debug, Default)]
+struct Watches {
+    served: [Option<Watch>; PUSH_ORDER.len()],
+    other: BTreeMap<String, Watch>,
+}
+
+impl Watches {
+    fn get(&self, type_url: &str) -> Option<&Watch> {
+        match type_index(type_url) {
+            Some(i) => self.served[i].as_ref(),
+            None => self.other.get(type_url),
+        }
+    }
+
+    fn get_mut(&mut self, type_url: &str) -> Option<&mut Watch> {
+        match type_index(type_url) {
+            Some(i) => self.served[i].as_mut(),
+            None => self.other.get_mut(type_url),
+        }
+    }
+
+    fn insert(&mut self, type_url: &str, watch: Watch) {
+        match type_index(type_url) {
+            Some(i) => self.served[i] = Some(watch),
+            None => {
+                self.other.insert(type_url.to_string(), watch);
+            }
+        }
+    }
+
+    /// The watched types in push order: the served ones in [`PUSH_ORDER`],
+    /// then the others by URL.
+    fn types(&self) -> Vec<String> {
+        PUSH_ORDER
+            .iter()
+            .zip(&self.served)
+            .filter(|(_, w)| w.is_some())
+            .map(|(t, _)| (*t).to_string())
+            .chain(self.other.keys().cloned())
+            .collect()
+    }
+}
+
 /// Which resources a response must carry beyond those whose version changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -122,7 +169,7 @@ enum Mode {
 
 pub(super) struct Delta {
     conn: Conn<DeltaDiscoveryResponse>,
-    watches: BTreeMap<String, Watch>,
+    watches: Watches,
 }
 
 impl StreamProtocol for Delta {
@@ -137,7 +184,7 @@ impl StreamProtocol for Delta {
     fn new(conn: Conn<DeltaDiscoveryResponse>) -> Self {
         Delta {
             conn,
-            watches: BTreeMap::new(),
+            watches: Watches::default(),
         }
     }
 
@@ -271,9 +318,9 @@ impl Delta {
         }
         self.conn
             .watching(type_url, watch.names.iter(), watch.wildcard);
-        self.watches.insert(type_url.to_string(), watch);
+        self.watches.insert(type_url, watch);
         self.respond(type_url, &fresh, Mode::Always, None).await?;
-        if type_url == CLUSTER && self.watches.contains_key(ENDPOINT) {
+        if type_url == CLUSTER && self.watches.get(ENDPOINT).is_some() {
             self.respond(ENDPOINT, &BTreeSet::new(), Mode::Everything, None)
                 .await?;
         }
@@ -447,7 +494,7 @@ impl Delta {
             return Ok(());
         }
         let mut pushed = Vec::new();
-        for type_url in in_push_order(self.watches.keys()) {
+        for type_url in self.watches.types() {
             let Some(only) = self.in_scope(scope, &type_url) else {
                 continue;
             };
@@ -545,5 +592,39 @@ mod tests {
         watch.unsubscribe("custom-name");
         let s = snapshot_with(&host_refs, &["s2.default.svc.cluster.local"]);
         assert_eq!(watch.affected(&s).len(), 1);
+    }
+
+    #[test]
+    fn watches_keep_served_types_in_slots_and_list_them_in_push_order() {
+        use crate::xds::{LISTENER, ROUTE};
+        let mut watches = Watches::default();
+        let custom = "type.googleapis.com/example.v1.Custom";
+        for t in [ROUTE, custom, ENDPOINT, LISTENER, CLUSTER] {
+            watches.insert(t, Watch::default());
+        }
+        assert!(watches.other.contains_key(custom));
+        assert_eq!(watches.other.len(), 1, "served types are not kept by URL");
+        assert_eq!(
+            watches.types(),
+            [CLUSTER, ENDPOINT, LISTENER, ROUTE, custom]
+        );
+        // A type URL built at run time finds the same slot as the constant.
+        let eds = String::from(ENDPOINT);
+        watches
+            .get_mut(&eds)
+            .expect("EDS watched")
+            .subscribe("outbound|80||a.b");
+        assert!(
+            watches
+                .get(ENDPOINT)
+                .expect("EDS")
+                .names
+                .contains("outbound|80||a.b")
+        );
+        assert!(
+            watches
+                .get("type.googleapis.com/example.v1.Other")
+                .is_none()
+        );
     }
 }
