@@ -460,6 +460,7 @@ async fn converge(m: &MeshArgs, k: usize, changes: usize, client_threads: usize)
     println!("initial sync of {k} clients: {:.0} ms", ms(sync_time));
     let mut delays = Vec::new();
     let mut cpu_per_client = Vec::new();
+    let mut change_p99s = Vec::new();
     // The mesh settles after the initial sync (the last ACKs, the
     // allocator returning the sync's memory) before the first change.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -534,10 +535,22 @@ async fn converge(m: &MeshArgs, k: usize, changes: usize, client_threads: usize)
             split.pilot.as_secs_f64() * 1e6 / k as f64,
             split.clients.as_secs_f64() * 1e6 / k as f64,
         );
+        change_p99s.push(pct(&this, 99.0));
         delays.extend(this);
     }
     delays.sort();
     cpu_per_client.sort();
+    change_p99s.sort();
+    let within = change_p99s
+        .iter()
+        .filter(|d| **d <= Duration::from_millis(50))
+        .count();
+    println!(
+        "per-change p99: min {:.1} ms, median {:.1} ms, max {:.1} ms; {within} of {changes} changes at or under 50 ms",
+        ms(*change_p99s.first().context("no change measured")?),
+        ms(pct(&change_p99s, 50.0)),
+        ms(*change_p99s.last().context("no change measured")?),
+    );
     println!(
         "\n| services × endpoints | delta clients | changes | p50 | p99 | max | CPU per client per change (median) |\n|---|---|---|---|---|---|---|"
     );
