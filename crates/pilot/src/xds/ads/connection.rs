@@ -433,7 +433,7 @@ impl<R> Conn<R> {
     pub fn watching<'a>(
         &self,
         type_url: &str,
-        names: impl ExactSizeIterator<Item = &'a String>,
+        names: impl Iterator<Item = &'a String>,
         wildcard: bool,
     ) {
         let mut names: Vec<String> = names.cloned().collect();

@@ -34,20 +34,21 @@ use crate::xds::{CLUSTER, ENDPOINT, GenerateError, is_wildcard_type};
 
 /// What the proxy watches of one type, and what it holds.
 ///
-/// Hash sets and maps, not ordered ones: an endpoint push looks up a few names
-/// in the subscription and the held versions of each of thousands of
-/// connections, whose state is cold in the cache by then; a hash lookup
-/// touches two or three cache lines where a B-tree search compares against a
-/// dozen names. Orders are restored where they show (generation, status).
+/// One hash table for both, not ordered sets and not two tables: an endpoint
+/// push looks up a name's subscription and then the version the proxy holds,
+/// on each of thousands of connections whose state is cold in the cache by
+/// then. A hash lookup touches two or three cache lines where a B-tree search
+/// compares against a dozen names, and the second lookup of the same name in
+/// the same table finds those lines loaded. Orders are restored where they
+/// show (generation, status).
 #[derive(Debug, Default)]
 struct Watch {
     /// Subscribed to everything (`*`; CDS and LDS only).
     wildcard: bool,
-    /// Explicitly subscribed names.
-    names: HashSet<String>,
-    /// The version of every resource the proxy holds, by name
-    /// ([`resource_version`]; `None` for a version pilot did not write).
-    held: HashMap<String, Option<u64>>,
+    /// Every name subscribed to or held.
+    entries: HashMap<String, Entry>,
+    /// How many entries are subscribed.
+    subscribed: usize,
     nonce_sent: Option<String>,
     version_sent: Option<String>,
     /// The generator does not serve this type; stay silent.
@@ -57,19 +58,92 @@ struct Watch {
     others: BTreeSet<String>,
 }
 
+/// One name of a [`Watch`].
+#[derive(Debug, Default)]
+struct Entry {
+    /// Explicitly subscribed.
+    subscribed: bool,
+    /// The version of the resource the proxy holds ([`resource_version`];
+    /// `Some(None)` for a version pilot did not write), `None` when it holds
+    /// none.
+    held: Option<Option<u64>>,
+}
+
 impl Watch {
     /// Subscribes to `name`; whether it is new.
     fn subscribe(&mut self, name: &str) -> bool {
         if cluster_host(name).is_none() {
             self.others.insert(name.to_string());
         }
-        self.names.insert(name.to_string())
+        let entry = match self.entries.get_mut(name) {
+            Some(e) => e,
+            None => self.entries.entry(name.to_string()).or_default(),
+        };
+        let new = !entry.subscribed;
+        entry.subscribed = true;
+        self.subscribed += usize::from(new);
+        new
     }
 
     /// Unsubscribes from `name`; whether it was subscribed.
     fn unsubscribe(&mut self, name: &str) -> bool {
         self.others.remove(name);
-        self.names.remove(name)
+        let Some(entry) = self.entries.get_mut(name) else {
+            return false;
+        };
+        let was = entry.subscribed;
+        entry.subscribed = false;
+        self.subscribed -= usize::from(was);
+        if entry.held.is_none() {
+            self.entries.remove(name);
+        }
+        was
+    }
+
+    fn is_subscribed(&self, name: &str) -> bool {
+        self.entries.get(name).is_some_and(|e| e.subscribed)
+    }
+
+    /// The subscribed names, in no order.
+    fn names(&self) -> impl Iterator<Item = &String> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.subscribed)
+            .map(|(n, _)| n)
+    }
+
+    /// Whether the proxy holds `name`.
+    fn holds(&self, name: &str) -> bool {
+        self.entries.get(name).is_some_and(|e| e.held.is_some())
+    }
+
+    /// The names the proxy holds, in no order.
+    fn held_names(&self) -> impl Iterator<Item = &String> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.held.is_some())
+            .map(|(n, _)| n)
+    }
+
+    /// Notes that the proxy holds `name` at `version`.
+    fn hold(&mut self, name: String, version: Option<u64>) {
+        self.entries.entry(name).or_default().held = Some(version);
+    }
+
+    /// Notes that the proxy no longer holds `name`.
+    fn release(&mut self, name: &str) {
+        if let Some(entry) = self.entries.get_mut(name) {
+            entry.held = None;
+            if !entry.subscribed {
+                self.entries.remove(name);
+            }
+        }
+    }
+
+    /// Forgets what the proxy holds beyond its explicit subscription (it left
+    /// the wildcard).
+    fn release_unsubscribed(&mut self) {
+        self.entries.retain(|_, e| e.subscribed);
     }
 
     /// The subscribed names an endpoint-only change can affect, sorted: every
@@ -81,20 +155,10 @@ impl Watch {
     fn affected(&self, snapshot: &Snapshot) -> Vec<String> {
         let candidates = snapshot.changed_cluster_names();
         let mut out: Vec<String> = self.others.iter().cloned().collect();
-        if candidates.len() <= self.names.len() {
-            out.extend(
-                candidates
-                    .iter()
-                    .filter(|n| self.names.contains(*n))
-                    .cloned(),
-            );
+        if candidates.len() <= self.subscribed {
+            out.extend(candidates.iter().filter(|n| self.is_subscribed(n)).cloned());
         } else {
-            out.extend(
-                self.names
-                    .iter()
-                    .filter(|n| candidates.contains(*n))
-                    .cloned(),
-            );
+            out.extend(self.names().filter(|n| candidates.contains(*n)).cloned());
         }
         out.sort_unstable();
         out.dedup();
@@ -103,7 +167,7 @@ impl Watch {
 
     /// The subscribed names, sorted (a full regeneration).
     fn sorted_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.names.iter().cloned().collect();
+        let mut names: Vec<String> = self.names().cloned().collect();
         names.sort_unstable();
         names
     }
@@ -249,7 +313,7 @@ impl Delta {
                 changed |= watch.subscribe(name);
                 // The proxy must get what it subscribes to, even if we think it
                 // holds it: it may have dropped it and asked again.
-                watch.held.remove(name);
+                watch.release(name);
                 fresh.insert(name.clone());
             }
         }
@@ -257,19 +321,17 @@ impl Delta {
             if name == "*" {
                 if watch.wildcard {
                     watch.wildcard = false;
-                    let names = &watch.names;
-                    watch.held.retain(|n, _| names.contains(n));
+                    watch.release_unsubscribed();
                     changed = true;
                 }
             } else {
                 changed |= watch.unsubscribe(name);
-                watch.held.remove(name);
+                watch.release(name);
                 fresh.remove(name);
             }
         }
         if changed || !fresh.is_empty() {
-            self.conn
-                .watching(type_url, watch.names.iter(), watch.wildcard);
+            self.conn.watching(type_url, watch.names(), watch.wildcard);
             let type_url = type_url.to_string();
             self.respond(&type_url, &fresh, Mode::Changes, None).await?;
         }
@@ -305,19 +367,18 @@ impl Delta {
             }
             // The proxy holds it already; send only if it changed.
             fresh.remove(&name);
-            watch.held.insert(name, parse_version(&version));
+            watch.hold(name, parse_version(&version));
         }
         for name in &req.resource_names_unsubscribe {
             if name == "*" {
                 watch.wildcard = false;
             } else {
                 watch.unsubscribe(name);
-                watch.held.remove(name);
+                watch.release(name);
                 fresh.remove(name);
             }
         }
-        self.conn
-            .watching(type_url, watch.names.iter(), watch.wildcard);
+        self.conn.watching(type_url, watch.names(), watch.wildcard);
         self.watches.insert(type_url, watch);
         self.respond(type_url, &fresh, Mode::Always, None).await?;
         if type_url == CLUSTER && self.watches.get(ENDPOINT).is_some() {
@@ -361,7 +422,7 @@ impl Delta {
         let generated: Vec<_> = if wildcard_type && !watch.wildcard {
             generated
                 .into_iter()
-                .filter(|r| watch.names.contains(&r.name))
+                .filter(|r| watch.is_subscribed(&r.name))
                 .collect()
         } else {
             generated
@@ -371,7 +432,7 @@ impl Delta {
         let mut removed: Vec<String> = if partial && fresh.is_empty() {
             names
                 .iter()
-                .filter(|n| !generated.iter().any(|r| r.name == **n) && watch.held.contains_key(*n))
+                .filter(|n| !generated.iter().any(|r| r.name == **n) && watch.holds(n))
                 .cloned()
                 .collect()
         } else {
@@ -379,13 +440,12 @@ impl Delta {
             let mut removed: Vec<String> = if partial {
                 names
                     .iter()
-                    .filter(|n| watch.held.contains_key(*n) && !current.contains(n.as_str()))
+                    .filter(|n| watch.holds(n) && !current.contains(n.as_str()))
                     .cloned()
                     .collect()
             } else {
                 watch
-                    .held
-                    .keys()
+                    .held_names()
                     .filter(|n| !current.contains(n.as_str()))
                     .cloned()
                     .collect()
@@ -406,8 +466,10 @@ impl Delta {
         let mut resources = Vec::with_capacity(generated.len());
         for r in generated {
             let version = resource_version(&r);
-            let send_it = match watch.held.get_mut(&r.name) {
-                Some(held) => {
+            let send_it = match watch.entries.get_mut(&r.name) {
+                Some(Entry {
+                    held: Some(held), ..
+                }) => {
                     let differs = *held != Some(version);
                     if differs || send == Mode::Everything || fresh.contains(&r.name) {
                         *held = Some(version);
@@ -416,8 +478,12 @@ impl Delta {
                         false
                     }
                 }
+                Some(entry) => {
+                    entry.held = Some(Some(version));
+                    true
+                }
                 None => {
-                    watch.held.insert(r.name.clone(), Some(version));
+                    watch.hold(r.name.clone(), Some(version));
                     true
                 }
             };
@@ -436,7 +502,7 @@ impl Delta {
         let version = self.conn.snapshot.version.to_string();
         let nonce = self.conn.nonce();
         for name in &removed {
-            watch.held.remove(name);
+            watch.release(name);
         }
         set(&mut watch.nonce_sent, &nonce);
         set(&mut watch.version_sent, &version);
@@ -618,13 +684,48 @@ mod tests {
             watches
                 .get(ENDPOINT)
                 .expect("EDS")
-                .names
-                .contains("outbound|80||a.b")
+                .is_subscribed("outbound|80||a.b")
         );
         assert!(
             watches
                 .get("type.googleapis.com/example.v1.Other")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_watch_keeps_subscriptions_and_held_versions_in_one_table() {
+        let mut w = Watch::default();
+        let (a, b, c) = ("outbound|80||a.x", "outbound|80||b.x", "outbound|80||c.x");
+        assert!(w.subscribe(a));
+        assert!(!w.subscribe(a), "already subscribed");
+        w.hold(a.to_string(), Some(1));
+        // Held without a subscription: a wildcard type, or initial versions.
+        w.hold(b.to_string(), None);
+        assert_eq!(w.subscribed, 1);
+        assert_eq!(w.sorted_names(), [a]);
+        let mut held: Vec<&String> = w.held_names().collect();
+        held.sort();
+        assert_eq!(held, [a, b]);
+        assert!(w.holds(b) && !w.is_subscribed(b));
+        // Releasing keeps a subscribed name, drops a name only held.
+        w.release(a);
+        w.release(b);
+        assert!(w.is_subscribed(a) && !w.holds(a));
+        assert!(!w.entries.contains_key(b));
+        // Unsubscribing keeps a held name until it is released.
+        w.hold(a.to_string(), Some(2));
+        assert!(w.unsubscribe(a));
+        assert!(!w.unsubscribe(a), "no longer subscribed");
+        assert_eq!(w.subscribed, 0);
+        assert!(w.holds(a));
+        assert!(w.names().next().is_none());
+        // Leaving the wildcard forgets what is held but not subscribed.
+        w.subscribe(c);
+        w.hold(c.to_string(), Some(3));
+        w.release_unsubscribed();
+        assert!(!w.holds(a));
+        assert!(w.holds(c) && w.is_subscribed(c));
+        assert_eq!(w.subscribed, 1);
     }
 }
