@@ -32,6 +32,15 @@ pub enum Command {
     /// Mint service-account tokens for local mode: `mizzen token create` prints a
     /// token citadel accepts, signed by the key in --key-dir.
     Token(crate::token::TokenArgs),
+    /// Show every proxy connected to pilot and, per xDS type, whether it ACKed
+    /// the last response (SYNCED, STALE, NACKED, NOT SENT), from pilot's
+    /// /debug/syncz. Exits 1 when pilot cannot be reached.
+    ProxyStatus(crate::proxy::StatusArgs),
+    /// Show the clusters, listeners, routes or endpoints pilot generates for one
+    /// proxy, from pilot's /debug/config_dump (what pilot sends, not what the
+    /// proxy reports). Exits 1 when pilot cannot be reached or does not know the
+    /// proxy.
+    ProxyConfig(crate::proxy::ConfigArgs),
 }
 
 /// Output formats.

@@ -1,13 +1,15 @@
 //! `mizzen`: the command users type, Istio's `istioctl` counterpart.
 //!
 //! It owns the command line: flags, output formats, exit statuses. The work is done
-//! by the service libraries it composes (galley's checks, citadel's ledger). A
+//! by the service libraries it composes (galley's checks, citadel's ledger) or, for
+//! `proxy-status` and `proxy-config`, by pilot's debug API over HTTP. A
 //! command runs top-down: [`cli`] parses flags → [`run`] dispatches → a command
 //! module such as [`check`] or [`ca`] loads its inputs, asks the library, and prints.
 
 pub mod ca;
 pub mod check;
 pub mod cli;
+pub mod proxy;
 pub mod token;
 
 use std::io::Write;
@@ -32,6 +34,8 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Analyze(args) => check::analyze(&args, out, err),
         Command::Ca(args) => return ca::run(&args, out, err),
         Command::Token(args) => return token::run(&args, out, err),
+        Command::ProxyStatus(args) => return proxy::status(&args, out, err),
+        Command::ProxyConfig(args) => return proxy::config(&args, out, err),
     };
     match result {
         Ok(code) => code,

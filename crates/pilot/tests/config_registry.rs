@@ -23,10 +23,14 @@ fn load(dir: &Path) -> std::sync::Arc<Snapshot> {
     model.load()
 }
 
+/// Copies the YAML files of `from` (samples/bookinfo also holds the bookinfo
+/// services' Rust sources).
 fn copy_dir(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+        }
     }
 }
 
