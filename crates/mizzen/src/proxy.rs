@@ -331,8 +331,13 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// The items of a JSON array (none for anything else).
+fn list(v: &Value) -> Vec<Value> {
+    v.as_array().cloned().unwrap_or_default()
+}
+
 fn config_table(kind: ConfigType, of_type: &Value) -> String {
-    let resources = of_type["resources"].as_array().cloned().unwrap_or_default();
+    let resources = list(&of_type["resources"]);
     match kind {
         ConfigType::Cluster => {
             let rows = resources
@@ -390,25 +395,20 @@ fn config_table(kind: ConfigType, of_type: &Value) -> String {
                 .iter()
                 .flat_map(|rc| {
                     let name = text(&rc["name"]);
-                    rc["virtual_hosts"]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(move |vh| {
-                            let domains: Vec<String> = vh["domains"]
-                                .as_array()
-                                .into_iter()
-                                .flatten()
-                                .map(text)
-                                .collect();
-                            vec![
-                                name.clone(),
-                                text(&vh["name"]),
-                                domains.join(","),
-                                text(&vh["routes"]),
-                            ]
-                        })
+                    list(&rc["virtual_hosts"]).into_iter().map(move |vh| {
+                        let domains: Vec<String> = vh["domains"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(text)
+                            .collect();
+                        vec![
+                            name.clone(),
+                            text(&vh["name"]),
+                            domains.join(","),
+                            text(&vh["routes"]),
+                        ]
+                    })
                 })
                 .collect();
             table(&["NAME", "VHOST NAME", "DOMAINS", "ROUTES"], rows)
@@ -418,23 +418,18 @@ fn config_table(kind: ConfigType, of_type: &Value) -> String {
                 .iter()
                 .flat_map(|cla| {
                     let cluster = text(&cla["cluster_name"]);
-                    cla["endpoints"]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(move |e| {
-                            // envoy.config.core.v3.HealthStatus numbers.
-                            let status = match e["health_status"].as_i64() {
-                                Some(1) => "HEALTHY",
-                                Some(2) => "UNHEALTHY",
-                                Some(3) => "DRAINING",
-                                Some(4) => "TIMEOUT",
-                                Some(5) => "DEGRADED",
-                                _ => "UNKNOWN",
-                            };
-                            vec![text(&e["address"]), status.to_string(), cluster.clone()]
-                        })
+                    list(&cla["endpoints"]).into_iter().map(move |e| {
+                        // envoy.config.core.v3.HealthStatus numbers.
+                        let status = match e["health_status"].as_i64() {
+                            Some(1) => "HEALTHY",
+                            Some(2) => "UNHEALTHY",
+                            Some(3) => "DRAINING",
+                            Some(4) => "TIMEOUT",
+                            Some(5) => "DEGRADED",
+                            _ => "UNKNOWN",
+                        };
+                        vec![text(&e["address"]), status.to_string(), cluster.clone()]
+                    })
                 })
                 .collect();
             table(&["ENDPOINT", "STATUS", "CLUSTER"], rows)

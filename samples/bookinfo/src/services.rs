@@ -283,43 +283,31 @@ fn relay(ctx: &Ctx, what: &str, answer: Result<Answer, crate::upstream::CallErro
     }
 }
 
-async fn product_details(State(ctx): Shared, Path(id): Path<u32>, h: HeaderMap) -> Response {
-    let a = ctx
-        .details
-        .get(
-            &format!("/details/{id}"),
-            &outgoing(&h),
-            PRODUCTPAGE_TIMEOUT,
-            0,
-        )
+/// `GET /{what}/{id}` on that upstream (reviews with one retry, as the
+/// sample's productpage), relayed.
+async fn api_call(ctx: &Ctx, what: &str, id: u32, h: &HeaderMap) -> Response {
+    let (upstream, retries) = match what {
+        "details" => (&ctx.details, 0),
+        "reviews" => (&ctx.reviews, 1),
+        _ => (&ctx.ratings, 0),
+    };
+    let path = format!("/{what}/{id}");
+    let a = upstream
+        .get(&path, &outgoing(h), PRODUCTPAGE_TIMEOUT, retries)
         .await;
-    relay(&ctx, "details", a)
+    relay(ctx, what, a)
+}
+
+async fn product_details(State(ctx): Shared, Path(id): Path<u32>, h: HeaderMap) -> Response {
+    api_call(&ctx, "details", id, &h).await
 }
 
 async fn product_reviews(State(ctx): Shared, Path(id): Path<u32>, h: HeaderMap) -> Response {
-    let a = ctx
-        .reviews
-        .get(
-            &format!("/reviews/{id}"),
-            &outgoing(&h),
-            PRODUCTPAGE_TIMEOUT,
-            1,
-        )
-        .await;
-    relay(&ctx, "reviews", a)
+    api_call(&ctx, "reviews", id, &h).await
 }
 
 async fn product_ratings(State(ctx): Shared, Path(id): Path<u32>, h: HeaderMap) -> Response {
-    let a = ctx
-        .ratings
-        .get(
-            &format!("/ratings/{id}"),
-            &outgoing(&h),
-            PRODUCTPAGE_TIMEOUT,
-            0,
-        )
-        .await;
-    relay(&ctx, "ratings", a)
+    api_call(&ctx, "ratings", id, &h).await
 }
 
 /// The product page: details and reviews, each as it answered or a message
