@@ -147,28 +147,8 @@ fn print_table(records: &[Record], out: &mut dyn Write) -> std::io::Result<()> {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut line = |cells: &[&str]| {
-        let mut s = String::new();
-        for (n, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if n + 1 == cells.len() {
-                s.push_str(cell);
-            } else {
-                s.push_str(&format!("{cell:<w$}   "));
-            }
-        }
-        writeln!(out, "{}", s.trim_end())
-    };
-    line(&header)?;
-    for row in &rows {
-        line(&row.each_ref().map(String::as_str))?;
-    }
-    Ok(())
+    let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
+    out.write_all(crate::table::render(&header, &rows, 3).as_bytes())
 }
 
 use common::time::rfc3339_secs as rfc3339;

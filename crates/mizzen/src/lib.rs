@@ -10,6 +10,7 @@ pub mod ca;
 pub mod check;
 pub mod cli;
 pub mod proxy;
+pub mod table;
 pub mod token;
 
 use std::io::Write;

@@ -238,28 +238,7 @@ fn get(addr: &str, path: &str) -> Result<Value, Error> {
 
 /// Aligned columns, two spaces apart.
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let line = |cells: Vec<&str>, out: &mut String| {
-        let last = cells.len().saturating_sub(1);
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            out.push_str(cell);
-            if i < last {
-                out.push_str(&" ".repeat(w - cell.chars().count() + 2));
-            }
-        }
-        out.push('\n');
-    };
-    line(header.to_vec(), &mut out);
-    for row in &rows {
-        line(row.iter().map(String::as_str).collect(), &mut out);
-    }
-    out
+    crate::table::render(header, &rows, 2)
 }
 
 /// `POD.NAMESPACE` from a node id `TYPE~IP~POD.NAMESPACE~DOMAIN`, else the id.
