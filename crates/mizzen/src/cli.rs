@@ -41,6 +41,12 @@ pub enum Command {
     /// proxy reports). Exits 1 when pilot cannot be reached or does not know the
     /// proxy.
     ProxyConfig(crate::proxy::ConfigArgs),
+    /// Run the control plane on this machine: galley, citadel and pilot on
+    /// loopback, serving the mesh config in --config (watched for changes).
+    /// Prints what listens where, streams every component's log behind its name,
+    /// and stops them all on Ctrl-C. Exits 1 when a port is busy or a component
+    /// fails.
+    Up(crate::up::UpArgs),
 }
 
 /// Output formats.

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod proxy;
 pub mod table;
 pub mod token;
+pub mod up;
 
 use std::io::Write;
 
@@ -37,6 +38,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Token(args) => return token::run(&args, out, err),
         Command::ProxyStatus(args) => return proxy::status(&args, out, err),
         Command::ProxyConfig(args) => return proxy::config(&args, out, err),
+        Command::Up(args) => return up::run(&args, err),
     };
     match result {
         Ok(code) => code,

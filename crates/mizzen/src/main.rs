@@ -4,8 +4,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = mizzen::cli::Cli::parse();
-    let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
-    let code = mizzen::run(cli, &mut stdout.lock(), &mut stderr.lock());
+    // Not locked for the whole run: `mizzen up` writes from several tasks.
+    let code = mizzen::run(cli, &mut std::io::stdout(), &mut std::io::stderr());
     std::process::ExitCode::from(code)
 }
