@@ -28,6 +28,9 @@ use std::time::Duration;
 use clap::Args;
 use common::runtime::LogArgs;
 
+/// The directory under `--state-dir` where `mizzen run` writes its Pods.
+pub const PODS_DIR: &str = "pods";
+
 /// Exit status when the control plane could not start or a component failed.
 pub const EXIT_FAILED: u8 = 1;
 
@@ -50,7 +53,9 @@ pub struct UpArgs {
     #[arg(long)]
     pub in_process: bool,
     /// Where the control plane keeps its state: citadel's keys, roots and
-    /// certificate ledger go to `STATE_DIR/citadel` and survive restarts.
+    /// certificate ledger go to `STATE_DIR/citadel` and survive restarts; the
+    /// Pods `mizzen run` starts are written to `STATE_DIR/pods`, which pilot
+    /// serves beside --config.
     #[arg(long, env = "MIZZEN_STATE_DIR", default_value = ".mizzen")]
     pub state_dir: PathBuf,
     /// The address every component listens on. Pods in network namespaces reach
@@ -264,6 +269,12 @@ pub enum UpError {
 }
 
 impl UpArgs {
+    /// Where `mizzen run` writes the Pods it starts, served by pilot beside
+    /// `--config`.
+    pub fn pods_dir(&self) -> PathBuf {
+        self.state_dir.join(PODS_DIR)
+    }
+
     /// Checks the flags and lays out the components' command lines.
     pub fn plan(&self) -> Result<Plan, UpError> {
         if !self.config.exists() {
@@ -384,6 +395,8 @@ impl UpArgs {
                 with_log(strings(&[
                     "--config-dir",
                     &self.config.to_string_lossy(),
+                    "--config-dir",
+                    &self.pods_dir().to_string_lossy(),
                     "--xds-addr",
                     &addr("--pilot-xds-port"),
                     "--http-addr",
@@ -465,7 +478,7 @@ pub async fn up(
 ) -> Result<(), UpError> {
     let plan = args.plan()?;
     preflight(&plan)?;
-    std::fs::create_dir_all(&args.state_dir).map_err(|source| UpError::StateDir {
+    std::fs::create_dir_all(args.pods_dir()).map_err(|source| UpError::StateDir {
         path: args.state_dir.clone(),
         source,
     })?;

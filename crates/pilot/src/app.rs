@@ -43,9 +43,9 @@ pub struct Config {
     /// Directory of YAML to serve (Istio resources; Kubernetes Service, Endpoints,
     /// EndpointSlice, Pod, Namespace, ServiceAccount, Secret; ServiceEntry,
     /// WorkloadEntry), read recursively and watched for changes. A single file
-    /// works too.
-    #[arg(long, env = "PILOT_CONFIG_DIR")]
-    pub config_dir: PathBuf,
+    /// works too. Several (repeated or comma-separated) are served as one set.
+    #[arg(long, env = "PILOT_CONFIG_DIR", value_delimiter = ',', required = true)]
+    pub config_dir: Vec<PathBuf>,
     /// Address of the plaintext ADS gRPC server
     /// (envoy.service.discovery.v3.AggregatedDiscoveryService).
     #[arg(long, env = "PILOT_XDS_ADDR", default_value = "0.0.0.0:15010")]
@@ -88,10 +88,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// The config paths, for logs (`a, b`).
+    pub fn dirs(&self) -> String {
+        let dirs: Vec<String> = self
+            .config_dir
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        dirs.join(", ")
+    }
+
     /// Flags for serving `config_dir` with every other flag at its default.
     pub fn for_dir(config_dir: impl Into<PathBuf>) -> Config {
         Config {
-            config_dir: config_dir.into(),
+            config_dir: vec![config_dir.into()],
             xds_addr: SocketAddr::from(([0, 0, 0, 0], 15010)),
             xds_tls_addr: SocketAddr::from(([0, 0, 0, 0], 15012)),
             tls_cert_file: None,
@@ -197,7 +207,7 @@ impl App {
             debounce_max: max,
             ..ConfigOptions::default()
         };
-        let controller = ConfigController::from_dir(config.config_dir.clone(), options);
+        let controller = ConfigController::from_paths(config.config_dir.clone(), options);
         crate::metrics::register_config_rejections(&mut registry, controller.rejection_counter());
         let model = ModelHandle::default();
         // Load once now: an unreadable directory fails here, and proxies that
@@ -212,7 +222,7 @@ impl App {
         .map_err(|e| Error::Config(ConfigError::ReloadPanicked(e.to_string())))?;
         let reload = loaded?;
         tracing::info!(
-            dir = %config.config_dir.display(),
+            dir = %config.dirs(),
             version = ?reload.published,
             accepted = reload.outcome.accepted,
             "loaded config"
@@ -328,7 +338,7 @@ impl App {
                 admin.set_ready();
             }
         });
-        tracing::info!(xds = %addrs.xds, xds_tls = ?addrs.xds_tls, http = %addrs.http, dir = %self.config.config_dir.display(), "pilot serving");
+        tracing::info!(xds = %addrs.xds, xds_tls = ?addrs.xds_tls, http = %addrs.http, dir = %self.config.dirs(), "pilot serving");
 
         // On shutdown ADS streams end with UNAVAILABLE, so proxies reconnect elsewhere.
         let ads = self.ads.clone();

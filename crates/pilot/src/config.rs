@@ -195,6 +195,12 @@ impl ConfigController<FileSource> {
     pub fn from_dir(dir: impl Into<PathBuf>, options: ConfigOptions) -> Self {
         ConfigController::new(FileSource::new(dir), options)
     }
+
+    /// A controller reading every one of `paths` as one set (pilot's repeated
+    /// `--config-dir`).
+    pub fn from_paths(paths: Vec<PathBuf>, options: ConfigOptions) -> Self {
+        ConfigController::new(FileSource::many(paths), options)
+    }
 }
 
 impl<S: ConfigSource> ConfigController<S> {

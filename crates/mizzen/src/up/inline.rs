@@ -51,7 +51,7 @@ pub async fn run(
         .await
         .map_err(|e| start_error(Component::Citadel)(e.to_string()))?;
     let pilot_config: pilot::app::Config = config(plan, Component::Pilot)?;
-    let config_dir = pilot_config.config_dir.clone();
+    let config_dir = pilot_config.config_dir.first().cloned().unwrap_or_default();
     let pilot = pilot::app::App::build(pilot_config)
         .await
         .map_err(|e| start_error(Component::Pilot)(e.to_string()))?;

@@ -1,4 +1,4 @@
-//! The file source: a directory of YAML (`--config-dir`), read with
+//! The file source: directories of YAML (`--config-dir`, one or more), read with
 //! [`common::load`] and watched with `notify`.
 //!
 //! Every load lists the directory again (recursively, `*.yaml`, `*.yml`, `*.json`,
@@ -25,8 +25,9 @@ use super::{ChangeSignal, ConfigSource, SourceError};
 
 /// YAML files under a directory (or one file), watched for changes.
 pub struct FileSource {
-    path: PathBuf,
-    watcher: Option<RecommendedWatcher>,
+    /// What is read, in order: directories or single files.
+    paths: Vec<PathBuf>,
+    watchers: Vec<RecommendedWatcher>,
     /// What the last successful load read.
     read: Option<Vec<Stamp>>,
 }
@@ -55,8 +56,8 @@ impl Stamp {
 impl std::fmt::Debug for FileSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileSource")
-            .field("path", &self.path)
-            .field("watching", &self.watcher.is_some())
+            .field("paths", &self.paths)
+            .field("watching", &!self.watchers.is_empty())
             .finish()
     }
 }
@@ -64,52 +65,61 @@ impl std::fmt::Debug for FileSource {
 impl FileSource {
     /// A source reading `path`: a directory (`--config-dir`) or a single file.
     pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileSource::many(vec![path.into()])
+    }
+
+    /// A source reading every one of `paths` (directories or files) as one set,
+    /// in order: `mizzen up` gives pilot the user's config and the directory
+    /// where its pod launcher writes Pods.
+    pub fn many(paths: Vec<PathBuf>) -> Self {
         FileSource {
-            path: path.into(),
-            watcher: None,
+            paths,
+            watchers: Vec::new(),
             read: None,
         }
     }
 
-    /// The path read.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The paths read.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// The files a load would read now, in order.
+    fn files(&self) -> Result<Vec<PathBuf>, SourceError> {
+        let mut files = Vec::new();
+        for path in &self.paths {
+            let meta = std::fs::metadata(path).map_err(|e| unreadable(path, e))?;
+            if meta.is_dir() {
+                files.extend(config_files(path).map_err(|e| unreadable(path, e))?);
+            } else {
+                files.push(path.clone());
+            }
+        }
+        Ok(files)
     }
 
     /// The files a load would read now, stamped; `None` if any cannot be.
     fn stamps(&self) -> Result<Option<Vec<Stamp>>, SourceError> {
-        let meta = std::fs::metadata(&self.path).map_err(|e| self.unreadable(e))?;
-        let files = if meta.is_dir() {
-            config_files(&self.path).map_err(|e| self.unreadable(e))?
-        } else {
-            vec![self.path.clone()]
-        };
-        Ok(files.iter().map(|f| Stamp::of(f)).collect())
+        Ok(self.files()?.iter().map(|f| Stamp::of(f)).collect())
     }
+}
 
-    fn unreadable(&self, source: std::io::Error) -> SourceError {
-        SourceError::Unreadable {
-            path: self.path.clone(),
-            source,
-        }
+fn unreadable(path: &Path, source: std::io::Error) -> SourceError {
+    SourceError::Unreadable {
+        path: path.to_path_buf(),
+        source,
     }
 }
 
 impl ConfigSource for FileSource {
     fn describe(&self) -> String {
-        format!("files under {}", self.path.display())
+        let paths: Vec<String> = self.paths.iter().map(|p| p.display().to_string()).collect();
+        format!("files under {}", paths.join(", "))
     }
 
     fn load(&mut self) -> Result<Loaded, SourceError> {
         self.read = None;
-        let meta = std::fs::metadata(&self.path).map_err(|e| self.unreadable(e))?;
-        if !meta.is_dir() {
-            let stamp = Stamp::of(&self.path);
-            let loaded = load_path(&self.path);
-            self.read = stamp.map(|s| vec![s]);
-            return Ok(loaded);
-        }
-        let files = config_files(&self.path).map_err(|e| self.unreadable(e))?;
+        let files = self.files()?;
         let mut out = Loaded::default();
         let mut stamps = Some(Vec::with_capacity(files.len()));
         for f in files {
@@ -135,11 +145,23 @@ impl ConfigSource for FileSource {
     }
 
     fn watch(&mut self, signal: ChangeSignal) -> Result<(), SourceError> {
-        let meta = std::fs::metadata(&self.path).map_err(|e| self.unreadable(e))?;
+        for path in self.paths.clone() {
+            let watcher = watch_path(&path, signal.clone())?;
+            self.watchers.push(watcher);
+        }
+        Ok(())
+    }
+}
+
+/// Watches `path` (recursively for a directory, its parent for a file), every
+/// change but reads reported to `signal`.
+fn watch_path(path: &Path, signal: ChangeSignal) -> Result<RecommendedWatcher, SourceError> {
+    {
+        let meta = std::fs::metadata(path).map_err(|e| unreadable(path, e))?;
         let (target, mode) = if meta.is_dir() {
-            (self.path.clone(), RecursiveMode::Recursive)
+            (path.to_path_buf(), RecursiveMode::Recursive)
         } else {
-            let parent = match self.path.parent() {
+            let parent = match path.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                 _ => PathBuf::from("."),
             };
@@ -160,7 +182,6 @@ impl ConfigSource for FileSource {
         .map_err(watch_error)?;
         watcher.watch(&target, mode).map_err(watch_error)?;
         tracing::info!(path = %target.display(), "watching config files");
-        self.watcher = Some(watcher);
-        Ok(())
+        Ok(watcher)
     }
 }

@@ -312,3 +312,40 @@ fn the_file_source_tells_when_a_load_would_read_the_same_files() {
     std::fs::remove_file(&b).unwrap();
     assert!(!single.unchanged(), "a file that went away");
 }
+
+#[test]
+fn several_paths_are_read_as_one_set_and_each_is_watched() {
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ns = |name: &str| format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n");
+    std::fs::write(one.path().join("a.yaml"), ns("from-one")).unwrap();
+    std::fs::write(two.path().join("b.yaml"), ns("from-two")).unwrap();
+    let mut source = FileSource::many(vec![one.path().to_path_buf(), two.path().to_path_buf()]);
+    let loaded = source.load().unwrap();
+    let names: Vec<&str> = loaded
+        .resources
+        .iter()
+        .filter_map(|r| r.meta.name.as_deref())
+        .collect();
+    assert_eq!(names, ["from-one", "from-two"]);
+    assert!(source.describe().contains(", "), "{}", source.describe());
+
+    let (signal, mut changes) = ChangeSignal::channel();
+    source.watch(signal).unwrap();
+    assert!(source.unchanged());
+    std::fs::write(two.path().join("c.yaml"), ns("later")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while changes.try_recv().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no change reported for the second path"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!source.unchanged());
+    assert_eq!(source.load().unwrap().resources.len(), 3);
+
+    // A missing path makes the whole load fail, naming it.
+    let mut broken = FileSource::many(vec![one.path().to_path_buf(), "/nonexistent/pods".into()]);
+    let err = broken.load().unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/pods"), "{err}");
+}
