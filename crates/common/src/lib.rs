@@ -11,6 +11,7 @@
 //! [`resource::DecodeError`] naming file, line, resource and field path).
 #![warn(missing_docs)]
 
+pub mod bootstrap;
 pub mod envoy;
 pub mod envoy_json;
 pub mod host;

@@ -47,6 +47,12 @@ pub enum Command {
     /// and stops them all on Ctrl-C. Exits 1 when a port is busy or a component
     /// fails.
     Up(crate::up::UpArgs),
+    /// Run a workload as a pod: its own network namespace on the mesh bridge,
+    /// traffic captured by `proxy init` as istio-init does, a sidecar (Mizzen's
+    /// proxy or Envoy) with a workload certificate from citadel, and the app
+    /// after `--`. The pod joins the mesh of `mizzen up --pods` once ready and
+    /// leaves it on Ctrl-C. Needs root.
+    Run(crate::run::RunArgs),
 }
 
 /// Output formats.

@@ -9,7 +9,9 @@
 pub mod ca;
 pub mod check;
 pub mod cli;
+pub mod pod;
 pub mod proxy;
+pub mod run;
 pub mod table;
 pub mod token;
 pub mod up;
@@ -39,6 +41,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::ProxyStatus(args) => return proxy::status(&args, out, err),
         Command::ProxyConfig(args) => return proxy::config(&args, out, err),
         Command::Up(args) => return up::run(&args, err),
+        Command::Run(args) => return run::run(&args, err),
     };
     match result {
         Ok(code) => code,

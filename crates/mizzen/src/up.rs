@@ -63,6 +63,14 @@ pub struct UpArgs {
     /// binds that address or 0.0.0.0.
     #[arg(long, env = "MIZZEN_BIND", default_value = "127.0.0.1")]
     pub bind: IpAddr,
+    /// Serve pods in network namespaces (`mizzen run`): create the pod bridge
+    /// (--bridge, --subnet) and listen on its address instead of --bind. Needs
+    /// root.
+    #[arg(long)]
+    pub pods: bool,
+    /// The pod network, with --pods.
+    #[command(flatten)]
+    pub net: crate::run::NetArgs,
     /// Where the `galley`, `citadel` and `pilot` binaries are; by default the
     /// directory of this `mizzen` binary, then PATH.
     #[arg(long, env = "MIZZEN_BIN_DIR", value_name = "DIR")]
@@ -284,7 +292,12 @@ impl UpArgs {
             )));
         }
         let p = &self.ports;
-        let at = |port: u16| SocketAddr::new(self.bind, port);
+        let bind = if self.pods {
+            IpAddr::V4(self.net.subnet.0)
+        } else {
+            self.bind
+        };
+        let at = |port: u16| SocketAddr::new(bind, port);
         let listens = vec![
             listen(
                 Component::Galley,
@@ -477,6 +490,17 @@ pub async fn up(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), UpError> {
     let plan = args.plan()?;
+    if args.pods {
+        if !crate::run::is_root() {
+            return Err(UpError::Flags(
+                "--pods needs root (it creates the pod bridge); run as root, or drop --pods".into(),
+            ));
+        }
+        args.net
+            .network()
+            .ensure_bridge()
+            .map_err(|e| UpError::Flags(format!("--pods: {e}")))?;
+    }
     preflight(&plan)?;
     std::fs::create_dir_all(args.pods_dir()).map_err(|source| UpError::StateDir {
         path: args.state_dir.clone(),
@@ -500,17 +524,33 @@ fn ready_banner(plan: &Plan, mode: &str, config: &std::path::Path) -> String {
     )
 }
 
-/// `GET http://addr/ready` answers 200.
-async fn is_ready(addr: SocketAddr) -> bool {
+/// `GET http://addr{path}`: the body of a 2xx answer, or why there is none.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<bytes::Bytes, String> {
+    use http_body_util::BodyExt;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let Ok(uri) = format!("http://{addr}/ready").parse::<hyper::Uri>() else {
-        return false;
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), client.get(uri)).await,
-        Ok(Ok(response)) if response.status() == hyper::StatusCode::OK
-    )
+    let uri = format!("http://{addr}{path}")
+        .parse::<hyper::Uri>()
+        .map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
+        .await
+        .map_err(|_| "no answer within 5 s".to_string())?
+        .map_err(|e| format!("{e:#}"))?;
+    let status = response.status();
+    let body = tokio::time::timeout(Duration::from_secs(5), response.into_body().collect())
+        .await
+        .map_err(|_| "the body did not arrive within 5 s".to_string())?
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!("{path} answered {status}"));
+    }
+    Ok(body)
+}
+
+/// `GET http://addr{path}` answers 2xx.
+pub async fn http_ok(addr: SocketAddr, path: &str) -> bool {
+    http_get(addr, path).await.is_ok()
 }
 
 /// Waits until every component answers `/ready`, printing each as it does.
@@ -518,7 +558,7 @@ async fn wait_ready(plan: &Plan, console: &Console) -> Result<(), UpError> {
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     for component in Component::ALL {
         let addr = plan.http_addr(component);
-        while !is_ready(addr).await {
+        while !http_ok(addr, "/ready").await {
             if tokio::time::Instant::now() >= deadline {
                 return Err(UpError::NotReady {
                     name: component.name(),

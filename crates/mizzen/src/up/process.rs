@@ -210,7 +210,7 @@ pub async fn run(
 }
 
 /// Relays `reader`'s lines to the console behind `prefix`.
-fn relay(
+pub(crate) fn relay(
     reader: impl AsyncRead + Unpin + Send + 'static,
     prefix: String,
     console: Console,

@@ -1,0 +1,180 @@
+//! The Envoy bootstrap a sidecar starts with, as istio-agent writes it: the
+//! node (id `sidecar~IP~POD.NS~NS.svc.cluster.local` and Istio's metadata),
+//! ADS to pilot through the static `xds-grpc` cluster, and the admin interface.
+//! With an SDS socket (a stock Envoy beside `proxy agent`) it also has the
+//! `sds-grpc` cluster, a pipe to that socket, where pilot's TLS contexts ask for
+//! the `default` and `ROOTCA` secrets. Mizzen's proxy needs no `sds-grpc`: it
+//! gets its certificate from the CA itself.
+//!
+//! Both data planes read the same JSON (Envoy picks the format by the `.json`
+//! extension).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+/// Who the sidecar is and where its control plane is.
+#[derive(Debug, Clone)]
+pub struct Sidecar {
+    /// The pod's name.
+    pub pod: String,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's IP.
+    pub ip: IpAddr,
+    /// The pod's labels.
+    pub labels: BTreeMap<String, String>,
+    /// The pod's service account.
+    pub service_account: String,
+    /// Pilot's ADS address.
+    pub xds: SocketAddr,
+    /// Delta xDS (`DELTA_GRPC`, Istio's default) rather than state of the world.
+    pub delta: bool,
+    /// Envoy's admin address (Istio: 127.0.0.1:15000).
+    pub admin: SocketAddr,
+    /// istio-agent's SDS socket, for a stock Envoy; `None` for Mizzen's proxy.
+    pub sds_socket: Option<PathBuf>,
+}
+
+impl Sidecar {
+    /// The node id pilot reads the proxy's type, IP and pod from.
+    pub fn node_id(&self) -> String {
+        format!(
+            "sidecar~{ip}~{pod}.{ns}~{ns}.svc.cluster.local",
+            ip = self.ip,
+            pod = self.pod,
+            ns = self.namespace
+        )
+    }
+
+    /// The service cluster (`app.namespace`, as istio-agent names it).
+    pub fn cluster(&self) -> String {
+        let app = self
+            .labels
+            .get("app")
+            .cloned()
+            .unwrap_or_else(|| self.pod.clone());
+        format!("{app}.{}", self.namespace)
+    }
+
+    /// The bootstrap, as JSON.
+    pub fn bootstrap(&self) -> Value {
+        let mut clusters = vec![static_cluster(
+            "xds-grpc",
+            json!({"socket_address": {"address": self.xds.ip().to_string(), "port_value": self.xds.port()}}),
+        )];
+        if let Some(socket) = &self.sds_socket {
+            clusters.push(static_cluster(
+                "sds-grpc",
+                json!({"pipe": {"path": socket.display().to_string()}}),
+            ));
+        }
+        json!({
+            "node": {
+                "id": self.node_id(),
+                "cluster": self.cluster(),
+                "metadata": {
+                    "NAMESPACE": self.namespace,
+                    "LABELS": self.labels,
+                    "INSTANCE_IPS": self.ip.to_string(),
+                    "SERVICE_ACCOUNT": self.service_account,
+                    "WORKLOAD_NAME": self.pod,
+                    "CLUSTER_ID": "Kubernetes",
+                },
+            },
+            "dynamic_resources": {
+                "ads_config": {
+                    "api_type": if self.delta { "DELTA_GRPC" } else { "GRPC" },
+                    "transport_api_version": "V3",
+                    "set_node_on_first_message_only": true,
+                    "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}],
+                },
+                "cds_config": {"ads": {}, "resource_api_version": "V3"},
+                "lds_config": {"ads": {}, "resource_api_version": "V3"},
+            },
+            "static_resources": {"clusters": clusters},
+            "admin": {
+                "address": {"socket_address": {
+                    "address": self.admin.ip().to_string(),
+                    "port_value": self.admin.port(),
+                }},
+            },
+        })
+    }
+}
+
+/// A static HTTP/2 cluster with one endpoint at `address`.
+fn static_cluster(name: &str, address: Value) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            },
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sidecar(sds: Option<&str>) -> Sidecar {
+        Sidecar {
+            pod: "reviews-v2".into(),
+            namespace: "default".into(),
+            ip: "10.77.0.5".parse().unwrap(),
+            labels: [("app", "reviews"), ("version", "v2")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+            service_account: "bookinfo-reviews".into(),
+            xds: "10.77.0.1:15010".parse().unwrap(),
+            delta: true,
+            admin: "127.0.0.1:15000".parse().unwrap(),
+            sds_socket: sds.map(PathBuf::from),
+        }
+    }
+
+    #[test]
+    fn the_node_is_named_as_istio_agent_names_it() {
+        let b = sidecar(None).bootstrap();
+        assert_eq!(
+            b["node"]["id"],
+            "sidecar~10.77.0.5~reviews-v2.default~default.svc.cluster.local"
+        );
+        assert_eq!(b["node"]["cluster"], "reviews.default");
+        assert_eq!(b["node"]["metadata"]["LABELS"]["version"], "v2");
+        assert_eq!(
+            b["dynamic_resources"]["ads_config"]["api_type"],
+            "DELTA_GRPC"
+        );
+        let clusters = b["static_resources"]["clusters"].as_array().unwrap();
+        assert_eq!(clusters.len(), 1, "no sds-grpc without a socket");
+        assert_eq!(
+            clusters[0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["socket_address"]["port_value"],
+            15010
+        );
+    }
+
+    #[test]
+    fn an_sds_socket_adds_the_sds_grpc_pipe() {
+        let b = sidecar(Some("/run/pod/sds.sock")).bootstrap();
+        let sds = &b["static_resources"]["clusters"][1];
+        assert_eq!(sds["name"], "sds-grpc");
+        assert_eq!(
+            sds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]
+                ["path"],
+            "/run/pod/sds.sock"
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! A pod's sidecar: the files istio-agent and the injector would give it
+//! (bootstrap, service-account token, mesh roots) and its command lines.
+//!
+//! Mizzen's proxy reads the bootstrap, gets its certificate from citadel itself
+//! (`--ca-addr`) and serves `/healthz/ready` on 15021. A stock Envoy gets the
+//! same bootstrap plus the `sds-grpc` pipe, with `proxy agent` beside it serving
+//! the certificate on that socket; Envoy's 15021 is a static listener whose
+//! `/healthz/ready` asks Envoy's own admin `/ready`, as Istio's bootstrap routes
+//! it to the agent, which asks Envoy. Both run as uid 1337, so their own traffic
+//! is not captured.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::bootstrap::Sidecar;
+use serde_json::json;
+
+use super::net::Netns;
+use super::{Mesh, PROXY_UID, PodError, PodSpec, SidecarKind};
+
+/// Istio's sidecar health port.
+pub const HEALTH_PORT: u16 = 15021;
+/// Istio's sidecar status/metrics port.
+pub const STATUS_PORT: u16 = 15020;
+/// Envoy's admin address in the pod (Istio's).
+const ADMIN: ([u8; 4], u16) = ([127, 0, 0, 1], 15000);
+/// How long a minted service-account token is valid.
+const TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A pod's sidecar files, under its run directory; removed on drop.
+#[derive(Debug)]
+pub struct Files {
+    dir: PathBuf,
+    bootstrap: PathBuf,
+    token: PathBuf,
+    root_cert: PathBuf,
+    sds_socket: PathBuf,
+}
+
+impl Files {
+    /// Writes the bootstrap, token and roots for `spec` at `addr` into `dir`,
+    /// owned by the proxy's uid.
+    pub fn write(
+        mesh: &Mesh,
+        spec: &PodSpec,
+        addr: Ipv4Addr,
+        dir: &Path,
+    ) -> Result<Files, PodError> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(|e| PodError::io(dir, e))?;
+        let files = Files {
+            dir: dir.to_path_buf(),
+            bootstrap: dir.join("bootstrap.json"),
+            token: dir.join("istio-token"),
+            root_cert: dir.join("root-cert.pem"),
+            sds_socket: dir.join("sds.sock"),
+        };
+        if spec.sidecar == SidecarKind::None {
+            return Ok(files);
+        }
+        let key_dir = mesh.state_dir.join("citadel");
+        let issuer = citadel::local_issuer::LocalIssuer::load_or_create(&key_dir).map_err(|e| {
+            PodError::Io {
+                path: key_dir.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        let token = issuer
+            .mint(
+                &spec.namespace,
+                &spec.service_account,
+                "istio-ca",
+                TOKEN_TTL,
+            )
+            .map_err(|e| PodError::Flags(format!("pod {}: {e}", spec.name)))?;
+        write_private(&files.token, &token)?;
+        let roots = key_dir.join("root-cert.pem");
+        let roots_text = std::fs::read_to_string(&roots).map_err(|e| PodError::Io {
+            path: roots.clone(),
+            reason: format!(
+                "{e}: start the control plane first (`mizzen up`), which creates the mesh's root"
+            ),
+        })?;
+        write_private(&files.root_cert, &roots_text)?;
+        let sidecar = Sidecar {
+            pod: spec.name.clone(),
+            namespace: spec.namespace.clone(),
+            ip: addr.into(),
+            labels: spec.labels.clone(),
+            service_account: spec.service_account.clone(),
+            xds: SocketAddr::from((mesh.network.gateway, mesh.pilot_xds_port)),
+            delta: true,
+            admin: SocketAddr::from(ADMIN),
+            sds_socket: (spec.sidecar == SidecarKind::Envoy).then(|| files.sds_socket.clone()),
+        };
+        let mut bootstrap = sidecar.bootstrap();
+        if spec.sidecar == SidecarKind::Envoy {
+            add_envoy_health_listener(&mut bootstrap);
+        }
+        let text = serde_json::to_string_pretty(&bootstrap).unwrap_or_default();
+        write_private(&files.bootstrap, &text)?;
+        chown(dir)?;
+        Ok(files)
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Writes `text` to `path`, readable by the proxy's uid only.
+fn write_private(path: &Path, text: &str) -> Result<(), PodError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).map_err(|e| PodError::io(path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| PodError::io(path, e))?;
+    chown(path)
+}
+
+fn chown(path: &Path) -> Result<(), PodError> {
+    std::os::unix::fs::chown(path, Some(PROXY_UID), Some(PROXY_UID))
+        .map_err(|e| PodError::io(path, e))
+}
+
+/// Envoy's 15021: `/healthz/ready` answered by Envoy's admin `/ready` (200
+/// once the first xDS round is in, as istio-agent reports it).
+fn add_envoy_health_listener(bootstrap: &mut serde_json::Value) {
+    let (ip, port) = ADMIN;
+    let admin = json!({
+        "name": "agent-admin",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": "agent-admin", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": std::net::Ipv4Addr::from(ip).to_string(), "port_value": port}}}}]}]},
+    });
+    let listener = json!({
+        "name": "health",
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": HEALTH_PORT}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "health",
+                "route_config": {"virtual_hosts": [{
+                    "name": "health",
+                    "domains": ["*"],
+                    "routes": [{
+                        "match": {"path": "/healthz/ready"},
+                        "route": {"cluster": "agent-admin", "prefix_rewrite": "/ready"},
+                    }],
+                }]},
+                "http_filters": [{
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                }],
+            },
+        }]}],
+    });
+    let statics = &mut bootstrap["static_resources"];
+    if let Some(clusters) = statics["clusters"].as_array_mut() {
+        clusters.push(admin);
+    }
+    statics["listeners"] = json!([listener]);
+}
+
+/// The sidecar's processes for `spec`, each a command inside `netns` as the
+/// proxy's uid, named for the log prefix.
+pub fn commands(
+    mesh: &Mesh,
+    spec: &PodSpec,
+    files: &Files,
+    netns: &Netns,
+) -> Vec<(&'static str, Command)> {
+    let ca = format!("citadel:{}", mesh.citadel_grpc_port);
+    let uid = Some(PROXY_UID);
+    match spec.sidecar {
+        SidecarKind::None => Vec::new(),
+        SidecarKind::Proxy => {
+            let mut proxy = netns.command(uid, &mesh.proxy_bin);
+            proxy
+                .arg("-c")
+                .arg(&files.bootstrap)
+                .args(["--concurrency", "1", "--ca-addr", &ca])
+                .arg("--ca-root-cert")
+                .arg(&files.root_cert)
+                .arg("--token-file")
+                .arg(&files.token)
+                .args(["--health-addr", &format!("0.0.0.0:{HEALTH_PORT}")])
+                .args(["--status-addr", &format!("0.0.0.0:{STATUS_PORT}")]);
+            vec![("proxy", proxy)]
+        }
+        SidecarKind::Envoy => {
+            let mut agent = netns.command(uid, &mesh.proxy_bin);
+            agent
+                .args(["agent", "--ca-addr", &ca])
+                .arg("--ca-root-cert")
+                .arg(&files.root_cert)
+                .arg("--token-file")
+                .arg(&files.token)
+                .args(["--namespace", &spec.namespace])
+                .args(["--service-account", &spec.service_account])
+                .arg("--sds-socket")
+                .arg(&files.sds_socket);
+            let mut envoy = netns.command(uid, &mesh.envoy_bin);
+            envoy.arg("-c").arg(&files.bootstrap).args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+            ]);
+            vec![("agent", agent), ("envoy", envoy)]
+        }
+    }
+}

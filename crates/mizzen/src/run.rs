@@ -1,0 +1,196 @@
+//! `mizzen run`: one workload as a pod in its own network namespace, with the
+//! sidecar injected and traffic captured as in a Kubernetes pod ([`crate::pod`]),
+//! joined to the mesh of `mizzen up --pods`. Runs until Ctrl-C or SIGTERM, or
+//! until the app or its sidecar exits; then the pod is removed.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::pod::net::Network;
+use crate::pod::{Mesh, Pod, PodSpec, SidecarKind};
+use crate::up::Console;
+
+/// Exit status when the pod could not start or ended on its own.
+pub const EXIT_FAILED: u8 = 1;
+
+/// The pod network's flags, shared by `mizzen up --pods` and `mizzen run`.
+#[derive(Debug, Clone, Args)]
+pub struct NetArgs {
+    /// The bridge pods are wired to.
+    #[arg(long, env = "MIZZEN_BRIDGE", default_value = "mizzen0")]
+    pub bridge: String,
+    /// The pod subnet, as the bridge's (the host's) address and prefix length;
+    /// pods get the other addresses.
+    #[arg(long, env = "MIZZEN_SUBNET", default_value = "10.77.0.1/16", value_parser = parse_subnet)]
+    pub subnet: (Ipv4Addr, u8),
+}
+
+impl NetArgs {
+    /// The network these flags describe.
+    pub fn network(&self) -> Network {
+        Network {
+            bridge: self.bridge.clone(),
+            gateway: self.subnet.0,
+            prefix: self.subnet.1,
+        }
+    }
+}
+
+fn parse_subnet(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let (addr, prefix) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?}: write ADDRESS/PREFIX, e.g. 10.77.0.1/16"))?;
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("{addr:?} is not an IPv4 address: {e}"))?;
+    let prefix = prefix
+        .parse()
+        .map_err(|_| format!("{prefix:?} is not a prefix length"))?;
+    Ok((addr, prefix))
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?}: write KEY=VALUE"))
+}
+
+/// `mizzen run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The pod's name (`reviews-v2`).
+    pub name: String,
+    /// The pod's namespace.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// The pod's service account (its SPIFFE identity).
+    #[arg(short = 's', long, default_value = "default")]
+    pub service_account: String,
+    /// A label (`app=reviews`); Services select pods by them. Repeatable.
+    #[arg(short = 'l', long = "label", value_parser = parse_key_value)]
+    pub labels: Vec<(String, String)>,
+    /// A port the app listens on (the pod is ready when it accepts on each).
+    /// Repeatable.
+    #[arg(short = 'p', long = "port")]
+    pub ports: Vec<u16>,
+    /// An environment variable for the app (`KEY=VALUE`). Repeatable.
+    #[arg(short = 'e', long = "env", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// The sidecar: Mizzen's proxy, a stock Envoy (with `proxy agent`), or none.
+    #[arg(long, value_enum, default_value_t = SidecarKind::Proxy)]
+    pub sidecar: SidecarKind,
+    /// The pod network.
+    #[command(flatten)]
+    pub net: NetArgs,
+    /// `mizzen up`'s state directory (the mesh's root and token key, the pods
+    /// pilot serves).
+    #[arg(long, env = "MIZZEN_STATE_DIR", default_value = ".mizzen")]
+    pub state_dir: PathBuf,
+    /// Pilot's xDS port on the bridge address.
+    #[arg(long, env = "MIZZEN_PILOT_XDS_PORT", default_value_t = 15010)]
+    pub pilot_xds_port: u16,
+    /// Pilot's debug port on the bridge address.
+    #[arg(long, env = "MIZZEN_PILOT_HTTP_PORT", default_value_t = 15014)]
+    pub pilot_http_port: u16,
+    /// Citadel's CA port on the bridge address.
+    #[arg(long, env = "MIZZEN_CITADEL_GRPC_PORT", default_value_t = 15012)]
+    pub citadel_grpc_port: u16,
+    /// Where the `proxy` binary is; by default beside this `mizzen`, then PATH.
+    #[arg(long, env = "MIZZEN_BIN_DIR", value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// The Envoy binary, for `--sidecar envoy`.
+    #[arg(long, env = "ENVOY_BIN", default_value = "envoy")]
+    pub envoy: PathBuf,
+    /// The app's command line, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+impl RunArgs {
+    /// The pod to run.
+    pub fn spec(&self) -> PodSpec {
+        PodSpec {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            service_account: self.service_account.clone(),
+            labels: self.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+            ports: self.ports.clone(),
+            sidecar: self.sidecar,
+            command: self.command.clone(),
+            env: self.env.clone(),
+        }
+    }
+
+    /// The mesh to join.
+    pub fn mesh(&self) -> Result<Mesh, String> {
+        let proxy_bin = crate::up::process::find_binary("proxy", self.bin_dir.as_deref())
+            .map_err(|e| e.to_string())?;
+        Ok(Mesh {
+            network: self.net.network(),
+            state_dir: self.state_dir.clone(),
+            pilot_xds_port: self.pilot_xds_port,
+            pilot_http_port: self.pilot_http_port,
+            citadel_grpc_port: self.citadel_grpc_port,
+            proxy_bin,
+            envoy_bin: self.envoy.clone(),
+        })
+    }
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// `mizzen run` from the command line.
+pub fn run(args: &RunArgs, err: &mut dyn Write) -> u8 {
+    if !is_root() {
+        let _ = writeln!(
+            err,
+            "mizzen run: pods need root (network namespaces, a bridge, iptables); run it as root. \
+             Without root, run the app and a sidecar as plain processes on 127.0.0.x ports (not automated yet)"
+        );
+        return EXIT_FAILED;
+    }
+    let mesh = match args.mesh() {
+        Ok(mesh) => mesh,
+        Err(e) => {
+            let _ = writeln!(err, "mizzen run: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = writeln!(err, "mizzen run: cannot start the runtime: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let console = Console::new(std::io::stdout());
+    let outcome = runtime.block_on(async {
+        let mut pod = Pod::start(&mesh, args.spec(), &console)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ended = tokio::select! {
+            (what, status) = pod.exited() => Err(format!("the pod's {what} exited ({status})")),
+            () = common::runtime::shutdown_signal() => Ok(()),
+        };
+        pod.stop(&console).await;
+        ended
+    });
+    match outcome {
+        Ok(()) => crate::EXIT_OK,
+        Err(e) => {
+            let _ = writeln!(err, "mizzen run: {e}");
+            EXIT_FAILED
+        }
+    }
+}
