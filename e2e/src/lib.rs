@@ -23,23 +23,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use clap::Parser;
+use mizzen::demo::scenarios::{Report, Scenario, Target};
 use mizzen::pod::{Mesh, Pod, PodSpec, SidecarKind};
 use mizzen::up::{Console, UpArgs};
-
-/// A bookinfo pod: (name, app, version, service account).
-pub const BOOKINFO: &[(&str, &str, &str, &str)] = &[
-    ("ratings-v1", "ratings", "v1", "bookinfo-ratings"),
-    ("details-v1", "details", "v1", "bookinfo-details"),
-    ("reviews-v1", "reviews", "v1", "bookinfo-reviews"),
-    ("reviews-v2", "reviews", "v2", "bookinfo-reviews"),
-    ("reviews-v3", "reviews", "v3", "bookinfo-reviews"),
-    (
-        "productpage-v1",
-        "productpage",
-        "v1",
-        "bookinfo-productpage",
-    ),
-];
 
 /// The directory of the built binaries (the test binary is in its `deps/`).
 pub fn bin_dir() -> PathBuf {
@@ -234,38 +220,32 @@ impl LocalMesh {
         addr
     }
 
-    /// Starts bookinfo's six pods, each with the sidecar `sidecar(pod name)`
-    /// picks; productpage's IP.
-    pub fn bookinfo(&mut self, sidecar: impl Fn(&str) -> SidecarKind) -> Ipv4Addr {
+    /// Starts bookinfo's six pods ([`mizzen::demo::bookinfo_pods`]), each
+    /// with the sidecar `sidecar(pod name)` picks; where to send traffic.
+    pub fn bookinfo(&mut self, sidecar: impl Fn(&str) -> SidecarKind) -> Target {
         let bookinfo = bin_dir().join("bookinfo");
-        let mut productpage = None;
-        for (name, app, version, sa) in BOOKINFO {
-            let labels: BTreeMap<String, String> = [("app", *app), ("version", *version)]
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .into();
-            let addr = self.run(PodSpec {
-                name: name.to_string(),
-                namespace: "default".into(),
-                service_account: sa.to_string(),
-                labels,
-                ports: vec![9080],
-                sidecar: sidecar(name),
-                command: [
-                    bookinfo.display().to_string(),
-                    app.to_string(),
-                    "--service-version".into(),
-                    version.to_string(),
-                    "--listen".into(),
-                    "0.0.0.0:9080".into(),
-                ]
-                .into(),
-                env: Vec::new(),
-            });
-            if *app == "productpage" {
-                productpage = Some(addr);
-            }
+        let mut pods = BTreeMap::new();
+        for spec in mizzen::demo::bookinfo_pods(&bookinfo, sidecar) {
+            let name = spec.name.clone();
+            pods.insert(name, self.run(spec));
         }
-        productpage.expect("bookinfo has a productpage")
+        let productpage = pods["productpage-v1"];
+        Target {
+            productpage: SocketAddr::from((productpage, 9080)),
+            pods,
+        }
+    }
+
+    /// Applies `scenario` (its YAML as [`mizzen::demo::SCENARIO_FILE`]), waits
+    /// for the sidecars, sends its traffic: the report.
+    pub fn scenario(&self, scenario: &Scenario, target: &Target) -> Report {
+        self.runtime.block_on(mizzen::demo::run_scenario(
+            scenario,
+            target,
+            self.mesh.pilot_http(),
+            |yaml| self.put_config(mizzen::demo::SCENARIO_FILE, yaml),
+            &self.console,
+        ))
     }
 
     /// Pilot's registry has `count` endpoints for `host`, within 30 s.
@@ -412,27 +392,6 @@ fn dechunk(mut s: &str) -> String {
         }
         out.push_str(&rest[..n]);
         s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-/// How many answers each `servedBy` value (or status, when not 200) had.
-pub fn tally(
-    answers: &[Answer],
-    field: impl Fn(&serde_json::Value) -> String,
-) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for a in answers {
-        let key = if a.status == 200 {
-            field(&a.json())
-        } else {
-            format!(
-                "status {}: {}",
-                a.status,
-                a.body.chars().take(120).collect::<String>()
-            )
-        };
-        *out.entry(key).or_default() += 1;
     }
     out
 }

@@ -53,6 +53,13 @@ pub enum Command {
     /// after `--`. The pod joins the mesh of `mizzen up --pods` once ready and
     /// leaves it on Ctrl-C. Needs root.
     Run(crate::run::RunArgs),
+    /// The whole mesh on this machine: the control plane, bookinfo's pods with
+    /// sidecars (Mizzen's proxy or Envoy) and captured traffic, then the guide's
+    /// scenarios (routing by header and weight, faults, mirroring), each applied
+    /// from the seed YAML and shown with real traffic as expected vs observed.
+    /// Stays up with URLs to try, or exits with --once (1 when a scenario did
+    /// not match). Needs root.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Output formats.

@@ -9,6 +9,7 @@
 pub mod ca;
 pub mod check;
 pub mod cli;
+pub mod demo;
 pub mod pod;
 pub mod proxy;
 pub mod run;
@@ -42,6 +43,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::ProxyConfig(args) => return proxy::config(&args, out, err),
         Command::Up(args) => return up::run(&args, err),
         Command::Run(args) => return run::run(&args, err),
+        Command::Demo(args) => return demo::run(&args, err),
     };
     match result {
         Ok(code) => code,

@@ -15,6 +15,8 @@ use crate::{Config, PRODUCTPAGE_TIMEOUT, Service, ratings_timeout};
 
 struct Ctx {
     config: Config,
+    /// Requests served, `/metrics` excluded.
+    served: std::sync::atomic::AtomicU64,
     served_by: HeaderValue,
     details: Upstream,
     reviews: Upstream,
@@ -32,6 +34,7 @@ pub fn router(config: Config) -> Router {
         reviews: Upstream::new(&config.reviews),
         ratings: Upstream::new(&config.ratings),
         served_by,
+        served: std::sync::atomic::AtomicU64::new(0),
         config,
     });
     let routes = match ctx.config.service {
@@ -48,7 +51,38 @@ pub fn router(config: Config) -> Router {
         Service::Reviews => Router::new().route("/reviews/{id}", get(reviews)),
         Service::Ratings => Router::new().route("/ratings/{id}", get(ratings)),
     };
-    routes.route("/health", get(health)).with_state(ctx)
+    routes
+        .route("/health", get(health))
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), count))
+        .route("/metrics", get(metrics))
+        .with_state(ctx)
+}
+
+/// Counts every request but `/metrics`'s (a mirror's copies too, which
+/// is how a test sees mirroring: the mirror's answers are dropped).
+async fn count(
+    State(ctx): Shared,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    ctx.served
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    next.run(request).await
+}
+
+/// `GET /metrics`: `bookinfo_requests_total`, in Prometheus' text format.
+async fn metrics(State(ctx): Shared) -> Response {
+    let (service, version) = match ctx.config.served_by().split_once('-') {
+        Some((s, v)) => (s.to_string(), v.to_string()),
+        None => (ctx.config.served_by(), String::new()),
+    };
+    let body = format!(
+        "# HELP bookinfo_requests_total Requests this instance served.\n\
+         # TYPE bookinfo_requests_total counter\n\
+         bookinfo_requests_total{{service=\"{service}\",version=\"{version}\"}} {}\n",
+        ctx.served.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 fn json_answer(ctx: &Ctx, status: StatusCode, mut body: Value) -> Response {

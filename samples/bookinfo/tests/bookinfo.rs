@@ -262,3 +262,18 @@ async fn signing_in_sets_the_user_that_reviews_see_as_end_user() {
     assert_eq!(status, 303);
     assert!(head.contains("Max-Age=0"), "{head}");
 }
+
+#[tokio::test]
+async fn metrics_count_the_requests_served() {
+    let ratings = start(Config::new(Service::Ratings, "v1", any_port())).await;
+    for _ in 0..3 {
+        let (status, _, _) = get(&ratings, "/ratings/0", &[]).await;
+        assert_eq!(status, 200);
+    }
+    let (status, _, body) = get(&ratings, "/metrics", &[]).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("bookinfo_requests_total{service=\"ratings\",version=\"v1\"} 3\n"),
+        "{body}"
+    );
+}

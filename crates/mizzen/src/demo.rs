@@ -1,0 +1,362 @@
+//! `mizzen demo`: the whole mesh on this machine in one command. The control
+//! plane (`mizzen up --in-process --pods`), bookinfo's six pods with sidecars
+//! and captured traffic (`mizzen run`'s pods), then the guide's scenarios
+//! ([`scenarios`]), each applied from the seed's YAML and shown with real
+//! traffic: a table per scenario of what was expected and what was observed.
+//! Then it stays up with URLs to try, or with `--once` stops and exits 0 when
+//! every scenario matched, 1 when one did not.
+//!
+//! The path: [`run`] checks root and finds the binaries → writes the mesh
+//! config (bookinfo's platform and base networking) → starts the control plane
+//! on its own thread and runtime → starts the pods → for each scenario: write
+//! its YAML, [`wait_synced`] until every sidecar ACKed pilot's new version,
+//! send its traffic, print its table.
+
+pub mod scenarios;
+pub mod traffic;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser};
+
+use crate::pod::{Mesh, Pod, PodSpec, SidecarKind, write_atomic};
+use crate::up::{Console, UpArgs};
+
+/// Exit status when a scenario did not match or the demo could not start.
+pub const EXIT_FAILED: u8 = 1;
+
+/// bookinfo's pods: (name, app, version, service account).
+pub const BOOKINFO_PODS: &[(&str, &str, &str, &str)] = &[
+    ("ratings-v1", "ratings", "v1", "bookinfo-ratings"),
+    ("details-v1", "details", "v1", "bookinfo-details"),
+    ("reviews-v1", "reviews", "v1", "bookinfo-reviews"),
+    ("reviews-v2", "reviews", "v2", "bookinfo-reviews"),
+    ("reviews-v3", "reviews", "v3", "bookinfo-reviews"),
+    (
+        "productpage-v1",
+        "productpage",
+        "v1",
+        "bookinfo-productpage",
+    ),
+];
+
+/// The file each scenario's YAML is written to in the mesh config.
+pub const SCENARIO_FILE: &str = "scenario.yaml";
+
+/// `mizzen demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Walk through the scenarios, then stop everything and exit (0 when every
+    /// scenario matched, 1 when one did not).
+    #[arg(long)]
+    pub once: bool,
+    /// The sidecar of every pod: Mizzen's proxy or a stock Envoy.
+    #[arg(long, value_enum, default_value_t = SidecarKind::Proxy)]
+    pub sidecar: SidecarKind,
+    /// Where the demo keeps its state (the CA, the mesh config it writes).
+    #[arg(long, env = "MIZZEN_DEMO_DIR", default_value = ".mizzen/demo")]
+    pub state_dir: PathBuf,
+    /// The pod network.
+    #[command(flatten)]
+    pub net: crate::run::NetArgs,
+    /// Where the `proxy` and `bookinfo` binaries are; by default beside this
+    /// `mizzen`, then PATH.
+    #[arg(long, env = "MIZZEN_BIN_DIR", value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// The Envoy binary, for `--sidecar envoy`.
+    #[arg(long, env = "ENVOY_BIN", default_value = "envoy")]
+    pub envoy: PathBuf,
+}
+
+/// The specs of bookinfo's pods, `sidecar(pod)` choosing each one's sidecar.
+pub fn bookinfo_pods(bookinfo: &Path, sidecar: impl Fn(&str) -> SidecarKind) -> Vec<PodSpec> {
+    BOOKINFO_PODS
+        .iter()
+        .map(|(name, app, version, sa)| PodSpec {
+            name: name.to_string(),
+            namespace: "default".into(),
+            service_account: sa.to_string(),
+            labels: [("app", *app), ("version", *version)]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+            ports: vec![9080],
+            sidecar: sidecar(name),
+            command: vec![
+                bookinfo.display().to_string(),
+                app.to_string(),
+                "--service-version".into(),
+                version.to_string(),
+                "--listen".into(),
+                "0.0.0.0:9080".into(),
+            ],
+            env: Vec::new(),
+        })
+        .collect()
+}
+
+/// Every proxy connected to pilot: (node id, snapshot version, all types
+/// ACKed).
+async fn connections(pilot: SocketAddr) -> Vec<(String, u64, bool)> {
+    let Ok(body) = crate::up::http_get(pilot, "/debug/syncz").await else {
+        return Vec::new();
+    };
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    json.as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let synced = c["types"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .all(|(_, t)| t["nonce_sent"].is_null() || t["nonce_sent"] == t["nonce_acked"]);
+            (
+                c["proxy_id"].as_str().unwrap_or_default().to_string(),
+                c["snapshot_version"].as_u64().unwrap_or(0),
+                synced,
+            )
+        })
+        .collect()
+}
+
+/// The newest snapshot version any proxy was served.
+pub async fn pilot_version(pilot: SocketAddr) -> u64 {
+    connections(pilot)
+        .await
+        .iter()
+        .map(|(_, v, _)| *v)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Waits until every connected proxy was served a snapshot newer than `after`
+/// and ACKed every type; `Err` names the proxies that did not within `within`.
+pub async fn wait_synced(pilot: SocketAddr, after: u64, within: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let conns = connections(pilot).await;
+        let behind: Vec<&str> = conns
+            .iter()
+            .filter(|(_, v, synced)| *v <= after || !synced)
+            .map(|(id, _, _)| id.as_str())
+            .collect();
+        if !conns.is_empty() && behind.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "not every sidecar ACKed the new config within {}s: {}",
+                within.as_secs(),
+                behind.join(", ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Applies `scenario` (through `apply`, which writes the YAML where pilot reads
+/// it), waits for the sidecars, runs its traffic.
+pub async fn run_scenario(
+    scenario: &scenarios::Scenario,
+    target: &scenarios::Target,
+    pilot: SocketAddr,
+    apply: impl FnOnce(&str),
+    console: &Console,
+) -> scenarios::Report {
+    let before = pilot_version(pilot).await;
+    apply(&scenario.config());
+    if let Err(e) = wait_synced(pilot, before, Duration::from_secs(20)).await {
+        console.print(&format!("mizzen demo: {e}; sending traffic anyway"));
+    }
+    scenario.run(target).await
+}
+
+/// `mizzen demo` from the command line.
+pub fn run(args: &DemoArgs, err: &mut dyn Write) -> u8 {
+    match demo(args) {
+        Ok(true) => crate::EXIT_OK,
+        Ok(false) => EXIT_FAILED,
+        Err(e) => {
+            let _ = writeln!(err, "mizzen demo: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
+fn demo(args: &DemoArgs) -> Result<bool, String> {
+    if !crate::run::is_root() {
+        return Err(
+            "the demo runs bookinfo's pods in network namespaces with traffic capture, which needs root: run it as root (sudo). \
+             Without root, `mizzen up` runs the control plane alone"
+                .into(),
+        );
+    }
+    let find = |name: &'static str| {
+        crate::up::process::find_binary(name, args.bin_dir.as_deref()).map_err(|e| e.to_string())
+    };
+    let (proxy_bin, bookinfo_bin) = (find("proxy")?, find("bookinfo")?);
+    let console = Console::new(std::io::stdout());
+    let config_dir = args.state_dir.join("config");
+    std::fs::create_dir_all(&config_dir).map_err(|e| format!("{}: {e}", config_dir.display()))?;
+    let write = |name: &str, text: &str| {
+        write_atomic(&config_dir.join(name), text).map_err(|e| e.to_string())
+    };
+    write("platform.yaml", scenarios::BOOKINFO_PLATFORM)?;
+    write("networking.yaml", &scenarios::base_networking())?;
+    let _ = std::fs::remove_file(config_dir.join(SCENARIO_FILE));
+
+    let subnet = format!("{}/{}", args.net.subnet.0, args.net.subnet.1);
+    let argv = [
+        "up",
+        "--in-process",
+        "--pods",
+        "--bridge",
+        &args.net.bridge,
+        "--subnet",
+        &subnet,
+        "--config",
+        &config_dir.display().to_string(),
+        "--state-dir",
+        &args.state_dir.display().to_string(),
+        "--log-level",
+        "warn",
+    ]
+    .map(str::to_string);
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        up: UpArgs,
+    }
+    let up_args = Wrap::try_parse_from(argv).map_err(|e| e.to_string())?.up;
+    let mesh = Mesh {
+        network: up_args.net.network(),
+        state_dir: args.state_dir.clone(),
+        pilot_xds_port: up_args.ports.pilot_xds_port,
+        pilot_http_port: up_args.ports.pilot_http_port,
+        citadel_grpc_port: up_args.ports.citadel_grpc_port,
+        proxy_bin,
+        envoy_bin: args.envoy.clone(),
+    };
+    let citadel_http = SocketAddr::from((mesh.network.gateway, up_args.ports.citadel_http_port));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let up_console = console.clone();
+    console.print("mizzen demo: [1/3] starting the control plane (galley, citadel, pilot)");
+    let up = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+        runtime
+            .block_on(crate::up::up(&up_args, up_console, async move {
+                let _ = stopped.await;
+            }))
+            .map_err(|e| e.to_string())
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let outcome = runtime.block_on(async {
+        for addr in [mesh.pilot_http(), citadel_http] {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while !crate::up::http_ok(addr, "/ready").await {
+                if up.is_finished() || tokio::time::Instant::now() >= deadline {
+                    return Err(format!(
+                        "the control plane did not start (no /ready at {addr})"
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let mut pods: Vec<Pod> = Vec::new();
+        let result = walk(args, &mesh, &bookinfo_bin, &config_dir, &console, &mut pods).await;
+        console.print("mizzen demo: stopping the pods and the control plane");
+        for pod in pods {
+            pod.stop(&console).await;
+        }
+        result
+    });
+    let _ = stop.send(());
+    if let Ok(Err(e)) = up.join() {
+        console.print(&format!("mizzen demo: the control plane: {e}"));
+    }
+    outcome
+}
+
+/// Starts the pods and walks through the scenarios; whether all matched.
+async fn walk(
+    args: &DemoArgs,
+    mesh: &Mesh,
+    bookinfo: &Path,
+    config_dir: &Path,
+    console: &Console,
+    pods: &mut Vec<Pod>,
+) -> Result<bool, String> {
+    let specs = bookinfo_pods(bookinfo, |_| args.sidecar);
+    let total = specs.len();
+    let mut addrs = BTreeMap::new();
+    for (i, spec) in specs.into_iter().enumerate() {
+        console.print(&format!(
+            "mizzen demo: [2/3] starting pod {}/{total}: {} ({:?} sidecar)",
+            i + 1,
+            spec.name,
+            args.sidecar
+        ));
+        let pod = Pod::start(mesh, spec, console)
+            .await
+            .map_err(|e| e.to_string())?;
+        addrs.insert(pod.name().to_string(), pod.addr());
+        pods.push(pod);
+    }
+    let productpage = addrs
+        .get("productpage-v1")
+        .copied()
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let target = scenarios::Target {
+        productpage: SocketAddr::from((productpage, 9080)),
+        pods: addrs,
+    };
+    let all = scenarios::all();
+    let mut passed = true;
+    for (i, scenario) in all.iter().enumerate() {
+        console.print(&format!(
+            "\nmizzen demo: [3/3] scenario {}/{}: {}",
+            i + 1,
+            all.len(),
+            scenario.title
+        ));
+        let report = run_scenario(
+            scenario,
+            &target,
+            mesh.pilot_http(),
+            |yaml| {
+                if let Err(e) = write_atomic(&config_dir.join(SCENARIO_FILE), yaml) {
+                    console.print(&format!("mizzen demo: {e}"));
+                }
+            },
+            console,
+        )
+        .await;
+        console.print(&report.table());
+        passed &= report.passed();
+    }
+    console.print(&format!(
+        "\nmizzen demo: {}",
+        if passed {
+            "every scenario behaved as Istio's semantics say"
+        } else {
+            "a scenario did not match (MISMATCH above)"
+        }
+    ));
+    if !args.once {
+        console.print(&format!(
+            "mizzen demo: bookinfo stays up. Try:\n  curl http://{productpage}:9080/productpage\n  curl -H 'end-user: jason' http://{productpage}:9080/api/v1/products/0/reviews\n  mizzen proxy-status --pilot-addr {}\nThe mesh config is in {}; edit it and pilot pushes the change. Stop: Ctrl-C",
+            mesh.pilot_http(),
+            config_dir.display()
+        ));
+        common::runtime::shutdown_signal().await;
+    }
+    Ok(passed)
+}

@@ -1,0 +1,345 @@
+//! The guide's scenarios on bookinfo, each the seed's YAML applied unchanged
+//! and real traffic sent through productpage, with what was expected beside
+//! what was observed.
+//!
+//! Every scenario writes its seed files (with the seed's reviews and ratings
+//! DestinationRules, 03 and 39, which name the subsets) as one file in the
+//! mesh config, waits until every sidecar has ACKed pilot's new config, then
+//! sends its traffic. The bookinfo base config is the sample minus its reviews
+//! and ratings VirtualServices and DestinationRules, which the seeds replace.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use super::traffic::{Answer, Client};
+
+/// The seed files the scenarios apply (name, YAML).
+pub mod seed {
+    /// VirtualService reviews: `end-user: jason` → v2, else v1 75 %, v3 25 %.
+    pub const REVIEWS_JASON_SPLIT: (&str, &str) = (
+        "02-virtualservice-reviews.yaml",
+        include_str!("../../../../testdata/corpus/seed/02-virtualservice-reviews.yaml"),
+    );
+    /// DestinationRule reviews: subsets v1, v2, v3.
+    pub const REVIEWS_SUBSETS: (&str, &str) = (
+        "03-destinationrule-reviews.yaml",
+        include_str!("../../../../testdata/corpus/seed/03-destinationrule-reviews.yaml"),
+    );
+    /// VirtualService ratings: delay 10 % by 5 s, abort 5 % with 500.
+    pub const RATINGS_FAULT: (&str, &str) = (
+        "06-virtualservice-ratings.yaml",
+        include_str!("../../../../testdata/corpus/seed/06-virtualservice-ratings.yaml"),
+    );
+    /// VirtualService reviews: all to v1, mirrored to v2.
+    pub const REVIEWS_MIRROR: (&str, &str) = (
+        "07-virtualservice-reviews.yaml",
+        include_str!("../../../../testdata/corpus/seed/07-virtualservice-reviews.yaml"),
+    );
+    /// DestinationRule ratings: subsets v1, v2 with connection pools.
+    pub const RATINGS_SUBSETS: (&str, &str) = (
+        "39-destinationrule-ratings.yaml",
+        include_str!("../../../../testdata/corpus/seed/39-destinationrule-ratings.yaml"),
+    );
+}
+
+/// bookinfo's Kubernetes objects (Services with virtual IPs, service accounts).
+pub const BOOKINFO_PLATFORM: &str = include_str!("../../../../samples/bookinfo/platform.yaml");
+/// bookinfo's Istio config.
+pub const BOOKINFO_NETWORKING: &str = include_str!("../../../../samples/bookinfo/networking.yaml");
+
+/// The base mesh config for the scenarios: the sample's networking without the
+/// reviews and ratings VirtualServices and DestinationRules.
+pub fn base_networking() -> String {
+    BOOKINFO_NETWORKING
+        .split("\n---\n")
+        .filter(|doc| {
+            let routing =
+                doc.contains("kind: VirtualService") || doc.contains("kind: DestinationRule");
+            let replaced =
+                doc.contains("\n  name: reviews\n") || doc.contains("\n  name: ratings\n");
+            !(routing && replaced)
+        })
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+/// Where the scenarios send traffic.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// productpage's pod address (port 9080).
+    pub productpage: SocketAddr,
+    /// Every pod's address, by pod name.
+    pub pods: BTreeMap<String, Ipv4Addr>,
+}
+
+/// One expectation and what was seen.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// What is measured.
+    pub what: String,
+    /// What Istio's semantics lead to expect.
+    pub expected: String,
+    /// What the traffic showed.
+    pub observed: String,
+    /// Whether the observation meets the expectation.
+    pub ok: bool,
+}
+
+/// A scenario's outcome.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The scenario.
+    pub title: &'static str,
+    /// Its checks.
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    /// Every check passed.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
+
+    /// The report as a table.
+    pub fn table(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .checks
+            .iter()
+            .map(|c| {
+                vec![
+                    c.what.clone(),
+                    c.expected.clone(),
+                    c.observed.clone(),
+                    if c.ok { "ok" } else { "MISMATCH" }.to_string(),
+                ]
+            })
+            .collect();
+        crate::table::render(&["WHAT", "EXPECTED", "OBSERVED", ""], &rows, 3)
+    }
+}
+
+/// A scenario: seeds to apply, then traffic and checks.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    /// Its title.
+    pub title: &'static str,
+    /// The seed files it applies (with the subsets' DestinationRules).
+    pub seeds: &'static [(&'static str, &'static str)],
+    /// What it sends and checks.
+    pub kind: Kind,
+}
+
+/// The scenarios' traffic and checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Header match and weighted split.
+    JasonAndSplit,
+    /// Delay and abort faults.
+    Faults,
+    /// Mirroring.
+    Mirror,
+}
+
+/// Every scenario, in the order the demo walks through them.
+pub fn all() -> Vec<Scenario> {
+    use seed::*;
+    vec![
+        Scenario {
+            title: "request routing: end-user jason to v2, everyone else 75/25 to v1 and v3 (seeds 02, 03)",
+            seeds: &[REVIEWS_JASON_SPLIT, REVIEWS_SUBSETS, RATINGS_SUBSETS],
+            kind: Kind::JasonAndSplit,
+        },
+        Scenario {
+            title: "fault injection: ratings delayed 5 s for 10 %, aborted with 500 for 5 % (seed 06)",
+            seeds: &[RATINGS_FAULT, REVIEWS_SUBSETS, RATINGS_SUBSETS],
+            kind: Kind::Faults,
+        },
+        Scenario {
+            title: "mirroring: all reviews traffic to v1, a copy of each request to v2 (seed 07)",
+            seeds: &[REVIEWS_MIRROR, REVIEWS_SUBSETS, RATINGS_SUBSETS],
+            kind: Kind::Mirror,
+        },
+    ]
+}
+
+impl Scenario {
+    /// The scenario's config, as one multi-document YAML file.
+    pub fn config(&self) -> String {
+        let mut out = String::new();
+        for (name, text) in self.seeds {
+            out.push_str(&format!("# {name}\n{}\n---\n", text.trim_end()));
+        }
+        out
+    }
+
+    /// Sends the scenario's traffic to `target` and checks it.
+    pub async fn run(&self, target: &Target) -> Report {
+        let client = Client::new(target.productpage);
+        let checks = match self.kind {
+            Kind::JasonAndSplit => jason_and_split(&client).await,
+            Kind::Faults => faults(&client).await,
+            Kind::Mirror => mirror(&client, target).await,
+        };
+        Report {
+            title: self.title,
+            checks,
+        }
+    }
+}
+
+fn share(answers: &[Answer], pred: impl Fn(&Answer) -> bool) -> (usize, usize) {
+    (answers.iter().filter(|a| pred(a)).count(), answers.len())
+}
+
+fn pct(n: usize, of: usize) -> String {
+    format!("{n}/{of} ({:.0} %)", 100.0 * n as f64 / of.max(1) as f64)
+}
+
+fn tally(answers: &[Answer]) -> String {
+    let mut t: BTreeMap<String, usize> = BTreeMap::new();
+    for a in answers {
+        *t.entry(a.served_by()).or_default() += 1;
+    }
+    t.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+const REVIEWS: &str = "/api/v1/products/0/reviews";
+const RATINGS: &str = "/api/v1/products/0/ratings";
+
+async fn jason_and_split(client: &Client) -> Vec<Check> {
+    let jason = client.many(20, 4, REVIEWS, &[("end-user", "jason")]).await;
+    let (v2, n) = share(&jason, |a| a.served_by() == "reviews-v2");
+    let black = jason.iter().all(|a| {
+        a.json["reviews"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|r| r["rating"]["color"] == "black"))
+    });
+    let others = client.many(200, 8, REVIEWS, &[]).await;
+    let (v1, m) = share(&others, |a| a.served_by() == "reviews-v1");
+    let (v3, _) = share(&others, |a| a.served_by() == "reviews-v3");
+    vec![
+        Check {
+            what: "end-user: jason → reviews".into(),
+            expected: "all v2".into(),
+            observed: tally(&jason),
+            ok: v2 == n,
+        },
+        Check {
+            what: "jason's ratings (v2 calls ratings)".into(),
+            expected: "black stars".into(),
+            observed: if black { "black stars" } else { "missing" }.into(),
+            ok: black,
+        },
+        Check {
+            what: "everyone else → reviews v1".into(),
+            expected: "75 % (60–90 %)".into(),
+            observed: pct(v1, m),
+            ok: v1 + v3 == m && (120..=180).contains(&v1),
+        },
+        Check {
+            what: "everyone else → reviews v3".into(),
+            expected: "25 % (10–40 %)".into(),
+            observed: pct(v3, m),
+            ok: v1 + v3 == m && (20..=80).contains(&v3),
+        },
+    ]
+}
+
+/// productpage's own timeout on its calls (bookinfo's 3 s), which a 5 s delay
+/// outlasts: a delayed call ends as productpage's 503 after 3 s.
+const PRODUCTPAGE_GIVES_UP: Duration = Duration::from_millis(2900);
+
+async fn faults(client: &Client) -> Vec<Check> {
+    // Ten at a time: seed 39's ratings subset allows 10 pending requests, and
+    // Envoy counts a request waiting for a new connection as pending, so more
+    // at once would trip that circuit breaker (503) instead.
+    let answers = client.many(200, 10, RATINGS, &[]).await;
+    let (aborted, n) = share(&answers, |a| a.status == 500);
+    let (delayed, _) = share(&answers, |a| a.latency >= PRODUCTPAGE_GIVES_UP);
+    let (fine, _) = share(&answers, |a| {
+        a.status == 200 && a.latency < PRODUCTPAGE_GIVES_UP
+    });
+    vec![
+        Check {
+            what: "ratings aborted with 500".into(),
+            expected: "5 % (0.5–15 %)".into(),
+            observed: pct(aborted, n),
+            ok: (1..=30).contains(&aborted),
+        },
+        Check {
+            what: "ratings held 5 s (productpage gives up at 3 s: 503)".into(),
+            expected: "10 % (3–20 %)".into(),
+            observed: pct(delayed, n),
+            ok: (6..=40).contains(&delayed),
+        },
+        Check {
+            what: "ratings answered 200 at once".into(),
+            expected: "the rest (~85 %)".into(),
+            observed: {
+                let others: Vec<Answer> = answers
+                    .iter()
+                    .filter(|a| {
+                        a.status != 500 && a.latency < PRODUCTPAGE_GIVES_UP && a.status != 200
+                    })
+                    .cloned()
+                    .collect();
+                if others.is_empty() {
+                    pct(fine, n)
+                } else {
+                    format!("{}; others: {}", pct(fine, n), tally(&others))
+                }
+            },
+            ok: fine + aborted + delayed >= n && fine >= n / 2,
+        },
+    ]
+}
+
+/// `bookinfo_requests_total` of the pod at `addr`.
+async fn requests_served(addr: Ipv4Addr) -> Option<u64> {
+    let body = crate::up::http_get(SocketAddr::from((addr, 9080)), "/metrics")
+        .await
+        .ok()?;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find(|l| l.starts_with("bookinfo_requests_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+}
+
+async fn mirror(client: &Client, target: &Target) -> Vec<Check> {
+    let v2 = target.pods.get("reviews-v2").copied();
+    let before = match v2 {
+        Some(addr) => requests_served(addr).await,
+        None => None,
+    };
+    let answers = client.many(50, 5, REVIEWS, &[]).await;
+    let (v1, n) = share(&answers, |a| a.served_by() == "reviews-v1");
+    // Mirrored requests are fire-and-forget: give the last ones a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = match v2 {
+        Some(addr) => requests_served(addr).await,
+        None => None,
+    };
+    let mirrored = before.zip(after).map(|(b, a)| a.saturating_sub(b));
+    vec![
+        Check {
+            what: "reviews answered by".into(),
+            expected: "all v1".into(),
+            observed: tally(&answers),
+            ok: v1 == n,
+        },
+        Check {
+            what: "copies reviews v2 received".into(),
+            expected: format!("{n} (one per request, answers dropped)"),
+            observed: mirrored.map_or_else(
+                || "cannot read v2's /metrics".to_string(),
+                |m| m.to_string(),
+            ),
+            ok: mirrored == Some(n as u64),
+        },
+    ]
+}
