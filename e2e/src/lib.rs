@@ -143,6 +143,7 @@ impl LocalMesh {
             citadel_grpc_port: args.ports.citadel_grpc_port,
             proxy_bin: bins.join("proxy"),
             envoy_bin: PathBuf::from("envoy"),
+            log_level: "info".into(),
         };
         let console = Console::new(std::io::stdout());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

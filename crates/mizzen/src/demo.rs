@@ -240,6 +240,7 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
         citadel_grpc_port: up_args.ports.citadel_grpc_port,
         proxy_bin,
         envoy_bin: args.envoy.clone(),
+        log_level: "warn".into(),
     };
     let citadel_http = SocketAddr::from((mesh.network.gateway, up_args.ports.citadel_http_port));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

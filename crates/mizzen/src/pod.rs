@@ -144,6 +144,8 @@ pub struct Mesh {
     pub proxy_bin: PathBuf,
     /// The `envoy` binary (for [`SidecarKind::Envoy`]).
     pub envoy_bin: PathBuf,
+    /// The sidecars' log level (`info`, `warn`, …).
+    pub log_level: String,
 }
 
 impl Mesh {

@@ -105,6 +105,9 @@ pub struct RunArgs {
     /// The Envoy binary, for `--sidecar envoy`.
     #[arg(long, env = "ENVOY_BIN", default_value = "envoy")]
     pub envoy: PathBuf,
+    /// The sidecar's log level.
+    #[arg(long, env = "MIZZEN_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
     /// The app's command line, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -137,6 +140,7 @@ impl RunArgs {
             citadel_grpc_port: self.citadel_grpc_port,
             proxy_bin,
             envoy_bin: self.envoy.clone(),
+            log_level: self.log_level.clone(),
         })
     }
 }

@@ -167,6 +167,15 @@ fn add_envoy_health_listener(bootstrap: &mut serde_json::Value) {
     statics["listeners"] = json!([listener]);
 }
 
+/// Envoy's name for a log level (it has `warning`, not `warn`).
+fn envoy_level(level: &str) -> &str {
+    match level {
+        "warn" => "warning",
+        "trace" | "debug" | "info" | "error" | "critical" | "off" => level,
+        _ => "info",
+    }
+}
+
 /// The sidecar's processes for `spec`, each a command inside `netns` as the
 /// proxy's uid, named for the log prefix.
 pub fn commands(
@@ -185,6 +194,7 @@ pub fn commands(
                 .arg("-c")
                 .arg(&files.bootstrap)
                 .args(["--concurrency", "1", "--ca-addr", &ca])
+                .args(["--log-level", &mesh.log_level])
                 .arg("--ca-root-cert")
                 .arg(&files.root_cert)
                 .arg("--token-file")
@@ -197,6 +207,7 @@ pub fn commands(
             let mut agent = netns.command(uid, &mesh.proxy_bin);
             agent
                 .args(["agent", "--ca-addr", &ca])
+                .args(["--log-level", &mesh.log_level])
                 .arg("--ca-root-cert")
                 .arg(&files.root_cert)
                 .arg("--token-file")
@@ -208,13 +219,11 @@ pub fn commands(
             // Root with the proxy's gid: pip installs Envoy where only root
             // may run it.
             let mut envoy = netns.command(Some(RunAs::Group(PROXY_UID)), &mesh.envoy_bin);
-            envoy.arg("-c").arg(&files.bootstrap).args([
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "--log-level",
-                "warn",
-            ]);
+            envoy
+                .arg("-c")
+                .arg(&files.bootstrap)
+                .args(["--disable-hot-restart", "--concurrency", "1"])
+                .args(["--log-level", envoy_level(&mesh.log_level)]);
             vec![("agent", agent), ("envoy", envoy)]
         }
     }
