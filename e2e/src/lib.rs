@@ -221,18 +221,25 @@ impl LocalMesh {
         addr
     }
 
-    /// Starts bookinfo's six pods ([`mizzen::demo::bookinfo_pods`]), each
-    /// with the sidecar `sidecar(pod name)` picks; where to send traffic.
+    /// Starts bookinfo's six pods ([`mizzen::demo::bookinfo_pods`]) and the
+    /// ingress gateway, each with the data plane `sidecar(pod name)` picks;
+    /// where to send traffic.
     pub fn bookinfo(&mut self, sidecar: impl Fn(&str) -> SidecarKind) -> Target {
         let bookinfo = bin_dir().join("bookinfo");
         let mut pods = BTreeMap::new();
-        for spec in mizzen::demo::bookinfo_pods(&bookinfo, sidecar) {
+        let gateway = mizzen::demo::ingress_gateway(sidecar("istio-ingressgateway"));
+        for spec in mizzen::demo::bookinfo_pods(&bookinfo, &sidecar)
+            .into_iter()
+            .chain([gateway])
+        {
             let name = spec.name.clone();
             pods.insert(name, self.run(spec));
         }
         let productpage = pods["productpage-v1"];
+        let ingress = pods["istio-ingressgateway"];
         Target {
             productpage: SocketAddr::from((productpage, 9080)),
+            ingress: Some(SocketAddr::from((ingress, mizzen::demo::INGRESS_PORT))),
             pods,
         }
     }

@@ -1,5 +1,6 @@
-//! The Envoy bootstrap a sidecar starts with, as istio-agent writes it: the
-//! node (id `sidecar~IP~POD.NS~NS.svc.cluster.local` and Istio's metadata),
+//! The Envoy bootstrap a sidecar (or gateway) starts with, as istio-agent
+//! writes it: the node (id `sidecar~IP~POD.NS~NS.svc.cluster.local`, `router~…`
+//! for a gateway, and Istio's metadata),
 //! ADS to pilot through the static `xds-grpc` cluster, and the admin interface.
 //! With an SDS socket (a stock Envoy beside `proxy agent`) it also has the
 //! `sds-grpc` cluster, a pipe to that socket, where pilot's TLS contexts ask for
@@ -36,13 +37,16 @@ pub struct Sidecar {
     pub admin: SocketAddr,
     /// istio-agent's SDS socket, for a stock Envoy; `None` for Mizzen's proxy.
     pub sds_socket: Option<PathBuf>,
+    /// A gateway (`router~…`) rather than a sidecar.
+    pub router: bool,
 }
 
 impl Sidecar {
     /// The node id pilot reads the proxy's type, IP and pod from.
     pub fn node_id(&self) -> String {
         format!(
-            "sidecar~{ip}~{pod}.{ns}~{ns}.svc.cluster.local",
+            "{kind}~{ip}~{pod}.{ns}~{ns}.svc.cluster.local",
+            kind = if self.router { "router" } else { "sidecar" },
             ip = self.ip,
             pod = self.pod,
             ns = self.namespace
@@ -141,6 +145,7 @@ mod tests {
             delta: true,
             admin: "127.0.0.1:15000".parse().unwrap(),
             sds_socket: sds.map(PathBuf::from),
+            router: false,
         }
     }
 
@@ -163,6 +168,17 @@ mod tests {
             clusters[0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
                 ["socket_address"]["port_value"],
             15010
+        );
+    }
+
+    #[test]
+    fn a_gateway_is_a_router() {
+        let mut gw = sidecar(None);
+        gw.router = true;
+        assert!(
+            gw.node_id().starts_with("router~10.77.0.5~"),
+            "{}",
+            gw.node_id()
         );
     }
 

@@ -94,9 +94,32 @@ pub fn bookinfo_pods(bookinfo: &Path, sidecar: impl Fn(&str) -> SidecarKind) -> 
                 "0.0.0.0:9080".into(),
             ],
             env: Vec::new(),
+            gateway: false,
         })
         .collect()
 }
+
+/// The ingress gateway's pod (`istio-ingressgateway` in istio-system, labels
+/// `istio: ingressgateway`, serving the sample's Gateway on 8080) on `sidecar`'s
+/// data plane.
+pub fn ingress_gateway(sidecar: SidecarKind) -> PodSpec {
+    PodSpec {
+        name: "istio-ingressgateway".into(),
+        namespace: "istio-system".into(),
+        service_account: "istio-ingressgateway-service-account".into(),
+        labels: [("istio", "ingressgateway"), ("app", "istio-ingressgateway")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+        ports: vec![INGRESS_PORT],
+        sidecar,
+        command: Vec::new(),
+        env: Vec::new(),
+        gateway: true,
+    }
+}
+
+/// The port the ingress gateway serves the sample's Gateway on.
+pub const INGRESS_PORT: u16 = 8080;
 
 /// Every proxy connected to pilot: (node id, snapshot version, all types
 /// ACKed).
@@ -295,15 +318,17 @@ async fn walk(
     console: &Console,
     pods: &mut Vec<Pod>,
 ) -> Result<bool, String> {
-    let specs = bookinfo_pods(bookinfo, |_| args.sidecar);
+    let mut specs = bookinfo_pods(bookinfo, |_| args.sidecar);
+    specs.push(ingress_gateway(args.sidecar));
     let total = specs.len();
     let mut addrs = BTreeMap::new();
     for (i, spec) in specs.into_iter().enumerate() {
         console.print(&format!(
-            "mizzen demo: [2/3] starting pod {}/{total}: {} ({:?} sidecar)",
+            "mizzen demo: [2/3] starting pod {}/{total}: {} ({:?} {})",
             i + 1,
             spec.name,
-            args.sidecar
+            args.sidecar,
+            if spec.gateway { "gateway" } else { "sidecar" }
         ));
         let pod = Pod::start(mesh, spec, console)
             .await
@@ -315,8 +340,12 @@ async fn walk(
         .get("productpage-v1")
         .copied()
         .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let ingress = addrs
+        .get("istio-ingressgateway")
+        .map(|ip| SocketAddr::from((*ip, INGRESS_PORT)));
     let target = scenarios::Target {
         productpage: SocketAddr::from((productpage, 9080)),
+        ingress,
         pods: addrs,
     };
     let all = scenarios::all();
@@ -352,8 +381,9 @@ async fn walk(
         }
     ));
     if !args.once {
+        let entry = target.ingress.unwrap_or(target.productpage);
         console.print(&format!(
-            "mizzen demo: bookinfo stays up. Try:\n  curl http://{productpage}:9080/productpage\n  curl -H 'end-user: jason' http://{productpage}:9080/api/v1/products/0/reviews\n  mizzen proxy-status --pilot-addr {}\nThe mesh config is in {}; edit it and pilot pushes the change. Stop: Ctrl-C",
+            "mizzen demo: bookinfo stays up behind the ingress gateway. Try:\n  curl http://{entry}/productpage\n  curl -H 'end-user: jason' http://{entry}/api/v1/products/0/reviews\n  mizzen proxy-status --pilot-addr {}\nThe mesh config is in {}; edit it and pilot pushes the change. Stop: Ctrl-C",
             mesh.pilot_http(),
             config_dir.display()
         ));

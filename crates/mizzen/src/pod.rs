@@ -121,8 +121,12 @@ pub struct PodSpec {
     pub ports: Vec<u16>,
     /// The sidecar.
     pub sidecar: SidecarKind,
-    /// The app's command line.
+    /// The app's command line (none for a gateway).
     pub command: Vec<String>,
+    /// An ingress gateway: no app and no capture; the proxy (Mizzen's or
+    /// Envoy, as `sidecar` says) is the workload, a `router` node serving the
+    /// Gateways that select its labels.
+    pub gateway: bool,
     /// Environment for the app.
     pub env: Vec<(String, String)>,
 }
@@ -181,9 +185,15 @@ impl Pod {
     pub async fn start(mesh: &Mesh, spec: PodSpec, console: &Console) -> Result<Pod, PodError> {
         check_name(&spec.name, "pod name")?;
         check_name(&spec.namespace, "namespace")?;
-        if spec.command.is_empty() {
+        if spec.command.is_empty() && !spec.gateway {
             return Err(PodError::Flags(format!(
                 "pod {}: no command to run",
+                spec.name
+            )));
+        }
+        if spec.gateway && spec.sidecar == SidecarKind::None {
+            return Err(PodError::Flags(format!(
+                "pod {}: a gateway is a proxy: pick --sidecar proxy or envoy",
                 spec.name
             )));
         }
@@ -202,7 +212,7 @@ impl Pod {
         let files = sidecar::Files::write(mesh, &spec, addr, &run_dir)?;
         let mut procs = Vec::new();
         let prefix = |what: &str| format!("{}/{what} | ", spec.name);
-        if spec.sidecar != SidecarKind::None {
+        if spec.sidecar != SidecarKind::None && !spec.gateway {
             let init = net::run(
                 netns.command(None, &mesh.proxy_bin).args([
                     "init",
@@ -214,14 +224,16 @@ impl Pod {
             for line in init.lines() {
                 console.print(&format!("{}{line}", prefix("init")));
             }
-            for (what, mut cmd) in sidecar::commands(mesh, &spec, &files, &netns) {
-                procs.push(spawn(what, &mut cmd, prefix(what), console)?);
-            }
         }
-        let mut app = netns.command(None, Path::new(&spec.command[0]));
-        app.args(&spec.command[1..]);
-        app.envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        procs.push(spawn("app", &mut app, prefix("app"), console)?);
+        for (what, mut cmd) in sidecar::commands(mesh, &spec, &files, &netns) {
+            procs.push(spawn(what, &mut cmd, prefix(what), console)?);
+        }
+        if !spec.gateway {
+            let mut app = netns.command(None, Path::new(&spec.command[0]));
+            app.args(&spec.command[1..]);
+            app.envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            procs.push(spawn("app", &mut app, prefix("app"), console)?);
+        }
         let mut pod = Pod {
             pod_file: mesh
                 .pods_dir()
@@ -240,8 +252,15 @@ impl Pod {
         let manifest = pod.manifest();
         write_atomic(&pod.pod_file, &manifest)?;
         console.print(&format!(
-            "mizzen run: pod {}.{} is ready at {addr} ({:?} sidecar)",
-            pod.spec.name, pod.spec.namespace, pod.spec.sidecar
+            "mizzen run: pod {}.{} is ready at {addr} ({:?} {})",
+            pod.spec.name,
+            pod.spec.namespace,
+            pod.spec.sidecar,
+            if pod.spec.gateway {
+                "gateway"
+            } else {
+                "sidecar"
+            }
         ));
         Ok(pod)
     }
@@ -302,7 +321,12 @@ impl Pod {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        for port in self.spec.ports.clone() {
+        let app_ports = if self.spec.gateway {
+            Vec::new()
+        } else {
+            self.spec.ports.clone()
+        };
+        for port in app_ports {
             loop {
                 let probe = self
                     .netns
@@ -341,7 +365,7 @@ impl Pod {
     fn manifest(&self) -> String {
         let mut labels = self.spec.labels.clone();
         let mut annotations = BTreeMap::new();
-        if self.spec.sidecar != SidecarKind::None {
+        if self.spec.sidecar != SidecarKind::None && !self.spec.gateway {
             labels.insert("security.istio.io/tlsMode".into(), "istio".into());
             annotations.insert(
                 "sidecar.istio.io/status".to_string(),

@@ -83,6 +83,11 @@ pub struct RunArgs {
     /// The sidecar: Mizzen's proxy, a stock Envoy (with `proxy agent`), or none.
     #[arg(long, value_enum, default_value_t = SidecarKind::Proxy)]
     pub sidecar: SidecarKind,
+    /// Run an ingress gateway instead of an app: the proxy (--sidecar proxy or
+    /// envoy) is the workload, a router serving the Gateways that select the
+    /// pod's labels; no capture, no COMMAND.
+    #[arg(long)]
+    pub gateway: bool,
     /// The pod network.
     #[command(flatten)]
     pub net: NetArgs,
@@ -109,7 +114,11 @@ pub struct RunArgs {
     #[arg(long, env = "MIZZEN_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
     /// The app's command line, after `--`.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    #[arg(
+        last = true,
+        required_unless_present = "gateway",
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
 }
 
@@ -125,6 +134,7 @@ impl RunArgs {
             sidecar: self.sidecar,
             command: self.command.clone(),
             env: self.env.clone(),
+            gateway: self.gateway,
         }
     }
 

@@ -8,7 +8,7 @@
 //!
 //! | path | method | answer |
 //! | --- | --- | --- |
-//! | `/ready` | GET | 200 `LIVE` once the first full xDS config is applied (at once without ADS), else 503 `PRE_INITIALIZING`; 503 `DRAINING` after `/healthcheck/fail` or once shutdown started |
+//! | `/ready` | GET | 200 `LIVE` once the first full xDS config is applied (at once without ADS) and, with `--ca-addr`, the first workload certificate is in, else 503 `PRE_INITIALIZING`; 503 `DRAINING` after `/healthcheck/fail` or once shutdown started |
 //! | `/server_info` | GET | JSON: version, state, node, uptime, command line options (a subset) |
 //! | `/config_dump` | GET | Envoy's `ConfigDump` JSON ([`config_dump`]) |
 //! | `/clusters` | GET | every cluster's circuit breakers and every host's counters and health flags, Envoy's text lines ([`clusters`]) |
@@ -116,6 +116,10 @@ pub struct Context {
     pub log: Option<LogHandle>,
     /// The data path (its clusters' and listeners' statistics).
     pub data_path: std::sync::Arc<crate::server::DataPath>,
+    /// The workload identity (`--ca-addr`): the server is not `LIVE` before
+    /// its first certificate, as Envoy's clusters naming SDS secrets stay
+    /// warming (and the server initializing) until the secrets arrive.
+    pub identity: Option<std::sync::Arc<crate::identity::CertManager>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -172,7 +176,13 @@ impl Admin {
         let inner = &self.inner;
         if inner.draining.load(Ordering::Acquire) || inner.health_failed.load(Ordering::Acquire) {
             ServerState::Draining
-        } else if !inner.context.ads || inner.context.store.initial_sync_done() {
+        } else if (!inner.context.ads || inner.context.store.initial_sync_done())
+            && inner
+                .context
+                .identity
+                .as_ref()
+                .is_none_or(|id| id.current().is_some())
+        {
             ServerState::Live
         } else {
             ServerState::PreInitializing

@@ -307,6 +307,7 @@ impl App {
             stop: stop.clone(),
             log: self.log,
             data_path: Arc::clone(&self.data_path),
+            identity: self.identity.clone(),
         });
         let client = self
             .xds

@@ -97,6 +97,9 @@ impl std::fmt::Display for HostAddr {
 pub struct Host {
     /// Where to connect.
     pub addr: HostAddr,
+    /// The cluster's `transport_socket_matches` entry this host's metadata
+    /// selects (`None`: the cluster's `transport_socket`).
+    pub socket: Option<usize>,
     /// Requests (or TCP connections) in flight to this host.
     pub active: AtomicU64,
     /// Pooled connections to this host.
@@ -104,14 +107,32 @@ pub struct Host {
 }
 
 impl Host {
-    /// A host at `addr` with an empty pool.
+    /// A host at `addr` with an empty pool, using the cluster's transport socket.
     pub fn new(addr: HostAddr) -> Arc<Host> {
+        Host::with_socket(addr, None)
+    }
+
+    /// A host at `addr` whose connections use transport socket match `socket`.
+    pub fn with_socket(addr: HostAddr, socket: Option<usize>) -> Arc<Host> {
         Arc::new(Host {
             addr,
+            socket,
             active: AtomicU64::new(0),
             pool: Pool::default(),
         })
     }
+}
+
+/// One `transport_socket_matches` entry: the endpoint metadata it requires
+/// (under `envoy.transport_socket_match`) and its TLS (`None`: plain text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketMatch {
+    /// The entry's name.
+    pub name: String,
+    /// Required metadata, each value in its JSON form.
+    pub criteria: Vec<(String, String)>,
+    /// The TLS it originates.
+    pub tls: Option<crate::secrets::ClientTls>,
 }
 
 /// The hosts of a cluster with the balancer built over them.
@@ -281,6 +302,9 @@ pub struct Cluster {
     pub bind_source: Option<IpAddr>,
     /// The cluster's TLS origination (`UpstreamTlsContext`), when it has one.
     pub tls: Option<crate::secrets::ClientTls>,
+    /// `transport_socket_matches`: per-endpoint transport sockets (Istio's auto
+    /// mTLS: mTLS to endpoints labelled `tlsMode: istio`, plain text to others).
+    pub socket_matches: Vec<SocketMatch>,
     /// Where its certificates come from (set for TLS clusters).
     pub secrets: Option<Arc<crate::secrets::Secrets>>,
     /// Whether `ORIGINAL_DST` honours `x-envoy-original-dst-host`.
@@ -343,6 +367,7 @@ impl Cluster {
         secrets: &Arc<crate::secrets::Secrets>,
     ) -> Result<Cluster, String> {
         let tls = client_tls(&proto)?;
+        let socket_matches = config::socket_matches(&proto)?;
         let discovery = discovery(&proto)?;
         let balancer = balancer_config(&proto)?;
         let outlier = proto
@@ -394,10 +419,12 @@ impl Cluster {
                         continue;
                     };
                     let key = addr.to_string();
+                    let socket = config::select_socket(&socket_matches, lb.metadata.as_ref());
                     let host = old
                         .get(&addr)
+                        .filter(|h| h.socket == socket)
                         .map(|h| Arc::clone(h))
-                        .unwrap_or_else(|| Host::new(addr));
+                        .unwrap_or_else(|| Host::with_socket(addr, socket));
                     hosts.push(host);
                     infos.push(HostInfo {
                         key,
@@ -427,8 +454,10 @@ impl Cluster {
             max_requests_per_connection: max_per_conn,
             limits,
             bind_source,
-            secrets: tls.as_ref().map(|_| Arc::clone(secrets)),
+            secrets: (tls.is_some() || socket_matches.iter().any(|m| m.tls.is_some()))
+                .then(|| Arc::clone(secrets)),
             tls,
+            socket_matches,
             use_http_header,
             service: service_of(&proto.name),
             stats: ClusterStats::default(),
@@ -467,6 +496,14 @@ impl Cluster {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                 _ => false,
             }
+    }
+
+    /// The TLS connections to `host` originate (`None`: plain text).
+    pub fn tls_for(&self, host: &Host) -> Option<&crate::secrets::ClientTls> {
+        match host.socket {
+            Some(i) => self.socket_matches.get(i).and_then(|m| m.tls.as_ref()),
+            None => self.tls.as_ref(),
+        }
     }
 
     /// The hosts now.

@@ -140,6 +140,11 @@ pub struct ConnInfo {
     pub peer_identity: Option<String>,
     /// Whether the connection is TLS (terminated here).
     pub tls: bool,
+    /// The peer's certificate (mTLS), for `x-forwarded-client-cert`.
+    pub peer_cert: Option<Arc<crate::identity::tls::PeerCert>>,
+    /// This side's identity when it presented the workload certificate
+    /// (XFCC's `By=`).
+    pub local_identity: Option<Arc<str>>,
     /// The SNI the client sent, when TLS was detected.
     pub sni: Option<Arc<str>>,
 }

@@ -69,9 +69,9 @@ use prost::Message;
 use crate::cluster::{HostAddr, duration, host_addr};
 use crate::rbac::NetworkRbac;
 
-mod hcm;
+pub(crate) mod hcm;
 
-pub use hcm::{Codec, Hcm, RouteSource};
+pub use hcm::{Codec, Hcm, RouteSource, Xfcc, XfccMode};
 
 const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const TCP_PROXY_TYPE: &str =

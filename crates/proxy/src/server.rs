@@ -295,6 +295,8 @@ async fn dispatch(path: Arc<DataPath>, name: String, stream: TcpStream, peer: So
         inbound: listener.inbound,
         peer_identity: None,
         tls: false,
+        peer_cert: None,
+        local_identity: None,
         // Only the authorization filters read the SNI: no allocation otherwise.
         sni: facts
             .server_name
@@ -323,6 +325,14 @@ async fn dispatch(path: Arc<DataPath>, name: String, stream: TcpStream, peer: So
         Ok(stream) => {
             conn.peer_identity = crate::identity::tls::peer_identity(stream.get_ref().1);
             conn.tls = true;
+            if matches!(&chain.filter, NetworkFilter::Http(h) if h.forwards_client_cert()) {
+                conn.peer_cert = crate::identity::tls::peer_cert(stream.get_ref().1).map(Arc::new);
+                conn.local_identity = tls
+                    .cert
+                    .workload
+                    .then(|| path.secrets.identity().map(|m| Arc::from(m.spiffe_id())))
+                    .flatten();
+            }
             serve(stream, conn, chain, &path, &dp).await;
         }
         Err(e) => {

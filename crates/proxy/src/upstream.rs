@@ -202,7 +202,7 @@ pub async fn connect(
     cluster: &Arc<Cluster>,
     host: &Host,
 ) -> Result<(Stream, ConnGuard), UpstreamError> {
-    let tls = match (&cluster.tls, &cluster.secrets) {
+    let tls = match (cluster.tls_for(host), &cluster.secrets) {
         (None, _) => None,
         (Some(t), Some(secrets)) => match secrets.client_config(t) {
             Ok(config) => Some((config, t.sni.clone())),

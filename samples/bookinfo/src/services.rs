@@ -198,6 +198,14 @@ async fn reviews(State(ctx): Shared, Path(id): Path<u32>, headers: HeaderMap) ->
     if let Some(s) = ratings_served_by {
         body["ratingsServedBy"] = Value::String(s);
     }
+    // What the sidecar said of the caller's certificate (mTLS only), so a
+    // client can see which identities the mesh saw.
+    if let Some(xfcc) = headers
+        .get("x-forwarded-client-cert")
+        .and_then(|v| v.to_str().ok())
+    {
+        body["forwardedClientCert"] = Value::String(xfcc.to_string());
+    }
     if let Some(Err(e)) = &stars {
         tracing::warn!(error = %e, "reviews: ratings unavailable");
     }

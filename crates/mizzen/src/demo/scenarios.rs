@@ -36,6 +36,11 @@ pub mod seed {
         "07-virtualservice-reviews.yaml",
         include_str!("../../../../testdata/corpus/seed/07-virtualservice-reviews.yaml"),
     );
+    /// PeerAuthentication default in istio-system: STRICT mTLS mesh-wide.
+    pub const MESH_STRICT: (&str, &str) = (
+        "10-peerauthentication-default.yaml",
+        include_str!("../../../../testdata/corpus/seed/10-peerauthentication-default.yaml"),
+    );
     /// DestinationRule ratings: subsets v1, v2 with connection pools.
     pub const RATINGS_SUBSETS: (&str, &str) = (
         "39-destinationrule-ratings.yaml",
@@ -69,6 +74,10 @@ pub fn base_networking() -> String {
 pub struct Target {
     /// productpage's pod address (port 9080).
     pub productpage: SocketAddr,
+    /// The ingress gateway (the sample's Gateway on port 8080), where the
+    /// scenarios' requests enter when there is one; else they go to
+    /// productpage's pod directly.
+    pub ingress: Option<SocketAddr>,
     /// Every pod's address, by pod name.
     pub pods: BTreeMap<String, Ipv4Addr>,
 }
@@ -139,6 +148,8 @@ pub enum Kind {
     Faults,
     /// Mirroring.
     Mirror,
+    /// STRICT mTLS mesh-wide.
+    StrictMtls,
 }
 
 /// Every scenario, in the order the demo walks through them.
@@ -160,6 +171,16 @@ pub fn all() -> Vec<Scenario> {
             seeds: &[REVIEWS_MIRROR, REVIEWS_SUBSETS, RATINGS_SUBSETS],
             kind: Kind::Mirror,
         },
+        Scenario {
+            title: "security: STRICT mTLS mesh-wide, sidecars authenticate each other by SPIFFE identity (seed 10, with 02)",
+            seeds: &[
+                MESH_STRICT,
+                REVIEWS_JASON_SPLIT,
+                REVIEWS_SUBSETS,
+                RATINGS_SUBSETS,
+            ],
+            kind: Kind::StrictMtls,
+        },
     ]
 }
 
@@ -175,11 +196,12 @@ impl Scenario {
 
     /// Sends the scenario's traffic to `target` and checks it.
     pub async fn run(&self, target: &Target) -> Report {
-        let client = Client::new(target.productpage);
+        let client = Client::new(target.ingress.unwrap_or(target.productpage));
         let checks = match self.kind {
             Kind::JasonAndSplit => jason_and_split(&client).await,
             Kind::Faults => faults(&client).await,
             Kind::Mirror => mirror(&client, target).await,
+            Kind::StrictMtls => strict_mtls(&client, target).await,
         };
         Report {
             title: self.title,
@@ -340,6 +362,83 @@ async fn mirror(client: &Client, target: &Target) -> Vec<Check> {
                 |m| m.to_string(),
             ),
             ok: mirrored == Some(n as u64),
+        },
+    ]
+}
+
+/// The identity the mesh gives a bookinfo service account.
+fn spiffe(sa: &str) -> String {
+    format!("spiffe://cluster.local/ns/default/sa/{sa}")
+}
+
+async fn strict_mtls(client: &Client, target: &Target) -> Vec<Check> {
+    let jason = client.many(20, 4, REVIEWS, &[("end-user", "jason")]).await;
+    let (v2, n) = share(&jason, |a| a.served_by() == "reviews-v2");
+    let black = jason.iter().all(|a| {
+        a.json["reviews"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|r| r["rating"]["color"] == "black"))
+    });
+    let xfcc = jason
+        .iter()
+        .find_map(|a| a.json["forwardedClientCert"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "none".into());
+    let (caller, callee) = (spiffe("bookinfo-productpage"), spiffe("bookinfo-reviews"));
+    let identities_ok = xfcc.contains(&format!("URI={caller}"));
+    // A client outside the mesh (this host) calling a pod directly, in plain text.
+    let outside = match target.pods.get("reviews-v1") {
+        Some(addr) => {
+            Client::new(SocketAddr::from((*addr, 9080)))
+                .get("/reviews/0", &[])
+                .await
+        }
+        None => Answer {
+            status: 0,
+            json: serde_json::Value::Null,
+            latency: Duration::ZERO,
+            error: Some("no reviews-v1 pod".into()),
+        },
+    };
+    let refused = outside.status == 0;
+    vec![
+        Check {
+            what: "productpage → reviews v2 → ratings, over mTLS".into(),
+            expected: "all 200, black stars".into(),
+            observed: format!(
+                "{}{}",
+                tally(&jason),
+                if black { ", black stars" } else { ", no stars" }
+            ),
+            ok: v2 == n && black,
+        },
+        Check {
+            what: "caller identity reviews' sidecar saw (XFCC)".into(),
+            expected: format!("URI={caller}"),
+            observed: xfcc
+                .split(';')
+                .find(|p| p.starts_with("URI="))
+                .unwrap_or(&xfcc)
+                .to_string(),
+            ok: identities_ok,
+        },
+        Check {
+            what: "reviews' own identity (XFCC By)".into(),
+            expected: format!("By={callee}"),
+            observed: xfcc
+                .split(';')
+                .find(|p| p.starts_with("By="))
+                .unwrap_or("none")
+                .to_string(),
+            ok: xfcc.contains(&format!("By={callee}")),
+        },
+        Check {
+            what: "plain-text client outside the mesh → reviews-v1 pod".into(),
+            expected: "refused".into(),
+            observed: match &outside.error {
+                Some(e) => format!("refused ({})", e.chars().take(60).collect::<String>()),
+                None => format!("answered {}", outside.status),
+            },
+            ok: refused,
         },
     ]
 }

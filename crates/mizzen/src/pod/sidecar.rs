@@ -95,6 +95,7 @@ impl Files {
             delta: true,
             admin: SocketAddr::from(ADMIN),
             sds_socket: (spec.sidecar == SidecarKind::Envoy).then(|| files.sds_socket.clone()),
+            router: spec.gateway,
         };
         let mut bootstrap = sidecar.bootstrap();
         if spec.sidecar == SidecarKind::Envoy {

@@ -182,18 +182,18 @@ fn outbound(
             );
         }
     }
+    let upstream = tls::Upstream {
+        snapshot: scope.snapshot,
+        proxy: scope.proxy,
+        service,
+        port: port.port,
+        subset: subset_name,
+        http2: matches!(port.protocol, Protocol::Http2 | Protocol::Grpc),
+    };
     if let Some(settings) = &policy.tls {
-        c.transport_socket = tls::upstream_transport_socket(
-            settings,
-            tls::Upstream {
-                snapshot: scope.snapshot,
-                proxy: scope.proxy,
-                service,
-                port: port.port,
-                subset: subset_name,
-                http2: matches!(port.protocol, Protocol::Http2 | Protocol::Grpc),
-            },
-        );
+        c.transport_socket = tls::upstream_transport_socket(settings, upstream);
+    } else if tls::auto_mtls_applies(upstream) {
+        c.transport_socket_matches = tls::auto_mtls_matches(upstream);
     }
     c
 }

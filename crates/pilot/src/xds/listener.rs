@@ -38,7 +38,7 @@ use crate::xds::route::util::{ads, any, boolv, istio_duration, u32v};
 use crate::xds::{LISTENER, NamedResource};
 
 mod gateway;
-mod mtls;
+pub(crate) mod mtls;
 pub mod servers;
 mod sidecar;
 

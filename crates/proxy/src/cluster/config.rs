@@ -214,7 +214,151 @@ pub(super) fn client_tls(
     }
 }
 
+/// The cluster's `transport_socket_matches`, compiled.
+pub(super) fn socket_matches(proto: &ClusterProto) -> Result<Vec<super::SocketMatch>, String> {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    proto
+        .transport_socket_matches
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let at = format!("transport_socket_matches[{i}] ({})", m.name);
+            let tls = match m
+                .transport_socket
+                .as_ref()
+                .map(|t| (&t.name, &t.config_type))
+            {
+                None => None,
+                Some((_, Some(ConfigType::TypedConfig(any))))
+                    if any.type_url.ends_with(".RawBuffer") =>
+                {
+                    None
+                }
+                Some((_, Some(ConfigType::TypedConfig(any)))) => {
+                    Some(crate::secrets::client_tls(any).map_err(|e| format!("{at}: {e}"))?)
+                }
+                Some((name, None)) if name.contains("raw_buffer") => None,
+                Some((_, None)) => {
+                    return Err(format!("{at}: transport_socket: typed_config missing"));
+                }
+            };
+            let criteria = m
+                .r#match
+                .as_ref()
+                .map(|s| {
+                    s.fields
+                        .iter()
+                        .map(|(k, v)| (k.clone(), struct_value(v)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(super::SocketMatch {
+                name: m.name.clone(),
+                criteria,
+                tls,
+            })
+        })
+        .collect()
+}
+
+/// The first entry of `matches` whose criteria the endpoint's
+/// `envoy.transport_socket_match` metadata meets, as Envoy picks it.
+pub(super) fn select_socket(
+    matches: &[super::SocketMatch],
+    metadata: Option<&envoy_types::pb::envoy::config::core::v3::Metadata>,
+) -> Option<usize> {
+    if matches.is_empty() {
+        return None;
+    }
+    let fields = metadata
+        .and_then(|m| m.filter_metadata.get("envoy.transport_socket_match"))
+        .map(|s| &s.fields);
+    matches.iter().position(|m| {
+        m.criteria.iter().all(|(k, v)| {
+            fields
+                .and_then(|f| f.get(k))
+                .is_some_and(|actual| struct_value(actual) == *v)
+        })
+    })
+}
+
+/// A protobuf `Value` in a comparable form.
+fn struct_value(v: &envoy_types::pb::google::protobuf::Value) -> String {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    match &v.kind {
+        Some(Kind::StringValue(s)) => s.clone(),
+        Some(Kind::BoolValue(b)) => b.to_string(),
+        Some(Kind::NumberValue(n)) => n.to_string(),
+        Some(Kind::NullValue(_)) | None => "null".into(),
+        Some(other) => format!("{other:?}"),
+    }
+}
+
 /// A protobuf duration as a std one (negative → zero).
 pub fn duration(d: &envoy_types::pb::google::protobuf::Duration) -> Duration {
     Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
+}
+
+#[cfg(test)]
+mod socket_match_tests {
+    use envoy_types::pb::envoy::config::core::v3::Metadata;
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+
+    use super::select_socket;
+    use crate::cluster::SocketMatch;
+
+    fn entry(name: &str, criteria: &[(&str, &str)]) -> SocketMatch {
+        SocketMatch {
+            name: name.into(),
+            criteria: criteria
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            tls: None,
+        }
+    }
+
+    fn metadata(fields: &[(&str, &str)]) -> Metadata {
+        let s = Struct {
+            fields: fields
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        Value {
+                            kind: Some(Kind::StringValue(v.to_string())),
+                        },
+                    )
+                })
+                .collect(),
+        };
+        Metadata {
+            filter_metadata: [("envoy.transport_socket_match".to_string(), s)].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn endpoints_pick_the_first_entry_their_metadata_meets() {
+        // Istio's auto mTLS: mTLS for `tlsMode: istio`, plain text otherwise.
+        let matches = [
+            entry("tlsMode-istio", &[("tlsMode", "istio")]),
+            entry("tlsMode-disabled", &[]),
+        ];
+        assert_eq!(
+            select_socket(&matches, Some(&metadata(&[("tlsMode", "istio")]))),
+            Some(0)
+        );
+        assert_eq!(
+            select_socket(&matches, Some(&metadata(&[("tlsMode", "disabled")]))),
+            Some(1)
+        );
+        assert_eq!(select_socket(&matches, None), Some(1));
+        // No entry matches: the cluster's own transport socket.
+        assert_eq!(select_socket(&matches[..1], None), None);
+        assert_eq!(
+            select_socket(&[], Some(&metadata(&[("tlsMode", "istio")]))),
+            None
+        );
+    }
 }

@@ -92,6 +92,49 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// What Envoy's `x-forwarded-client-cert` says of a peer certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCert {
+    /// SHA-256 of the leaf's DER, lowercase hex (`Hash=`).
+    pub hash: String,
+    /// The leaf's subject, RFC 2253 (`Subject=`).
+    pub subject: String,
+    /// The leaf's URI SANs (`URI=`).
+    pub uris: Vec<String>,
+    /// The leaf's DNS SANs (`DNS=`).
+    pub dns: Vec<String>,
+}
+
+/// The peer's leaf certificate after a handshake, for XFCC.
+pub fn peer_cert(conn: &rustls::CommonState) -> Option<PeerCert> {
+    use x509_parser::extensions::GeneralName;
+    let leaf = conn.peer_certificates()?.first()?;
+    let (_, cert) = X509Certificate::from_der(leaf).ok()?;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf.as_ref());
+    let hash = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let dns = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::DNSName(d) => Some(d.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(PeerCert {
+        hash,
+        subject: cert.subject().to_string(),
+        uris: uri_sans(&cert),
+        dns,
+    })
+}
+
 /// The peer's identity after a handshake: the first `spiffe://` URI SAN of its
 /// leaf certificate. `None` when the peer sent no certificate or its leaf has
 /// no SPIFFE ID.

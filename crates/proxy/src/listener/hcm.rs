@@ -72,9 +72,69 @@ pub struct Hcm {
     pub paths: PathPolicy,
     /// `tracing`: span reporting (none: trace headers are only propagated).
     pub tracing: Option<crate::telemetry::span::TracingConfig>,
+    /// `forward_client_cert_details` and `set_current_client_cert_details`:
+    /// what happens to `x-forwarded-client-cert`.
+    pub xfcc: Xfcc,
 }
 
-pub(super) fn hcm_config(hcm: &HttpConnectionManager, direction: i32) -> Result<Hcm, Vec<String>> {
+/// Envoy's `forward_client_cert_details` modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XfccMode {
+    /// Remove the header (Envoy's default).
+    #[default]
+    Sanitize,
+    /// Forward it unchanged over mTLS; remove it otherwise.
+    ForwardOnly,
+    /// Over mTLS, append this connection's element; remove it otherwise.
+    AppendForward,
+    /// Over mTLS, replace it with this connection's element; remove it otherwise.
+    SanitizeSet,
+    /// Forward it unchanged, whatever the connection.
+    AlwaysForwardOnly,
+}
+
+/// What the connection manager does with `x-forwarded-client-cert`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Xfcc {
+    /// The mode.
+    pub mode: XfccMode,
+    /// `set_current_client_cert_details.subject`.
+    pub subject: bool,
+    /// `set_current_client_cert_details.uri`.
+    pub uri: bool,
+    /// `set_current_client_cert_details.dns`.
+    pub dns: bool,
+}
+
+impl Hcm {
+    /// Whether requests carry the client certificate's details (the
+    /// connection must keep them).
+    pub fn forwards_client_cert(&self) -> bool {
+        matches!(
+            self.xfcc.mode,
+            XfccMode::AppendForward | XfccMode::SanitizeSet
+        )
+    }
+}
+
+fn xfcc(hcm: &HttpConnectionManager) -> Xfcc {
+    let mode = match hcm.forward_client_cert_details {
+        1 => XfccMode::ForwardOnly,
+        2 => XfccMode::AppendForward,
+        3 => XfccMode::SanitizeSet,
+        4 => XfccMode::AlwaysForwardOnly,
+        _ => XfccMode::Sanitize,
+    };
+    let details = hcm.set_current_client_cert_details.as_ref();
+    Xfcc {
+        mode,
+        subject: details.is_some_and(|d| d.subject.as_ref().is_some_and(|b| b.value)),
+        uri: details.is_some_and(|d| d.uri),
+        dns: details.is_some_and(|d| d.dns),
+    }
+}
+
+pub(crate) fn hcm_config(hcm: &HttpConnectionManager, direction: i32) -> Result<Hcm, Vec<String>> {
     use http_connection_manager::RouteSpecifier;
     let mut errors = Vec::new();
     let routes = match &hcm.route_specifier {
@@ -222,6 +282,7 @@ pub(super) fn hcm_config(hcm: &HttpConnectionManager, direction: i32) -> Result<
             generate_request_id: hcm.generate_request_id.is_none_or(|b| b.value),
             paths,
             tracing,
+            xfcc: xfcc(hcm),
         }),
         _ => Err(errors),
     }

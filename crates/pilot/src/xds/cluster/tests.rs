@@ -508,3 +508,82 @@ fn locality_lb_config_as_istio_sets_it() {
     // Without a rule nothing changes.
     assert_eq!(weighted(""), (false, None));
 }
+
+#[test]
+fn auto_mtls_sends_mtls_to_sidecars_and_plain_text_to_the_rest() {
+    // No DestinationRule TLS: Istio's auto mTLS.
+    let snap = bookinfo("");
+    let all = clusters(&snap, &productpage());
+    let c = cluster(&all, &format!("outbound|9080||{REVIEWS}"));
+    assert!(c.transport_socket.is_none());
+    let names: Vec<&str> = c
+        .transport_socket_matches
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(names, ["tlsMode-istio", "tlsMode-disabled"]);
+    let istio = &c.transport_socket_matches[0];
+    let criteria = &istio.r#match.as_ref().unwrap().fields;
+    assert_eq!(criteria.len(), 1);
+    assert!(matches!(
+        &criteria["tlsMode"].kind,
+        Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(v)) if v == "istio"
+    ));
+    let socket = istio.transport_socket.as_ref().unwrap();
+    let Some(ConfigType::TypedConfig(a)) = &socket.config_type else {
+        panic!("typed")
+    };
+    let ctx = UpstreamTlsContext::decode(a.value.as_slice()).unwrap();
+    assert_eq!(ctx.sni, format!("outbound_.9080_._.{REVIEWS}"));
+    let disabled = &c.transport_socket_matches[1];
+    assert!(disabled.r#match.as_ref().unwrap().fields.is_empty());
+    assert_eq!(
+        disabled.transport_socket.as_ref().unwrap().name,
+        "envoy.transport_sockets.raw_buffer"
+    );
+
+    // A DestinationRule's TLS wins; DISABLE turns it off.
+    let snap = bookinfo(
+        "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    tls: {mode: DISABLE}
+",
+    );
+    let all = clusters(&snap, &productpage());
+    let c = cluster(&all, &format!("outbound|9080||{REVIEWS}"));
+    assert!(c.transport_socket.is_none() && c.transport_socket_matches.is_empty());
+
+    // The destination namespace's PeerAuthentication DISABLE: plain text.
+    let snap = bookinfo(
+        "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: default}
+spec:
+  mtls: {mode: DISABLE}
+",
+    );
+    let all = clusters(&snap, &productpage());
+    assert!(
+        cluster(&all, &format!("outbound|9080||{REVIEWS}"))
+            .transport_socket_matches
+            .is_empty()
+    );
+
+    // No endpoint with a sidecar: nothing to do.
+    let mut snap = bookinfo("");
+    for eps in snap.endpoints.values_mut().flat_map(|p| p.values_mut()) {
+        for e in eps {
+            e.mesh_tls = false;
+        }
+    }
+    let all = clusters(&snap, &productpage());
+    assert!(
+        cluster(&all, &format!("outbound|9080||{REVIEWS}"))
+            .transport_socket_matches
+            .is_empty()
+    );
+}

@@ -16,8 +16,14 @@
 //!   rejects such clusters), SNI `outbound_.PORT_.SUBSET_.HOST`, ALPN
 //!   `istio-peer-exchange,istio`, SANs the service's SPIFFE identities.
 //!
-//! Mizzen does not turn on Istio's auto mTLS: without a DestinationRule, upstream
-//! connections are plain text.
+//! Without TLS settings in a DestinationRule, Istio's auto mTLS applies
+//! ([`auto_mtls_matches`]): the cluster gets two `transport_socket_matches`,
+//! ISTIO_MUTUAL for endpoints whose metadata says `tlsMode: istio` (pods with a
+//! sidecar, labelled `security.istio.io/tlsMode: istio`) and plain text for the
+//! rest. As in Istio, not for mesh-external services, passthrough clusters, or a
+//! destination namespace whose PeerAuthentication is DISABLE; and, unlike
+//! Istio, only when the service has at least one such endpoint, so an Envoy
+//! without the `sds-grpc` bootstrap cluster is not sent mTLS it cannot use.
 
 use std::collections::BTreeSet;
 
@@ -32,6 +38,10 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     subject_alt_name_matcher::SanType,
     tls_parameters::TlsProtocol as EnvoyTlsProtocol,
 };
+
+use envoy_types::pb::envoy::config::cluster::v3::cluster::TransportSocketMatch;
+use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
 use crate::model::{Service, Snapshot, TlsSecret};
 use crate::proxy::Proxy;
@@ -65,6 +75,65 @@ pub struct Upstream<'a> {
     pub subset: Option<&'a str>,
     /// Whether the port speaks HTTP/2 (adds `h2` to ALPN).
     pub http2: bool,
+}
+
+/// Whether Istio's auto mTLS applies to `up`'s cluster (see the module's
+/// description).
+pub fn auto_mtls_applies(up: Upstream<'_>) -> bool {
+    use crate::model::Resolution;
+    use common::istio::security::MutualTlsMode;
+    if up.service.mesh_external || up.service.resolution == Resolution::Passthrough {
+        return false;
+    }
+    let has_sidecars = up
+        .snapshot
+        .endpoints
+        .get(&up.service.hostname)
+        .is_some_and(|by_port| by_port.values().flatten().any(|e| e.mesh_tls));
+    if !has_sidecars {
+        return false;
+    }
+    // The destination namespace's mode (mesh and namespace policies).
+    let destination = Proxy {
+        namespace: up.service.namespace.clone(),
+        labels: Default::default(),
+        ..up.proxy.clone()
+    };
+    crate::xds::listener::mtls::InboundMtls::of(up.snapshot, &destination).workload
+        != MutualTlsMode::Disable
+}
+
+/// Istio's auto mTLS sockets: `tlsMode-istio` (ISTIO_MUTUAL, as a
+/// DestinationRule's would be) for endpoints with `tlsMode: istio` metadata,
+/// `tlsMode-disabled` (plain text) for every other.
+pub fn auto_mtls_matches(up: Upstream<'_>) -> Vec<TransportSocketMatch> {
+    let settings = ClientTlsSettings {
+        mode: Some(ClientTlsMode::IstioMutual),
+        ..Default::default()
+    };
+    let Some(mtls) = upstream_transport_socket(&settings, up) else {
+        return Vec::new();
+    };
+    let string = |v: &str| Value {
+        kind: Some(Kind::StringValue(v.to_string())),
+    };
+    vec![
+        TransportSocketMatch {
+            name: "tlsMode-istio".into(),
+            r#match: Some(Struct {
+                fields: [("tlsMode".to_string(), string("istio"))].into(),
+            }),
+            transport_socket: Some(mtls),
+        },
+        TransportSocketMatch {
+            name: "tlsMode-disabled".into(),
+            r#match: Some(Struct::default()),
+            transport_socket: Some(TransportSocket {
+                name: "envoy.transport_sockets.raw_buffer".into(),
+                config_type: Some(ConfigType::TypedConfig(any(&RawBuffer::default()))),
+            }),
+        },
+    ]
 }
 
 /// The cluster's transport socket for `tls`, or `None` for plain text.

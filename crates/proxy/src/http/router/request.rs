@@ -48,6 +48,64 @@ pub(super) struct Prepared<'s> {
     pub(super) downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
+const XFCC: &str = "x-forwarded-client-cert";
+
+/// `x-forwarded-client-cert` as the connection manager's
+/// `forward_client_cert_details` says: removed, forwarded, or with this mTLS
+/// connection's element (`By=…;Hash=…;Subject="…";URI=…;DNS=…`, Envoy's order)
+/// appended or set.
+fn forward_client_cert(headers: &mut http::HeaderMap, hcm: &Hcm, conn: &ConnInfo) {
+    use crate::listener::XfccMode;
+    let mtls = conn.tls && conn.peer_cert.is_some();
+    let element = || {
+        let cert = conn.peer_cert.as_ref()?;
+        let mut parts = Vec::new();
+        if let Some(by) = &conn.local_identity {
+            parts.push(format!("By={by}"));
+        }
+        parts.push(format!("Hash={}", cert.hash));
+        if hcm.xfcc.subject {
+            parts.push(format!("Subject=\"{}\"", cert.subject.replace('"', "\\\"")));
+        }
+        if hcm.xfcc.uri
+            && let Some(uri) = cert.uris.first()
+        {
+            parts.push(format!("URI={uri}"));
+        }
+        if hcm.xfcc.dns {
+            parts.extend(cert.dns.iter().map(|d| format!("DNS={d}")));
+        }
+        http::HeaderValue::from_str(&parts.join(";")).ok()
+    };
+    match hcm.xfcc.mode {
+        XfccMode::AlwaysForwardOnly => {}
+        XfccMode::ForwardOnly if mtls => {}
+        XfccMode::AppendForward if mtls => {
+            if let Some(element) = element() {
+                let joined = match headers.get(XFCC).and_then(|v| v.to_str().ok()) {
+                    Some(existing) if !existing.is_empty() => http::HeaderValue::from_str(
+                        &format!("{existing},{}", element.to_str().unwrap_or_default()),
+                    )
+                    .ok(),
+                    _ => Some(element),
+                };
+                if let Some(v) = joined {
+                    headers.insert(XFCC, v);
+                }
+            }
+        }
+        XfccMode::SanitizeSet if mtls => {
+            headers.remove(XFCC);
+            if let Some(element) = element() {
+                headers.insert(XFCC, element);
+            }
+        }
+        _ => {
+            headers.remove(XFCC);
+        }
+    }
+}
+
 /// The upstream request's template from `req` and the route: hop-by-hop
 /// headers out, Envoy's `x-forwarded-*`, `x-request-id`, trace and timeout
 /// headers in, the route's header mutations, path and host rewrites.
@@ -88,6 +146,7 @@ pub(super) fn prepare<'s>(
             parts.headers.insert("x-envoy-external-address", v);
         }
     }
+    forward_client_cert(&mut parts.headers, hcm, conn);
     if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
         parts
             .headers
@@ -343,5 +402,109 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod xfcc_tests {
+    use std::sync::Arc;
+
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        HttpConnectionManager, HttpFilter, http_connection_manager::RouteSpecifier,
+        http_connection_manager::SetCurrentClientCertDetails,
+    };
+
+    use super::{XFCC, forward_client_cert};
+    use crate::http::ConnInfo;
+    use crate::identity::tls::PeerCert;
+
+    fn hcm(mode: i32) -> crate::listener::Hcm {
+        let proto = HttpConnectionManager {
+            stat_prefix: "inbound_0.0.0.0_9080".into(),
+            route_specifier: Some(RouteSpecifier::RouteConfig(RouteConfiguration::default())),
+            http_filters: vec![HttpFilter {
+                name: "envoy.filters.http.router".into(),
+                config_type: Some(
+                    envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType::TypedConfig(
+                        envoy_types::pb::google::protobuf::Any {
+                            type_url: "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router".into(),
+                            value: Vec::new(),
+                        },
+                    ),
+                ),
+                ..Default::default()
+            }],
+            forward_client_cert_details: mode,
+            set_current_client_cert_details: Some(SetCurrentClientCertDetails {
+                subject: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
+                uri: true,
+                dns: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        crate::listener::hcm::hcm_config(&proto, 1).expect("a connection manager")
+    }
+
+    fn conn(mtls: bool) -> ConnInfo {
+        ConnInfo {
+            peer: "10.0.0.5:40000".parse().unwrap(),
+            dst: "10.0.0.6:9080".parse().unwrap(),
+            inbound: true,
+            peer_identity: None,
+            tls: mtls,
+            sni: None,
+            peer_cert: mtls.then(|| {
+                Arc::new(PeerCert {
+                    hash: "ab12".into(),
+                    subject: String::new(),
+                    uris: vec!["spiffe://cluster.local/ns/default/sa/productpage".into()],
+                    dns: vec![],
+                })
+            }),
+            local_identity: Some(Arc::from("spiffe://cluster.local/ns/default/sa/reviews")),
+        }
+    }
+
+    fn headers(xfcc: Option<&str>) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        if let Some(v) = xfcc {
+            h.insert(XFCC, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn istio_inbound_appends_the_peers_element_over_mtls() {
+        // APPEND_FORWARD, as pilot sets it on inbound mTLS chains.
+        let mut h = headers(Some("By=spiffe://a;URI=spiffe://b"));
+        forward_client_cert(&mut h, &hcm(2), &conn(true));
+        assert_eq!(
+            h[XFCC],
+            "By=spiffe://a;URI=spiffe://b,By=spiffe://cluster.local/ns/default/sa/reviews;Hash=ab12;Subject=\"\";URI=spiffe://cluster.local/ns/default/sa/productpage"
+        );
+        // Plain text: a client's own header is not trusted.
+        let mut h = headers(Some("By=forged"));
+        forward_client_cert(&mut h, &hcm(2), &conn(false));
+        assert!(h.get(XFCC).is_none());
+    }
+
+    #[test]
+    fn sanitize_removes_and_sanitize_set_replaces() {
+        let mut h = headers(Some("By=forged"));
+        forward_client_cert(&mut h, &hcm(0), &conn(true));
+        assert!(h.get(XFCC).is_none(), "SANITIZE, Envoy's default");
+        let mut h = headers(Some("By=forged"));
+        forward_client_cert(&mut h, &hcm(3), &conn(true));
+        assert!(
+            h[XFCC]
+                .to_str()
+                .unwrap()
+                .starts_with("By=spiffe://cluster.local/ns/default/sa/reviews;Hash=ab12")
+        );
+        let mut h = headers(Some("By=kept"));
+        forward_client_cert(&mut h, &hcm(4), &conn(false));
+        assert_eq!(h[XFCC], "By=kept", "ALWAYS_FORWARD_ONLY");
     }
 }
