@@ -95,12 +95,40 @@ pub struct LocalMesh {
     console: Console,
     runtime: tokio::runtime::Runtime,
     citadel_http: SocketAddr,
+    /// In [`ControlPlane::Processes`] mode: each component's binary, command
+    /// line and process while it runs.
+    components: BTreeMap<&'static str, (PathBuf, Vec<String>, Option<std::process::Child>)>,
+}
+
+/// How the control plane runs.
+#[derive(Debug, Clone)]
+pub enum ControlPlane {
+    /// `mizzen up --in-process`: one thread, stopped with the mesh.
+    InProcess,
+    /// Each component its own process, as `mizzen up` starts them, but
+    /// controlled by the test ([`LocalMesh::kill`], [`LocalMesh::restart`]);
+    /// `citadel_args` are added to citadel's command line.
+    Processes {
+        /// Extra citadel flags (`--max-cert-ttl 30s`).
+        citadel_args: Vec<String>,
+    },
 }
 
 impl LocalMesh {
-    /// Starts the control plane on bridge `bridge` with gateway `gateway`/16,
-    /// serving `config` (file name, YAML), and waits until it is ready.
+    /// Starts the control plane in this process on bridge `bridge` with
+    /// gateway `gateway`/16, serving `config` (file name, YAML), and waits
+    /// until it is ready.
     pub fn start(bridge: &str, gateway: Ipv4Addr, config: &[(&str, String)]) -> LocalMesh {
+        LocalMesh::start_with(bridge, gateway, config, ControlPlane::InProcess)
+    }
+
+    /// [`LocalMesh::start`] with the control plane run as `control_plane` says.
+    pub fn start_with(
+        bridge: &str,
+        gateway: Ipv4Addr,
+        config: &[(&str, String)],
+        control_plane: ControlPlane,
+    ) -> LocalMesh {
         require_root_and_tools();
         let bins = bin_dir();
         let config_dir = tempfile::tempdir().expect("a config directory");
@@ -111,7 +139,6 @@ impl LocalMesh {
         let subnet = format!("{gateway}/16");
         let argv = [
             "up",
-            "--in-process",
             "--pods",
             "--bridge",
             bridge,
@@ -130,7 +157,8 @@ impl LocalMesh {
             #[command(flatten)]
             up: UpArgs,
         }
-        let args = Wrap::parse_from(argv).up;
+        let mut args = Wrap::parse_from(argv).up;
+        args.in_process = matches!(control_plane, ControlPlane::InProcess);
         let network = args.net.network();
         let citadel_http = SocketAddr::from((gateway, args.ports.citadel_http_port));
         // A bridge left by an earlier run of this test goes first.
@@ -146,15 +174,6 @@ impl LocalMesh {
             log_level: "info".into(),
         };
         let console = Console::new(std::io::stdout());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let up_console = console.clone();
-        // On a runtime of its own, as the CLI runs it.
-        let up = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-            runtime.block_on(mizzen::up::up(&args, up_console, async move {
-                let _ = stopped.await;
-            }))
-        });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -164,19 +183,93 @@ impl LocalMesh {
             mesh,
             config: config_dir,
             state,
-            stop: Some(stop),
-            up: Some(up),
+            stop: None,
+            up: None,
             pods: Vec::new(),
-            console,
+            console: console.clone(),
             runtime,
             citadel_http,
+            components: BTreeMap::new(),
         };
+        match control_plane {
+            ControlPlane::InProcess => {
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                // On a runtime of its own, as the CLI runs it.
+                local.up = Some(std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+                    runtime.block_on(mizzen::up::up(&args, console, async move {
+                        let _ = stopped.await;
+                    }))
+                }));
+                local.stop = Some(stop);
+            }
+            ControlPlane::Processes { citadel_args } => {
+                local.mesh.network.ensure_bridge().expect("the pod bridge");
+                std::fs::create_dir_all(args.pods_dir()).expect("the pods directory");
+                let plan = args.plan().expect("a plan");
+                for (component, mut argv) in plan.commands {
+                    if component == mizzen::up::Component::Citadel {
+                        argv.extend(citadel_args.iter().cloned());
+                    }
+                    let name = component.name();
+                    local.components.insert(name, (bins.join(name), argv, None));
+                    local.restart(name);
+                }
+            }
+        }
         local.wait_for_control_plane();
         local
     }
 
+    /// Starts (again) the control-plane process `name` (`pilot`, `citadel`,
+    /// `galley`) and waits until it is ready.
+    pub fn restart(&mut self, name: &str) {
+        let (program, argv, child) = self
+            .components
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("{name} is not a control-plane process of this mesh"));
+        assert!(child.is_none(), "{name} is running");
+        *child = Some(
+            std::process::Command::new(&*program)
+                .args(&*argv)
+                .env("NO_COLOR", "1")
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display())),
+        );
+        self.wait_for_control_plane();
+    }
+
+    /// Stops the control-plane process `name` with `signal` (`SIGKILL` for a
+    /// crash, `SIGTERM` for a stop) and reaps it.
+    pub fn kill(&mut self, name: &str, signal: rustix::process::Signal) {
+        let (_, _, child) = self
+            .components
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("{name} is not a control-plane process of this mesh"));
+        let mut child = child
+            .take()
+            .unwrap_or_else(|| panic!("{name} is not running"));
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+        let _ = child.wait();
+    }
+
     fn wait_for_control_plane(&mut self) {
-        let ready = [self.mesh.pilot_http(), self.citadel_http];
+        let ready: Vec<SocketAddr> = [
+            ("pilot", self.mesh.pilot_http()),
+            ("citadel", self.citadel_http),
+        ]
+        .into_iter()
+        .filter(|(name, _)| {
+            self.components.is_empty()
+                || self
+                    .components
+                    .get(name)
+                    .is_some_and(|(_, _, c)| c.is_some())
+        })
+        .map(|(_, addr)| addr)
+        .collect();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         for addr in ready {
             while !self.runtime.block_on(mizzen::up::http_ok(addr, "/ready")) {
@@ -256,6 +349,77 @@ impl LocalMesh {
         ))
     }
 
+    /// Waits until `count` proxies are connected to pilot and have ACKed
+    /// everything it sent, within `within`.
+    pub fn wait_for_proxies(&self, count: usize, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let body = self
+                .runtime
+                .block_on(mizzen::up::http_get(self.mesh.pilot_http(), "/debug/syncz"))
+                .unwrap_or_default();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let conns = json.as_array().cloned().unwrap_or_default();
+            let synced =
+                conns.iter().all(|c| {
+                    c["types"].as_object().into_iter().flatten().all(|(_, t)| {
+                        t["nonce_sent"].is_null() || t["nonce_sent"] == t["nonce_acked"]
+                    })
+                });
+            if conns.len() == count && synced {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {count} proxies connected to pilot (all synced: {synced}) after {within:?}: {}",
+                conns.len(),
+                serde_json::to_string_pretty(&conns).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Pilot's `/debug/configz`.
+    pub fn configz(&self) -> serde_json::Value {
+        let body = self
+            .runtime
+            .block_on(mizzen::up::http_get(
+                self.mesh.pilot_http(),
+                "/debug/configz",
+            ))
+            .unwrap_or_default();
+        serde_json::from_slice(&body).unwrap_or_default()
+    }
+
+    /// The serials citadel's ledger holds for `spiffe_id`, newest first.
+    pub fn issued(&self, spiffe_id: &str) -> Vec<String> {
+        let key_dir = self.state_dir().join("citadel");
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let cli = <mizzen::cli::Cli as clap::Parser>::parse_from([
+            "mizzen",
+            "ca",
+            "list",
+            "-o",
+            "json",
+            "--spiffe-id",
+            spiffe_id,
+            "--key-dir",
+            &key_dir.display().to_string(),
+        ]);
+        assert_eq!(
+            mizzen::run(cli, &mut out, &mut err),
+            0,
+            "{}",
+            String::from_utf8_lossy(&err)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        json.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["serial"].as_str().map(str::to_string))
+            .collect()
+    }
+
     /// Pilot's registry has `count` endpoints for `host`, within 30 s.
     pub fn wait_for_endpoints(&self, host: &str, count: usize) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -309,6 +473,12 @@ impl Drop for LocalMesh {
         }
         if let Some(up) = self.up.take() {
             let _ = up.join();
+        }
+        for (_, _, child) in self.components.values_mut() {
+            if let Some(mut child) = child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
         let _ = self.mesh.network.remove_bridge();
     }
@@ -402,4 +572,50 @@ fn dechunk(mut s: &str) -> String {
         s = rest[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// Steady traffic: one request after another to `addr{path}` on a thread of
+/// its own until stopped, every answer that is not a 200 kept.
+pub struct Steady {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl Steady {
+    /// Starts sending.
+    pub fn start(addr: SocketAddr, path: &str) -> Steady {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, path) = (stop.clone(), path.to_string());
+        let thread = std::thread::spawn(move || {
+            let (mut sent, mut failed) = (0, Vec::new());
+            let start = std::time::Instant::now();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let a = get(addr, &path, &[]);
+                sent += 1;
+                if a.status != 200 {
+                    failed.push(format!(
+                        "{:.1}s: {} {}",
+                        start.elapsed().as_secs_f64(),
+                        a.status,
+                        a.body.chars().take(160).collect::<String>()
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (sent, failed)
+        });
+        Steady {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops; (requests sent, the failures).
+    pub fn finish(mut self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
 }

@@ -556,3 +556,53 @@ async fn the_app_is_ready_serves_debug_endpoints_and_stops_cleanly() {
         .unwrap()
         .unwrap();
 }
+
+/// A reconnecting Envoy that is sent changed clusters warms them and waits for
+/// their endpoints: its first EDS request gets every assignment, even those
+/// whose versions it says it holds (what a restarted pilot must do).
+#[tokio::test]
+async fn delta_eds_after_changed_clusters_on_a_new_stream_is_sent_whole() {
+    let p = start(bookinfo(1)).await;
+    let mut d = Delta::open(p.xds).await;
+    d.send(DeltaDiscoveryRequest {
+        node: node(NODE_ID),
+        type_url: ENDPOINT.into(),
+        resource_names_subscribe: vec![REVIEWS.into(), RATINGS.into()],
+        ..Default::default()
+    })
+    .await;
+    let eds = d.recv().await;
+    let held: HashMap<String, String> = eds
+        .resources
+        .iter()
+        .map(|r| (r.name.clone(), r.version.clone()))
+        .collect();
+    assert_eq!(held.len(), 2);
+    drop(d);
+
+    // A new stream: CDS first, holding an outdated cluster, so clusters are
+    // sent; then EDS, holding both assignments at their current versions.
+    let mut d = Delta::open(p.xds).await;
+    d.send(DeltaDiscoveryRequest {
+        node: node(NODE_ID),
+        type_url: CLUSTER.into(),
+        initial_resource_versions: [(REVIEWS.to_string(), "0000000000000000".to_string())].into(),
+        ..Default::default()
+    })
+    .await;
+    let cds = d.recv().await;
+    assert!(!cds.resources.is_empty(), "the outdated cluster is sent");
+    d.send(DeltaDiscoveryRequest {
+        type_url: ENDPOINT.into(),
+        resource_names_subscribe: vec![REVIEWS.into(), RATINGS.into()],
+        initial_resource_versions: held,
+        ..Default::default()
+    })
+    .await;
+    let eds = d.recv().await;
+    assert_eq!(
+        delta_names(&eds),
+        set(&[REVIEWS, RATINGS]),
+        "warming clusters need their endpoints"
+    );
+}

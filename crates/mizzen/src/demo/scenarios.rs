@@ -36,6 +36,16 @@ pub mod seed {
         "07-virtualservice-reviews.yaml",
         include_str!("../../../../testdata/corpus/seed/07-virtualservice-reviews.yaml"),
     );
+    /// VirtualService reviews: v1 90 %, v2 10 %.
+    pub const REVIEWS_90_10: (&str, &str) = (
+        "25-virtualservice-reviews.yaml",
+        include_str!("../../../../testdata/corpus/seed/25-virtualservice-reviews.yaml"),
+    );
+    /// VirtualService reviews: v1 50 %, v2 50 %.
+    pub const REVIEWS_50_50: (&str, &str) = (
+        "26-virtualservice-reviews.yaml",
+        include_str!("../../../../testdata/corpus/seed/26-virtualservice-reviews.yaml"),
+    );
     /// PeerAuthentication default in istio-system: STRICT mTLS mesh-wide.
     pub const MESH_STRICT: (&str, &str) = (
         "10-peerauthentication-default.yaml",

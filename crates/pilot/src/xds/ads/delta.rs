@@ -13,7 +13,9 @@
 //! than the latest sent is stale and ignored; a request with the latest nonce is
 //! an ACK; a request without a nonce changes the subscription. A CDS request,
 //! and every push that changes clusters, is followed by all of EDS, so that
-//! warming clusters get their endpoints (Istio's `forceEDSPush`). An
+//! warming clusters get their endpoints (Istio's `forceEDSPush`); so is the
+//! first EDS request of a stream that already sent clusters, whatever versions
+//! the proxy says it holds. An
 //! endpoint-only snapshot regenerates just the subscribed EDS clusters of the
 //! hosts whose endpoints changed ([`Watch::affected`]), so its cost per
 //! connection does not grow with the size of the mesh.
@@ -234,6 +236,10 @@ enum Mode {
 pub(super) struct Delta {
     conn: Conn<DeltaDiscoveryResponse>,
     watches: Watches,
+    /// Clusters were sent on this stream: Envoy may be warming them, and a
+    /// warming cluster waits for a fresh `ClusterLoadAssignment` even if the
+    /// proxy already holds one of the same version.
+    clusters_sent: bool,
 }
 
 impl StreamProtocol for Delta {
@@ -249,6 +255,7 @@ impl StreamProtocol for Delta {
         Delta {
             conn,
             watches: Watches::default(),
+            clusters_sent: false,
         }
     }
 
@@ -380,7 +387,15 @@ impl Delta {
         }
         self.conn.watching(type_url, watch.names(), watch.wildcard);
         self.watches.insert(type_url, watch);
-        self.respond(type_url, &fresh, Mode::Always, None).await?;
+        // EDS opened after this stream sent clusters (a reconnecting Envoy
+        // resends the versions it holds): every assignment, so the clusters
+        // it is warming get theirs.
+        let mode = if type_url == ENDPOINT && self.clusters_sent {
+            Mode::Everything
+        } else {
+            Mode::Always
+        };
+        self.respond(type_url, &fresh, mode, None).await?;
         if type_url == CLUSTER && self.watches.get(ENDPOINT).is_some() {
             self.respond(ENDPOINT, &BTreeSet::new(), Mode::Everything, None)
                 .await?;
@@ -517,6 +532,9 @@ impl Delta {
             ..Default::default()
         };
         self.conn.send(response).await?;
+        if type_url == CLUSTER && count > 0 {
+            self.clusters_sent = true;
+        }
         let (Some(version), Some(nonce)) = (&watch.version_sent, &watch.nonce_sent) else {
             return Ok(true);
         };
