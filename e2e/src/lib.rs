@@ -36,7 +36,7 @@ pub fn bin_dir() -> PathBuf {
     } else {
         deps.to_path_buf()
     };
-    for name in ["proxy", "bookinfo"] {
+    for name in ["proxy", "bookinfo", "mizzen"] {
         assert!(
             dir.join(name).is_file(),
             "`{name}` is not built in {}: run the workspace's tests (`cargo nextest run --workspace`) or `cargo build -p {name}` first",

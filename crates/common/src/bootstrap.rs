@@ -39,6 +39,12 @@ pub struct Sidecar {
     pub sds_socket: Option<PathBuf>,
     /// A gateway (`router~…`) rather than a sidecar.
     pub router: bool,
+    /// For a stock Envoy: Istio's health port (15021), a static listener whose
+    /// `/healthz/ready` answers with Envoy's own admin `/ready` (200 once the
+    /// first xDS round is in), as Istio's bootstrap routes it to the agent,
+    /// which asks Envoy. Mizzen's proxy serves the port itself
+    /// (`--health-addr`).
+    pub health_port: Option<u16>,
 }
 
 impl Sidecar {
@@ -75,6 +81,18 @@ impl Sidecar {
                 json!({"pipe": {"path": socket.display().to_string()}}),
             ));
         }
+        let mut listeners = Vec::new();
+        if let Some(port) = self.health_port {
+            clusters.push(static_cluster(
+                "agent-admin",
+                json!({"socket_address": {"address": self.admin.ip().to_string(), "port_value": self.admin.port()}}),
+            ));
+            // The admin interface speaks HTTP/1.1.
+            if let Some(c) = clusters.last_mut().and_then(|c| c.as_object_mut()) {
+                c.remove("typed_extension_protocol_options");
+            }
+            listeners.push(health_listener(port));
+        }
         json!({
             "node": {
                 "id": self.node_id(),
@@ -98,7 +116,7 @@ impl Sidecar {
                 "cds_config": {"ads": {}, "resource_api_version": "V3"},
                 "lds_config": {"ads": {}, "resource_api_version": "V3"},
             },
-            "static_resources": {"clusters": clusters},
+            "static_resources": {"clusters": clusters, "listeners": listeners},
             "admin": {
                 "address": {"socket_address": {
                     "address": self.admin.ip().to_string(),
@@ -107,6 +125,33 @@ impl Sidecar {
             },
         })
     }
+}
+
+/// The health listener on `port`: `/healthz/ready` → the admin's `/ready`.
+fn health_listener(port: u16) -> Value {
+    json!({
+        "name": "health",
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "health",
+                "route_config": {"virtual_hosts": [{
+                    "name": "health",
+                    "domains": ["*"],
+                    "routes": [{
+                        "match": {"path": "/healthz/ready"},
+                        "route": {"cluster": "agent-admin", "prefix_rewrite": "/ready"},
+                    }],
+                }]},
+                "http_filters": [{
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                }],
+            },
+        }]}],
+    })
 }
 
 /// A static HTTP/2 cluster with one endpoint at `address`.
@@ -146,6 +191,7 @@ mod tests {
             admin: "127.0.0.1:15000".parse().unwrap(),
             sds_socket: sds.map(PathBuf::from),
             router: false,
+            health_port: None,
         }
     }
 
@@ -168,6 +214,25 @@ mod tests {
             clusters[0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
                 ["socket_address"]["port_value"],
             15010
+        );
+    }
+
+    #[test]
+    fn a_health_port_routes_ready_to_the_admin() {
+        let mut envoy = sidecar(Some("/run/pod/sds.sock"));
+        envoy.health_port = Some(15021);
+        let b = envoy.bootstrap();
+        let listener = &b["static_resources"]["listeners"][0];
+        assert_eq!(listener["address"]["socket_address"]["port_value"], 15021);
+        let route = &listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"]
+            [0]["routes"][0];
+        assert_eq!(route["route"]["prefix_rewrite"], "/ready");
+        let admin = &b["static_resources"]["clusters"][2];
+        assert_eq!(admin["name"], "agent-admin");
+        assert!(admin.get("typed_extension_protocol_options").is_none());
+        assert_eq!(
+            sidecar(None).bootstrap()["static_resources"]["listeners"],
+            json!([])
         );
     }
 

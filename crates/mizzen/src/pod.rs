@@ -225,8 +225,25 @@ impl Pod {
                 console.print(&format!("{}{line}", prefix("init")));
             }
         }
-        for (what, mut cmd) in sidecar::commands(mesh, &spec, &files, &netns) {
-            procs.push(spawn(what, &mut cmd, prefix(what), console)?);
+        for mut step in sidecar::commands(mesh, &spec, &files, &netns) {
+            if let Some(file) = &step.after {
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                while !file.exists() {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(PodError::NotReady {
+                            pod: spec.name.clone(),
+                            what: format!("the bootstrap {} (from the agent)", file.display()),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            procs.push(spawn(
+                step.what,
+                &mut step.command,
+                prefix(step.what),
+                console,
+            )?);
         }
         if !spec.gateway {
             let mut app = netns.command(None, Path::new(&spec.command[0]));

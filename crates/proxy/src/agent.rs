@@ -96,6 +96,41 @@ pub struct Config {
     /// Log output: `text` or `json`.
     #[arg(long, env = "MIZZEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Write the Envoy bootstrap for this workload here before serving, as
+    /// istio-agent does: node `sidecar~POD_IP~POD.NAMESPACE~…` (or `router~`)
+    /// with Istio's metadata, ADS to --xds-addr, `sds-grpc` to --sds-socket,
+    /// admin on --admin-addr, the health port. Written whole (through a
+    /// temporary file), so Envoy can start once it exists.
+    #[arg(long, env = "BOOTSTRAP_OUT", value_name = "FILE", requires_all = ["pod_name", "pod_ip", "xds_addr"])]
+    pub bootstrap_out: Option<PathBuf>,
+    /// The pod's name (for --bootstrap-out).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// The pod's IP (for --bootstrap-out).
+    #[arg(long, env = "INSTANCE_IP", value_name = "IP")]
+    pub pod_ip: Option<std::net::IpAddr>,
+    /// A pod label, `KEY=VALUE` (for --bootstrap-out). Repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub labels: Vec<(String, String)>,
+    /// Pilot's ADS address, an IP and port (for --bootstrap-out).
+    #[arg(long, env = "XDS_ADDR", value_name = "IP:PORT")]
+    pub xds_addr: Option<std::net::SocketAddr>,
+    /// The workload is a gateway (`router` node) rather than a sidecar.
+    #[arg(long)]
+    pub router: bool,
+    /// Envoy's admin address (for --bootstrap-out).
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    pub admin_addr: std::net::SocketAddr,
+    /// Istio's health port, served by Envoy from the bootstrap (for
+    /// --bootstrap-out).
+    #[arg(long, default_value_t = 15021)]
+    pub health_port: u16,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?}: write KEY=VALUE"))
 }
 
 impl Config {
@@ -157,6 +192,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The bootstrap could not be written.
+    #[error("cannot write the bootstrap {path} (--bootstrap-out): {source}")]
+    Bootstrap {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The gRPC server failed.
     #[error("the SDS server on {path} failed: {source}")]
     Serve {
@@ -174,9 +218,53 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Runs the agent of `config` until `stop` resolves: the certificate from the
 /// CA, served over SDS on `--sds-socket`.
 pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<()> {
+    if let Some(path) = &config.bootstrap_out {
+        write_bootstrap(&config, path)?;
+        tracing::info!(path = %path.display(), "wrote the Envoy bootstrap");
+    }
     let identity = config.identity()?;
     let manager = Arc::new(CertManager::new(identity));
     serve(manager, &config.sds_socket, stop).await
+}
+
+/// The workload's Envoy bootstrap ([`common::bootstrap`]) as the flags
+/// describe it, written to `path` through a temporary file and a rename.
+pub fn write_bootstrap(config: &Config, path: &Path) -> Result<()> {
+    let failed = |source| Error::Bootstrap {
+        path: path.to_path_buf(),
+        source,
+    };
+    let missing = |flag: &str| {
+        failed(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{flag} is needed"),
+        ))
+    };
+    let sidecar = common::bootstrap::Sidecar {
+        pod: config
+            .pod_name
+            .clone()
+            .ok_or_else(|| missing("--pod-name"))?,
+        namespace: config.namespace.clone(),
+        ip: config.pod_ip.ok_or_else(|| missing("--pod-ip"))?,
+        labels: config.labels.iter().cloned().collect(),
+        service_account: config.service_account.clone(),
+        xds: config.xds_addr.ok_or_else(|| missing("--xds-addr"))?,
+        delta: true,
+        admin: config.admin_addr,
+        sds_socket: Some(config.sds_socket.clone()),
+        router: config.router,
+        health_port: Some(config.health_port),
+    };
+    let text = serde_json::to_string_pretty(&sidecar.bootstrap())
+        .map_err(std::io::Error::other)
+        .map_err(failed)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(failed)?;
+    std::fs::rename(&tmp, path).map_err(failed)
 }
 
 /// Keeps `manager`'s certificate fresh (its [`CertManager::run`] loop) and
@@ -281,6 +369,70 @@ mod tests {
     use tonic::transport::{Channel, Endpoint, Uri};
 
     use super::*;
+
+    #[test]
+    fn the_bootstrap_names_the_workload_and_points_sds_at_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("pod/envoy.json");
+        let config = Config::parse_from([
+            "agent",
+            "--ca-addr",
+            "citadel:15012",
+            "--namespace",
+            "default",
+            "--service-account",
+            "bookinfo-reviews",
+            "--sds-socket",
+            "/run/pod/sds.sock",
+            "--bootstrap-out",
+            out.to_str().unwrap(),
+            "--pod-name",
+            "reviews-v2",
+            "--pod-ip",
+            "10.77.0.5",
+            "--label",
+            "app=reviews",
+            "--label",
+            "version=v2",
+            "--xds-addr",
+            "10.77.0.1:15010",
+        ]);
+        write_bootstrap(&config, &out).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(
+            b["node"]["id"],
+            "sidecar~10.77.0.5~reviews-v2.default~default.svc.cluster.local"
+        );
+        assert_eq!(b["node"]["metadata"]["LABELS"]["version"], "v2");
+        assert_eq!(b["node"]["metadata"]["SERVICE_ACCOUNT"], "bookinfo-reviews");
+        let clusters = b["static_resources"]["clusters"].as_array().unwrap();
+        let sds = clusters.iter().find(|c| c["name"] == "sds-grpc").unwrap();
+        assert_eq!(
+            sds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]
+                ["path"],
+            "/run/pod/sds.sock"
+        );
+        assert_eq!(
+            b["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"],
+            15021
+        );
+        // The pod's name, IP and pilot are needed.
+        assert!(
+            Config::try_parse_from([
+                "agent",
+                "--ca-addr",
+                "c:1",
+                "--namespace",
+                "n",
+                "--service-account",
+                "s",
+                "--bootstrap-out",
+                "/tmp/x.json",
+            ])
+            .is_err()
+        );
+    }
 
     /// Connects every gRPC call to one Unix socket.
     #[derive(Clone)]

@@ -408,6 +408,14 @@ async fn a_stock_envoy_terminates_tls_with_the_agents_sds_certificate() {
         sds_socket: socket.clone(),
         log_level: "info".into(),
         log_format: LogFormat::Text,
+        bootstrap_out: None,
+        pod_name: None,
+        pod_ip: None,
+        labels: Vec::new(),
+        xds_addr: None,
+        router: false,
+        admin_addr: "127.0.0.1:15000".parse().unwrap(),
+        health_port: 15021,
     };
     assert_eq!(config.spiffe_id(), SPIFFE_ID);
     let (stop_agent, agent_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -1,12 +1,12 @@
 //! A pod's sidecar: the files istio-agent and the injector would give it
 //! (bootstrap, service-account token, mesh roots) and its command lines.
 //!
-//! Mizzen's proxy reads the bootstrap, gets its certificate from citadel itself
-//! (`--ca-addr`) and serves `/healthz/ready` on 15021. A stock Envoy gets the
-//! same bootstrap plus the `sds-grpc` pipe, with `proxy agent` beside it serving
-//! the certificate on that socket; Envoy's 15021 is a static listener whose
-//! `/healthz/ready` asks Envoy's own admin `/ready`, as Istio's bootstrap routes
-//! it to the agent, which asks Envoy. The proxy and the agent run as uid 1337,
+//! Mizzen's proxy reads a bootstrap written here, gets its certificate from
+//! citadel itself (`--ca-addr`) and serves `/healthz/ready` on 15021. For a
+//! stock Envoy, `proxy agent` writes the bootstrap (the same node and ADS, plus
+//! the `sds-grpc` pipe and the 15021 listener, `common::bootstrap`) and serves
+//! the certificate on that socket, as istio-agent does; Envoy starts once the
+//! bootstrap exists. The proxy and the agent run as uid 1337,
 //! Envoy as root with gid 1337 (pip installs it where only root may run it);
 //! the capture exempts both, so their own traffic is not captured.
 
@@ -16,7 +16,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::bootstrap::Sidecar;
-use serde_json::json;
 
 use super::net::{Netns, RunAs};
 use super::{Mesh, PROXY_UID, PodError, PodSpec, SidecarKind};
@@ -38,6 +37,8 @@ pub struct Files {
     token: PathBuf,
     root_cert: PathBuf,
     sds_socket: PathBuf,
+    /// The pod's address (set once the files are written).
+    addr: Option<Ipv4Addr>,
 }
 
 impl Files {
@@ -51,12 +52,13 @@ impl Files {
     ) -> Result<Files, PodError> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).map_err(|e| PodError::io(dir, e))?;
-        let files = Files {
+        let mut files = Files {
             dir: dir.to_path_buf(),
             bootstrap: dir.join("bootstrap.json"),
             token: dir.join("istio-token"),
             root_cert: dir.join("root-cert.pem"),
             sds_socket: dir.join("sds.sock"),
+            addr: None,
         };
         if spec.sidecar == SidecarKind::None {
             return Ok(files);
@@ -85,24 +87,26 @@ impl Files {
             ),
         })?;
         write_private(&files.root_cert, &roots_text)?;
-        let sidecar = Sidecar {
-            pod: spec.name.clone(),
-            namespace: spec.namespace.clone(),
-            ip: addr.into(),
-            labels: spec.labels.clone(),
-            service_account: spec.service_account.clone(),
-            xds: SocketAddr::from((mesh.network.gateway, mesh.pilot_xds_port)),
-            delta: true,
-            admin: SocketAddr::from(ADMIN),
-            sds_socket: (spec.sidecar == SidecarKind::Envoy).then(|| files.sds_socket.clone()),
-            router: spec.gateway,
-        };
-        let mut bootstrap = sidecar.bootstrap();
-        if spec.sidecar == SidecarKind::Envoy {
-            add_envoy_health_listener(&mut bootstrap);
+        // Envoy's comes from `proxy agent --bootstrap-out`, as istio-agent
+        // writes it; Mizzen's proxy gets one written here.
+        if spec.sidecar == SidecarKind::Proxy {
+            let sidecar = Sidecar {
+                pod: spec.name.clone(),
+                namespace: spec.namespace.clone(),
+                ip: addr.into(),
+                labels: spec.labels.clone(),
+                service_account: spec.service_account.clone(),
+                xds: SocketAddr::from((mesh.network.gateway, mesh.pilot_xds_port)),
+                delta: true,
+                admin: SocketAddr::from(ADMIN),
+                sds_socket: None,
+                router: spec.gateway,
+                health_port: None,
+            };
+            let text = serde_json::to_string_pretty(&sidecar.bootstrap()).unwrap_or_default();
+            write_private(&files.bootstrap, &text)?;
         }
-        let text = serde_json::to_string_pretty(&bootstrap).unwrap_or_default();
-        write_private(&files.bootstrap, &text)?;
+        files.addr = Some(addr);
         chown(dir)?;
         Ok(files)
     }
@@ -128,46 +132,6 @@ fn chown(path: &Path) -> Result<(), PodError> {
         .map_err(|e| PodError::io(path, e))
 }
 
-/// Envoy's 15021: `/healthz/ready` answered by Envoy's admin `/ready` (200
-/// once the first xDS round is in, as istio-agent reports it).
-fn add_envoy_health_listener(bootstrap: &mut serde_json::Value) {
-    let (ip, port) = ADMIN;
-    let admin = json!({
-        "name": "agent-admin",
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": "agent-admin", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": std::net::Ipv4Addr::from(ip).to_string(), "port_value": port}}}}]}]},
-    });
-    let listener = json!({
-        "name": "health",
-        "address": {"socket_address": {"address": "0.0.0.0", "port_value": HEALTH_PORT}},
-        "filter_chains": [{"filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": "health",
-                "route_config": {"virtual_hosts": [{
-                    "name": "health",
-                    "domains": ["*"],
-                    "routes": [{
-                        "match": {"path": "/healthz/ready"},
-                        "route": {"cluster": "agent-admin", "prefix_rewrite": "/ready"},
-                    }],
-                }]},
-                "http_filters": [{
-                    "name": "envoy.filters.http.router",
-                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-                }],
-            },
-        }]}],
-    });
-    let statics = &mut bootstrap["static_resources"];
-    if let Some(clusters) = statics["clusters"].as_array_mut() {
-        clusters.push(admin);
-    }
-    statics["listeners"] = json!([listener]);
-}
-
 /// Envoy's name for a log level (it has `warning`, not `warn`).
 fn envoy_level(level: &str) -> &str {
     match level {
@@ -177,14 +141,20 @@ fn envoy_level(level: &str) -> &str {
     }
 }
 
+/// A sidecar process to start: its name (the log prefix), its command, and a
+/// file to wait for before starting it.
+pub struct Step {
+    /// `proxy`, `agent`, `envoy`.
+    pub what: &'static str,
+    /// The command, inside the pod's namespace.
+    pub command: Command,
+    /// Start only once this file exists (Envoy waits for the agent's bootstrap).
+    pub after: Option<PathBuf>,
+}
+
 /// The sidecar's processes for `spec`, each a command inside `netns` as the
-/// proxy's uid, named for the log prefix.
-pub fn commands(
-    mesh: &Mesh,
-    spec: &PodSpec,
-    files: &Files,
-    netns: &Netns,
-) -> Vec<(&'static str, Command)> {
+/// proxy's uid (Envoy: see [`RunAs::Group`]), in start order.
+pub fn commands(mesh: &Mesh, spec: &PodSpec, files: &Files, netns: &Netns) -> Vec<Step> {
     let ca = format!("citadel:{}", mesh.citadel_grpc_port);
     let uid = Some(RunAs::User(PROXY_UID));
     match spec.sidecar {
@@ -202,7 +172,11 @@ pub fn commands(
                 .arg(&files.token)
                 .args(["--health-addr", &format!("0.0.0.0:{HEALTH_PORT}")])
                 .args(["--status-addr", &format!("0.0.0.0:{STATUS_PORT}")]);
-            vec![("proxy", proxy)]
+            vec![Step {
+                what: "proxy",
+                command: proxy,
+                after: None,
+            }]
         }
         SidecarKind::Envoy => {
             let mut agent = netns.command(uid, &mesh.proxy_bin);
@@ -216,7 +190,22 @@ pub fn commands(
                 .args(["--namespace", &spec.namespace])
                 .args(["--service-account", &spec.service_account])
                 .arg("--sds-socket")
-                .arg(&files.sds_socket);
+                .arg(&files.sds_socket)
+                .arg("--bootstrap-out")
+                .arg(&files.bootstrap)
+                .args(["--pod-name", &spec.name])
+                .arg("--xds-addr")
+                .arg(SocketAddr::from((mesh.network.gateway, mesh.pilot_xds_port)).to_string())
+                .args(["--health-port", &HEALTH_PORT.to_string()]);
+            if let Some(addr) = files.addr {
+                agent.args(["--pod-ip", &addr.to_string()]);
+            }
+            for (k, v) in &spec.labels {
+                agent.arg("--label").arg(format!("{k}={v}"));
+            }
+            if spec.gateway {
+                agent.arg("--router");
+            }
             // Root with the proxy's gid: pip installs Envoy where only root
             // may run it.
             let mut envoy = netns.command(Some(RunAs::Group(PROXY_UID)), &mesh.envoy_bin);
@@ -225,7 +214,18 @@ pub fn commands(
                 .arg(&files.bootstrap)
                 .args(["--disable-hot-restart", "--concurrency", "1"])
                 .args(["--log-level", envoy_level(&mesh.log_level)]);
-            vec![("agent", agent), ("envoy", envoy)]
+            vec![
+                Step {
+                    what: "agent",
+                    command: agent,
+                    after: None,
+                },
+                Step {
+                    what: "envoy",
+                    command: envoy,
+                    after: Some(files.bootstrap.clone()),
+                },
+            ]
         }
     }
 }
