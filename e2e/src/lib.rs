@@ -163,16 +163,7 @@ impl LocalMesh {
         let citadel_http = SocketAddr::from((gateway, args.ports.citadel_http_port));
         // A bridge left by an earlier run of this test goes first.
         let _ = network.remove_bridge();
-        let mesh = Mesh {
-            network,
-            state_dir: state.path().to_path_buf(),
-            pilot_xds_port: args.ports.pilot_xds_port,
-            pilot_http_port: args.ports.pilot_http_port,
-            citadel_grpc_port: args.ports.citadel_grpc_port,
-            proxy_bin: bins.join("proxy"),
-            envoy_bin: PathBuf::from("envoy"),
-            log_level: "info".into(),
-        };
+        let mesh = Mesh::of_up(&args, bins.join("proxy"), PathBuf::from("envoy"), "info");
         let console = Console::new(std::io::stdout());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -393,6 +384,15 @@ impl LocalMesh {
 
     /// The serials citadel's ledger holds for `spiffe_id`, newest first.
     pub fn issued(&self, spiffe_id: &str) -> Vec<String> {
+        self.ledger(spiffe_id)
+            .iter()
+            .filter_map(|r| r["serial"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// The records citadel's ledger holds for `spiffe_id` (`mizzen ca list
+    /// -o json`), newest first.
+    pub fn ledger(&self, spiffe_id: &str) -> Vec<serde_json::Value> {
         let key_dir = self.state_dir().join("citadel");
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let cli = <mizzen::cli::Cli as clap::Parser>::parse_from([
@@ -413,11 +413,7 @@ impl LocalMesh {
             String::from_utf8_lossy(&err)
         );
         let json: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
-        json.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r["serial"].as_str().map(str::to_string))
-            .collect()
+        json.as_array().cloned().unwrap_or_default()
     }
 
     /// Pilot's registry has `count` endpoints for `host`, within 30 s.

@@ -255,16 +255,7 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
         up: UpArgs,
     }
     let up_args = Wrap::try_parse_from(argv).map_err(|e| e.to_string())?.up;
-    let mesh = Mesh {
-        network: up_args.net.network(),
-        state_dir: args.state_dir.clone(),
-        pilot_xds_port: up_args.ports.pilot_xds_port,
-        pilot_http_port: up_args.ports.pilot_http_port,
-        citadel_grpc_port: up_args.ports.citadel_grpc_port,
-        proxy_bin,
-        envoy_bin: args.envoy.clone(),
-        log_level: "warn".into(),
-    };
+    let mesh = Mesh::of_up(&up_args, proxy_bin, args.envoy.clone(), "warn");
     let citadel_http = SocketAddr::from((mesh.network.gateway, up_args.ports.citadel_http_port));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let up_console = console.clone();

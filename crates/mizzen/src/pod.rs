@@ -153,6 +153,26 @@ pub struct Mesh {
 }
 
 impl Mesh {
+    /// The mesh `mizzen up --pods` serves with `args`, pods getting their
+    /// sidecars from `proxy_bin` or `envoy_bin`, logging at `log_level`.
+    pub fn of_up(
+        args: &crate::up::UpArgs,
+        proxy_bin: PathBuf,
+        envoy_bin: PathBuf,
+        log_level: &str,
+    ) -> Mesh {
+        Mesh {
+            network: args.net.network(),
+            state_dir: args.state_dir.clone(),
+            pilot_xds_port: args.ports.pilot_xds_port,
+            pilot_http_port: args.ports.pilot_http_port,
+            citadel_grpc_port: args.ports.citadel_grpc_port,
+            proxy_bin,
+            envoy_bin,
+            log_level: log_level.to_string(),
+        }
+    }
+
     /// Pilot's debug address.
     pub fn pilot_http(&self) -> SocketAddr {
         SocketAddr::from((self.network.gateway, self.pilot_http_port))

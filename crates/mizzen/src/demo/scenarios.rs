@@ -16,46 +16,32 @@ use super::traffic::{Answer, Client};
 
 /// The seed files the scenarios apply (name, YAML).
 pub mod seed {
+    /// A seed file of `testdata/corpus/seed`, as (name, YAML).
+    macro_rules! seed {
+        ($file:literal) => {
+            (
+                $file,
+                include_str!(concat!("../../../../testdata/corpus/seed/", $file)),
+            )
+        };
+    }
+
     /// VirtualService reviews: `end-user: jason` → v2, else v1 75 %, v3 25 %.
-    pub const REVIEWS_JASON_SPLIT: (&str, &str) = (
-        "02-virtualservice-reviews.yaml",
-        include_str!("../../../../testdata/corpus/seed/02-virtualservice-reviews.yaml"),
-    );
+    pub const REVIEWS_JASON_SPLIT: (&str, &str) = seed!("02-virtualservice-reviews.yaml");
     /// DestinationRule reviews: subsets v1, v2, v3.
-    pub const REVIEWS_SUBSETS: (&str, &str) = (
-        "03-destinationrule-reviews.yaml",
-        include_str!("../../../../testdata/corpus/seed/03-destinationrule-reviews.yaml"),
-    );
+    pub const REVIEWS_SUBSETS: (&str, &str) = seed!("03-destinationrule-reviews.yaml");
     /// VirtualService ratings: delay 10 % by 5 s, abort 5 % with 500.
-    pub const RATINGS_FAULT: (&str, &str) = (
-        "06-virtualservice-ratings.yaml",
-        include_str!("../../../../testdata/corpus/seed/06-virtualservice-ratings.yaml"),
-    );
+    pub const RATINGS_FAULT: (&str, &str) = seed!("06-virtualservice-ratings.yaml");
     /// VirtualService reviews: all to v1, mirrored to v2.
-    pub const REVIEWS_MIRROR: (&str, &str) = (
-        "07-virtualservice-reviews.yaml",
-        include_str!("../../../../testdata/corpus/seed/07-virtualservice-reviews.yaml"),
-    );
+    pub const REVIEWS_MIRROR: (&str, &str) = seed!("07-virtualservice-reviews.yaml");
     /// VirtualService reviews: v1 90 %, v2 10 %.
-    pub const REVIEWS_90_10: (&str, &str) = (
-        "25-virtualservice-reviews.yaml",
-        include_str!("../../../../testdata/corpus/seed/25-virtualservice-reviews.yaml"),
-    );
+    pub const REVIEWS_90_10: (&str, &str) = seed!("25-virtualservice-reviews.yaml");
     /// VirtualService reviews: v1 50 %, v2 50 %.
-    pub const REVIEWS_50_50: (&str, &str) = (
-        "26-virtualservice-reviews.yaml",
-        include_str!("../../../../testdata/corpus/seed/26-virtualservice-reviews.yaml"),
-    );
+    pub const REVIEWS_50_50: (&str, &str) = seed!("26-virtualservice-reviews.yaml");
     /// PeerAuthentication default in istio-system: STRICT mTLS mesh-wide.
-    pub const MESH_STRICT: (&str, &str) = (
-        "10-peerauthentication-default.yaml",
-        include_str!("../../../../testdata/corpus/seed/10-peerauthentication-default.yaml"),
-    );
+    pub const MESH_STRICT: (&str, &str) = seed!("10-peerauthentication-default.yaml");
     /// DestinationRule ratings: subsets v1, v2 with connection pools.
-    pub const RATINGS_SUBSETS: (&str, &str) = (
-        "39-destinationrule-ratings.yaml",
-        include_str!("../../../../testdata/corpus/seed/39-destinationrule-ratings.yaml"),
-    );
+    pub const RATINGS_SUBSETS: (&str, &str) = seed!("39-destinationrule-ratings.yaml");
 }
 
 /// bookinfo's Kubernetes objects (Services with virtual IPs, service accounts).
