@@ -311,12 +311,14 @@ impl LocalMesh {
     pub fn bookinfo(&mut self, sidecar: impl Fn(&str) -> SidecarKind) -> Target {
         let bookinfo = bin_dir().join("bookinfo");
         let mut pods = BTreeMap::new();
+        let mut sidecars = BTreeMap::new();
         let gateway = mizzen::demo::ingress_gateway(sidecar("istio-ingressgateway"));
         for spec in mizzen::demo::bookinfo_pods(&bookinfo, &sidecar)
             .into_iter()
             .chain([gateway])
         {
             let name = spec.name.clone();
+            sidecars.insert(name.clone(), spec.sidecar);
             pods.insert(name, self.run(spec));
         }
         let productpage = pods["productpage-v1"];
@@ -325,6 +327,8 @@ impl LocalMesh {
             productpage: SocketAddr::from((productpage, 9080)),
             ingress: Some(SocketAddr::from((ingress, mizzen::demo::INGRESS_PORT))),
             pods,
+            sidecars,
+            bookinfo,
         }
     }
 
@@ -334,7 +338,7 @@ impl LocalMesh {
         self.runtime.block_on(mizzen::demo::run_scenario(
             scenario,
             target,
-            self.mesh.pilot_http(),
+            &self.mesh,
             |yaml| self.put_config(mizzen::demo::SCENARIO_FILE, yaml),
             &self.console,
         ))

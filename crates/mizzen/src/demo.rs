@@ -186,16 +186,43 @@ pub async fn wait_synced(pilot: SocketAddr, after: u64, within: Duration) -> Res
 pub async fn run_scenario(
     scenario: &scenarios::Scenario,
     target: &scenarios::Target,
-    pilot: SocketAddr,
+    mesh: &Mesh,
     apply: impl FnOnce(&str),
     console: &Console,
 ) -> scenarios::Report {
+    let pilot = mesh.pilot_http();
     let before = pilot_version(pilot).await;
+    // A scenario's own pod (retries: a ratings instance that always fails).
+    let mut target = target.clone();
+    let extra = match scenario.extra_pod(&target) {
+        Some(spec) => match Pod::start(mesh, spec, console).await {
+            Ok(pod) => {
+                target.pods.insert(pod.name().to_string(), pod.addr());
+                Some(pod)
+            }
+            Err(e) => {
+                return scenarios::Report {
+                    title: scenario.title,
+                    checks: vec![scenarios::Check {
+                        what: "the scenario's extra pod".into(),
+                        expected: "starts".into(),
+                        observed: e.to_string(),
+                        ok: false,
+                    }],
+                };
+            }
+        },
+        None => None,
+    };
     apply(&scenario.config());
     if let Err(e) = wait_synced(pilot, before, Duration::from_secs(20)).await {
         console.print(&format!("mizzen demo: {e}; sending traffic anyway"));
     }
-    scenario.run(target).await
+    let report = scenario.run(&target).await;
+    if let Some(pod) = extra {
+        pod.stop(console).await;
+    }
+    report
 }
 
 /// `mizzen demo` from the command line.
@@ -337,7 +364,12 @@ async fn walk(
     let target = scenarios::Target {
         productpage: SocketAddr::from((productpage, 9080)),
         ingress,
+        sidecars: addrs
+            .keys()
+            .map(|name| (name.clone(), args.sidecar))
+            .collect(),
         pods: addrs,
+        bookinfo: bookinfo.to_path_buf(),
     };
     let all = scenarios::all();
     let mut passed = true;
@@ -351,7 +383,7 @@ async fn walk(
         let report = run_scenario(
             scenario,
             &target,
-            mesh.pilot_http(),
+            mesh,
             |yaml| {
                 if let Err(e) = write_atomic(&config_dir.join(SCENARIO_FILE), yaml) {
                     console.print(&format!("mizzen demo: {e}"));

@@ -76,6 +76,9 @@ pub struct Config {
     pub reviews: String,
     /// Base URL of ratings (reviews v2/v3's upstream).
     pub ratings: String,
+    /// A broken instance: every request but `/metrics` and `/health` is
+    /// answered with this status (for showing retries and outlier detection).
+    pub fail_with: Option<u16>,
 }
 
 impl Config {
@@ -89,6 +92,7 @@ impl Config {
             details: "http://details:9080".to_string(),
             reviews: "http://reviews:9080".to_string(),
             ratings: "http://ratings:9080".to_string(),
+            fail_with: None,
         }
     }
 

@@ -35,6 +35,10 @@ struct Args {
     /// Base URL of ratings (reviews v2 and v3 and productpage's API call it).
     #[arg(long, env = "RATINGS_URL", default_value = "http://ratings:9080")]
     ratings: String,
+    /// Be a broken instance: answer every request (but /metrics and /health)
+    /// with this status, e.g. 503.
+    #[arg(long, env = "BOOKINFO_FAIL_WITH", value_name = "STATUS", value_parser = clap::value_parser!(u16).range(400..600))]
+    fail_with: Option<u16>,
 }
 
 #[tokio::main]
@@ -49,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
     config.details = args.details;
     config.reviews = args.reviews;
     config.ratings = args.ratings;
+    config.fail_with = args.fail_with;
     let served_by = config.served_by();
     let app = App::build(config).await?;
     tracing::info!(addr = %app.addr(), service = %served_by, "bookinfo: serving");

@@ -59,7 +59,8 @@ pub fn router(config: Config) -> Router {
 }
 
 /// Counts every request but `/metrics`'s (a mirror's copies too, which
-/// is how a test sees mirroring: the mirror's answers are dropped).
+/// is how a test sees mirroring: the mirror's answers are dropped), and
+/// fails it when the instance is broken (`--fail-with`).
 async fn count(
     State(ctx): Shared,
     request: axum::extract::Request,
@@ -67,6 +68,16 @@ async fn count(
 ) -> Response {
     ctx.served
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(status) = ctx.config.fail_with
+        && request.uri().path() != "/health"
+    {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return json_answer(
+            &ctx,
+            status,
+            json!({"error": "this instance is broken (--fail-with)"}),
+        );
+    }
     next.run(request).await
 }
 

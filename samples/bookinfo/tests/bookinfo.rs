@@ -277,3 +277,16 @@ async fn metrics_count_the_requests_served() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_broken_instance_fails_every_request_but_health_and_metrics() {
+    let mut config = Config::new(Service::Ratings, "v1", any_port());
+    config.fail_with = Some(503);
+    let ratings = start(config).await;
+    let (status, served_by, _) = get(&ratings, "/ratings/0", &[]).await;
+    assert_eq!((status, served_by.as_str()), (503, "ratings-v1"));
+    assert_eq!(get(&ratings, "/health", &[]).await.0, 200);
+    let (status, _, body) = get(&ratings, "/metrics", &[]).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("} 2\n"), "both counted: {body}");
+}

@@ -40,6 +40,8 @@ pub mod seed {
     pub const REVIEWS_50_50: (&str, &str) = seed!("26-virtualservice-reviews.yaml");
     /// PeerAuthentication default in istio-system: STRICT mTLS mesh-wide.
     pub const MESH_STRICT: (&str, &str) = seed!("10-peerauthentication-default.yaml");
+    /// VirtualService ratings: 3 attempts on 5xx and connection failures.
+    pub const RATINGS_RETRIES: (&str, &str) = seed!("38-virtualservice-ratings.yaml");
     /// DestinationRule ratings: subsets v1, v2 with connection pools.
     pub const RATINGS_SUBSETS: (&str, &str) = seed!("39-destinationrule-ratings.yaml");
 }
@@ -76,6 +78,10 @@ pub struct Target {
     pub ingress: Option<SocketAddr>,
     /// Every pod's address, by pod name.
     pub pods: BTreeMap<String, Ipv4Addr>,
+    /// Every pod's data plane, by pod name.
+    pub sidecars: BTreeMap<String, crate::pod::SidecarKind>,
+    /// The bookinfo binary (for a scenario's own pods).
+    pub bookinfo: std::path::PathBuf,
 }
 
 /// One expectation and what was seen.
@@ -146,6 +152,8 @@ pub enum Kind {
     Mirror,
     /// STRICT mTLS mesh-wide.
     StrictMtls,
+    /// Retries around a failing instance.
+    Retries,
 }
 
 /// Every scenario, in the order the demo walks through them.
@@ -168,6 +176,11 @@ pub fn all() -> Vec<Scenario> {
             kind: Kind::Mirror,
         },
         Scenario {
+            title: "retries: a second ratings pod answers every request with 503; 3 attempts on 5xx retry on the healthy one (seed 38)",
+            seeds: &[RATINGS_RETRIES, REVIEWS_SUBSETS, RATINGS_SUBSETS],
+            kind: Kind::Retries,
+        },
+        Scenario {
             title: "security: STRICT mTLS mesh-wide, sidecars authenticate each other by SPIFFE identity (seed 10, with 02)",
             seeds: &[
                 MESH_STRICT,
@@ -180,7 +193,44 @@ pub fn all() -> Vec<Scenario> {
     ]
 }
 
+/// The failing ratings pod of the retries scenario.
+pub const BROKEN_RATINGS: &str = "ratings-v1-broken";
+
 impl Scenario {
+    /// The pod this scenario adds while it runs, if any: for retries, a
+    /// ratings instance (same labels as ratings-v1, same data plane) that
+    /// answers every request with 503.
+    pub fn extra_pod(&self, target: &Target) -> Option<crate::pod::PodSpec> {
+        if self.kind != Kind::Retries {
+            return None;
+        }
+        let sidecar = target
+            .sidecars
+            .get("ratings-v1")
+            .copied()
+            .unwrap_or(crate::pod::SidecarKind::Proxy);
+        Some(crate::pod::PodSpec {
+            name: BROKEN_RATINGS.into(),
+            namespace: "default".into(),
+            service_account: "bookinfo-ratings".into(),
+            labels: [("app", "ratings"), ("version", "v1")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+            ports: vec![9080],
+            sidecar,
+            command: vec![
+                target.bookinfo.display().to_string(),
+                "ratings".into(),
+                "--listen".into(),
+                "0.0.0.0:9080".into(),
+                "--fail-with".into(),
+                "503".into(),
+            ],
+            env: Vec::new(),
+            gateway: false,
+        })
+    }
+
     /// The scenario's config, as one multi-document YAML file.
     pub fn config(&self) -> String {
         let mut out = String::new();
@@ -198,6 +248,7 @@ impl Scenario {
             Kind::Faults => faults(&client).await,
             Kind::Mirror => mirror(&client, target).await,
             Kind::StrictMtls => strict_mtls(&client, target).await,
+            Kind::Retries => retries(&client, target).await,
         };
         Report {
             title: self.title,
@@ -435,6 +486,35 @@ async fn strict_mtls(client: &Client, target: &Target) -> Vec<Check> {
                 None => format!("answered {}", outside.status),
             },
             ok: refused,
+        },
+    ]
+}
+
+async fn retries(client: &Client, target: &Target) -> Vec<Check> {
+    let broken = target.pods.get(BROKEN_RATINGS).copied();
+    let before = match broken {
+        Some(addr) => requests_served(addr).await,
+        None => None,
+    };
+    let answers = client.many(60, 4, RATINGS, &[]).await;
+    let (ok, n) = share(&answers, |a| a.status == 200);
+    let after = match broken {
+        Some(addr) => requests_served(addr).await,
+        None => None,
+    };
+    let tried = before.zip(after).map(|(b, a)| a.saturating_sub(b));
+    vec![
+        Check {
+            what: "ratings through productpage".into(),
+            expected: "all 200 (503s retried on ratings-v1)".into(),
+            observed: tally(&answers),
+            ok: ok == n,
+        },
+        Check {
+            what: "requests the failing pod answered 503".into(),
+            expected: "some (it is tried, then retried around)".into(),
+            observed: tried.map_or_else(|| "cannot read its /metrics".into(), |t| t.to_string()),
+            ok: tried.is_some_and(|t| t > 0),
         },
     ]
 }
