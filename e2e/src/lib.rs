@@ -456,18 +456,9 @@ impl LocalMesh {
 
 impl Drop for LocalMesh {
     fn drop(&mut self) {
-        // All at once: each sidecar drains for a few seconds.
-        let stops: Vec<_> = self
-            .pods
-            .drain(..)
-            .map(|pod| {
-                let console = self.console.clone();
-                self.runtime.spawn(async move { pod.stop(&console).await })
-            })
-            .collect();
-        for stop in stops {
-            let _ = self.runtime.block_on(stop);
-        }
+        let pods = std::mem::take(&mut self.pods);
+        self.runtime
+            .block_on(mizzen::pod::stop_all(pods, &self.console));
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

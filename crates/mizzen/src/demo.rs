@@ -315,9 +315,7 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
         let mut pods: Vec<Pod> = Vec::new();
         let result = walk(args, &mesh, &bookinfo_bin, &config_dir, &console, &mut pods).await;
         console.print("mizzen demo: stopping the pods and the control plane");
-        for pod in pods {
-            pod.stop(&console).await;
-        }
+        crate::pod::stop_all(pods, &console).await;
         result
     });
     let _ = stop.send(());

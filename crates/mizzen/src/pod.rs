@@ -470,6 +470,21 @@ impl Pod {
     }
 }
 
+/// Stops every pod at once (each sidecar drains for a few seconds); returns
+/// when all have stopped.
+pub async fn stop_all(pods: Vec<Pod>, console: &Console) {
+    let stops: Vec<_> = pods
+        .into_iter()
+        .map(|pod| {
+            let console = console.clone();
+            tokio::spawn(async move { pod.stop(&console).await })
+        })
+        .collect();
+    for stop in stops {
+        let _ = stop.await;
+    }
+}
+
 /// Waits for the first of `futures`.
 async fn futures_select_all<F: std::future::Future + Unpin>(futures: Vec<F>) -> F::Output {
     let mut futures = futures;
