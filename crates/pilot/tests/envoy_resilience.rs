@@ -23,6 +23,7 @@ const RETRIES: &str = include_str!("fixtures/conformance/retries.yaml");
 const TIMEOUT: &str = include_str!("fixtures/conformance/timeout.yaml");
 const MIRROR: &str = include_str!("fixtures/conformance/mirror.yaml");
 const OVERFLOW: &str = include_str!("fixtures/conformance/overflow.yaml");
+const OVERFLOW_BURST: &str = include_str!("fixtures/conformance/overflow-burst.yaml");
 const OUTLIER: &str = include_str!("fixtures/conformance/outlier.yaml");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,6 +225,45 @@ async fn connection_pool_overflow_yields_503() {
         "every 503 carries x-envoy-overloaded: {overloaded:#?}"
     );
     assert!(overflow >= 1, "envoy counted no pending overflow");
+    mesh.assert_no_rejects().await;
+}
+
+/// `http1MaxPendingRequests` counts requests waiting for a connection being
+/// made, not only those waiting at `maxConnections`: with room for 100
+/// connections and one pending request, a burst of 20 still overflows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_the_pending_limit_overflows_while_connections_are_made() {
+    let mesh = Mesh::start(OVERFLOW_BURST).await;
+    mesh.eventually_routes("/", &[], "reviews-v1").await;
+    mesh.upstream("reviews-v1")
+        .behavior
+        .delay_ms
+        .store(500, Ordering::SeqCst);
+    // Let the idle connection from the check above go: every request of the
+    // burst needs a new one.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let mut client = mesh.client();
+            tokio::spawn(async move { client.get("/", &[]).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.expect("client task"));
+    }
+    let counts = tally(&answers);
+    eprintln!("burst: {counts:?}");
+    let overloaded = answers
+        .iter()
+        .flatten()
+        .filter(|r| r.status == 503 && r.header("x-envoy-overloaded").is_some())
+        .count();
+    assert!(overloaded >= 1, "no request overflowed: {counts:?}");
+    assert!(
+        counts.get("reviews-v1").is_some_and(|ok| *ok >= 1),
+        "no request succeeded: {counts:?}"
+    );
     mesh.assert_no_rejects().await;
 }
 

@@ -485,9 +485,10 @@ fn pop<T>(list: &Mutex<Vec<T>>) -> Option<T> {
 }
 
 /// An idle HTTP/1.1 connection of `host` that is still open, or a new one.
-/// When the cluster is at `max_connections` the request waits as pending
-/// (at most `max_pending_requests` of them, else `overflow`) until a
-/// connection is returned or closed, as Envoy's connection pool does.
+/// Without an idle connection the request is pending (at most
+/// `max_pending_requests` of them, else `overflow`), as in Envoy's connection
+/// pool: while its new connection is made, or, at `max_connections`, until a
+/// connection is returned or closed.
 async fn pooled<K: Kind>(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Result<K, UpstreamError> {
     let mut pending: Option<Pending<'_>> = None;
     loop {
@@ -497,6 +498,11 @@ async fn pooled<K: Kind>(cluster: &Arc<Cluster>, host: &Arc<Host>) -> Result<K, 
         }
         let limit = cluster.limits.max_connections as usize;
         if cluster.connections.load(Ordering::Acquire) < limit {
+            // Waiting for a new connection is pending too, as in Envoy's pool:
+            // a burst beyond `max_pending_requests` overflows at once.
+            if pending.is_none() {
+                pending = Some(Pending::enter(cluster)?);
+            }
             // Boxed: connecting is rare (see `h2_sender`).
             let fresh = Box::pin(async {
                 let (stream, guard) = connect(cluster, host).await?;
