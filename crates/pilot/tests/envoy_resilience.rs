@@ -182,16 +182,7 @@ async fn connection_pool_overflow_yields_503() {
         .delay_ms
         .store(500, Ordering::SeqCst);
 
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let mut client = mesh.client();
-            tokio::spawn(async move { client.get("/", &[]).await })
-        })
-        .collect();
-    let mut answers = Vec::new();
-    for t in tasks {
-        answers.push(t.await.expect("client task"));
-    }
+    let answers = burst(&mesh, 20).await;
     let counts = tally(&answers);
     eprintln!("overflow: {counts:?}");
     let overloaded: Vec<_> = answers
@@ -228,6 +219,21 @@ async fn connection_pool_overflow_yields_503() {
     mesh.assert_no_rejects().await;
 }
 
+/// `n` requests for `/` at once, each on its own client connection.
+async fn burst(mesh: &Mesh, n: usize) -> Vec<Result<support::Response, String>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let mut client = mesh.client();
+            tokio::spawn(async move { client.get("/", &[]).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.expect("client task"));
+    }
+    answers
+}
+
 /// `http1MaxPendingRequests` counts requests waiting for a connection being
 /// made, not only those waiting at `maxConnections`: with room for 100
 /// connections and one pending request, a burst of 20 still overflows.
@@ -242,16 +248,7 @@ async fn a_burst_beyond_the_pending_limit_overflows_while_connections_are_made()
     // Let the idle connection from the check above go: every request of the
     // burst needs a new one.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let mut client = mesh.client();
-            tokio::spawn(async move { client.get("/", &[]).await })
-        })
-        .collect();
-    let mut answers = Vec::new();
-    for t in tasks {
-        answers.push(t.await.expect("client task"));
-    }
+    let answers = burst(&mesh, 20).await;
     let counts = tally(&answers);
     eprintln!("burst: {counts:?}");
     let overloaded = answers

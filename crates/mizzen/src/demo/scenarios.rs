@@ -277,16 +277,24 @@ fn tally(answers: &[Answer]) -> String {
 }
 
 const REVIEWS: &str = "/api/v1/products/0/reviews";
-const RATINGS: &str = "/api/v1/products/0/ratings";
 
-async fn jason_and_split(client: &Client) -> Vec<Check> {
-    let jason = client.many(20, 4, REVIEWS, &[("end-user", "jason")]).await;
-    let (v2, n) = share(&jason, |a| a.served_by() == "reviews-v2");
-    let black = jason.iter().all(|a| {
+/// 20 requests as `end-user: jason`: the answers, how many reviews v2 served,
+/// of how many, and whether every review showed black stars (v2's, from
+/// ratings).
+async fn jason(client: &Client) -> (Vec<Answer>, usize, usize, bool) {
+    let answers = client.many(20, 4, REVIEWS, &[("end-user", "jason")]).await;
+    let (v2, n) = share(&answers, |a| a.served_by() == "reviews-v2");
+    let black = answers.iter().all(|a| {
         a.json["reviews"]
             .as_array()
             .is_some_and(|r| r.iter().all(|r| r["rating"]["color"] == "black"))
     });
+    (answers, v2, n, black)
+}
+const RATINGS: &str = "/api/v1/products/0/ratings";
+
+async fn jason_and_split(client: &Client) -> Vec<Check> {
+    let (jason, v2, n, black) = jason(client).await;
     let others = client.many(200, 8, REVIEWS, &[]).await;
     let (v1, m) = share(&others, |a| a.served_by() == "reviews-v1");
     let (v3, _) = share(&others, |a| a.served_by() == "reviews-v3");
@@ -367,9 +375,9 @@ async fn faults(client: &Client) -> Vec<Check> {
     ]
 }
 
-/// `bookinfo_requests_total` of the pod at `addr`.
-async fn requests_served(addr: Ipv4Addr) -> Option<u64> {
-    let body = crate::up::http_get(SocketAddr::from((addr, 9080)), "/metrics")
+/// `bookinfo_requests_total` of the pod at `addr`, if there is one.
+async fn requests_served(addr: Option<Ipv4Addr>) -> Option<u64> {
+    let body = crate::up::http_get(SocketAddr::from((addr?, 9080)), "/metrics")
         .await
         .ok()?;
     String::from_utf8_lossy(&body)
@@ -381,18 +389,12 @@ async fn requests_served(addr: Ipv4Addr) -> Option<u64> {
 
 async fn mirror(client: &Client, target: &Target) -> Vec<Check> {
     let v2 = target.pods.get("reviews-v2").copied();
-    let before = match v2 {
-        Some(addr) => requests_served(addr).await,
-        None => None,
-    };
+    let before = requests_served(v2).await;
     let answers = client.many(50, 5, REVIEWS, &[]).await;
     let (v1, n) = share(&answers, |a| a.served_by() == "reviews-v1");
     // Mirrored requests are fire-and-forget: give the last ones a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = match v2 {
-        Some(addr) => requests_served(addr).await,
-        None => None,
-    };
+    let after = requests_served(v2).await;
     let mirrored = before.zip(after).map(|(b, a)| a.saturating_sub(b));
     vec![
         Check {
@@ -419,13 +421,7 @@ fn spiffe(sa: &str) -> String {
 }
 
 async fn strict_mtls(client: &Client, target: &Target) -> Vec<Check> {
-    let jason = client.many(20, 4, REVIEWS, &[("end-user", "jason")]).await;
-    let (v2, n) = share(&jason, |a| a.served_by() == "reviews-v2");
-    let black = jason.iter().all(|a| {
-        a.json["reviews"]
-            .as_array()
-            .is_some_and(|r| r.iter().all(|r| r["rating"]["color"] == "black"))
-    });
+    let (jason, v2, n, black) = jason(client).await;
     let xfcc = jason
         .iter()
         .find_map(|a| a.json["forwardedClientCert"].as_str().map(str::to_string))
@@ -492,16 +488,10 @@ async fn strict_mtls(client: &Client, target: &Target) -> Vec<Check> {
 
 async fn retries(client: &Client, target: &Target) -> Vec<Check> {
     let broken = target.pods.get(BROKEN_RATINGS).copied();
-    let before = match broken {
-        Some(addr) => requests_served(addr).await,
-        None => None,
-    };
+    let before = requests_served(broken).await;
     let answers = client.many(60, 4, RATINGS, &[]).await;
     let (ok, n) = share(&answers, |a| a.status == 200);
-    let after = match broken {
-        Some(addr) => requests_served(addr).await,
-        None => None,
-    };
+    let after = requests_served(broken).await;
     let tried = before.zip(after).map(|(b, a)| a.saturating_sub(b));
     vec![
         Check {
