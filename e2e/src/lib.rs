@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use clap::Parser;
 use mizzen::demo::scenarios::{Report, Scenario, Target};
 use mizzen::pod::{Mesh, Pod, PodSpec, SidecarKind};
 use mizzen::up::{Console, UpArgs};
@@ -137,28 +136,14 @@ impl LocalMesh {
         }
         let state = tempfile::tempdir().expect("a state directory");
         let subnet = format!("{gateway}/16");
-        let argv = [
-            "up",
-            "--pods",
-            "--bridge",
+        let args = UpArgs::for_pods(
             bridge,
-            "--subnet",
             &subnet,
-            "--config",
-            &config_dir.path().display().to_string(),
-            "--state-dir",
-            &state.path().display().to_string(),
-            "--log-level",
-            "warn",
-        ]
-        .map(str::to_string);
-        #[derive(Parser)]
-        struct Wrap {
-            #[command(flatten)]
-            up: UpArgs,
-        }
-        let mut args = Wrap::parse_from(argv).up;
-        args.in_process = matches!(control_plane, ControlPlane::InProcess);
+            config_dir.path(),
+            state.path(),
+            matches!(control_plane, ControlPlane::InProcess),
+        )
+        .expect("the flags of mizzen up --pods");
         let network = args.net.network();
         let citadel_http = SocketAddr::from((gateway, args.ports.citadel_http_port));
         // A bridge left by an earlier run of this test goes first.

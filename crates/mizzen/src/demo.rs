@@ -21,7 +21,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::Args;
 
 use crate::pod::{Mesh, Pod, PodSpec, SidecarKind, write_atomic};
 use crate::up::{Console, UpArgs};
@@ -260,28 +260,13 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
     let _ = std::fs::remove_file(config_dir.join(SCENARIO_FILE));
 
     let subnet = format!("{}/{}", args.net.subnet.0, args.net.subnet.1);
-    let argv = [
-        "up",
-        "--in-process",
-        "--pods",
-        "--bridge",
+    let up_args = UpArgs::for_pods(
         &args.net.bridge,
-        "--subnet",
         &subnet,
-        "--config",
-        &config_dir.display().to_string(),
-        "--state-dir",
-        &args.state_dir.display().to_string(),
-        "--log-level",
-        "warn",
-    ]
-    .map(str::to_string);
-    #[derive(Parser)]
-    struct Wrap {
-        #[command(flatten)]
-        up: UpArgs,
-    }
-    let up_args = Wrap::try_parse_from(argv).map_err(|e| e.to_string())?.up;
+        &config_dir,
+        &args.state_dir,
+        true,
+    )?;
     let mesh = Mesh::of_up(&up_args, proxy_bin, args.envoy.clone(), "warn");
     let citadel_http = SocketAddr::from((mesh.network.gateway, up_args.ports.citadel_http_port));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

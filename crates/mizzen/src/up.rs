@@ -277,6 +277,46 @@ pub enum UpError {
 }
 
 impl UpArgs {
+    /// The flags of `mizzen up --pods` (every other flag at its default, the
+    /// environment's twins included): the pod bridge `bridge` with `subnet`
+    /// (`10.77.0.1/16`), serving `config`, state in `state_dir`, components
+    /// logging at `warn`, as the demo and the end-to-end suites run it.
+    pub fn for_pods(
+        bridge: &str,
+        subnet: &str,
+        config: &std::path::Path,
+        state_dir: &std::path::Path,
+        in_process: bool,
+    ) -> Result<UpArgs, String> {
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            up: UpArgs,
+        }
+        let mut argv = vec!["up".to_string(), "--pods".into()];
+        if in_process {
+            argv.push("--in-process".into());
+        }
+        argv.extend(
+            [
+                "--bridge",
+                bridge,
+                "--subnet",
+                subnet,
+                "--config",
+                &config.display().to_string(),
+                "--state-dir",
+                &state_dir.display().to_string(),
+                "--log-level",
+                "warn",
+            ]
+            .map(str::to_string),
+        );
+        <Wrap as clap::Parser>::try_parse_from(argv)
+            .map(|w| w.up)
+            .map_err(|e| e.to_string())
+    }
+
     /// Where `mizzen run` writes the Pods it starts, served by pilot beside
     /// `--config`.
     pub fn pods_dir(&self) -> PathBuf {
