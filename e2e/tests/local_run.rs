@@ -105,7 +105,7 @@ fn mizzen_run_starts_a_pod_that_joins_the_mesh_and_leaves_on_ctrl_c() {
     assert!(!pod_file.exists(), "the Pod file is removed");
     assert!(!std::path::Path::new("/run/netns").join(netns).exists());
     assert!(
-        std::fs::read_dir(mesh.state_dir().join("leases"))
+        std::fs::read_dir(mesh.mesh.network.lease_dir())
             .map(|d| d.count() == 0)
             .unwrap_or(true),
         "the address lease is released"

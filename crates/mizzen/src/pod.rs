@@ -219,7 +219,9 @@ impl Pod {
         }
         mesh.network.ensure_bridge()?;
         let services = services(mesh.pilot_http()).await?;
-        let lease = mesh.network.lease(&mesh.state_dir.join("leases"))?;
+        // Per bridge, not per state directory: two meshes' pods on one bridge
+        // must not share an address.
+        let lease = mesh.network.lease(&mesh.network.lease_dir())?;
         let addr = lease.addr;
         let netns_name = format!("{}-{}-{}", mesh.network.bridge, spec.namespace, spec.name);
         let mut hosts = net::hosts_file(&spec.name, addr, &spec.namespace, &services);

@@ -6,7 +6,7 @@
 //! there is no cluster DNS.
 //!
 //! Everything is done with iproute2 (`ip`), as root. Pod IPs are leased with
-//! one file per address under the state directory (created exclusively, so two
+//! one file per address under `/run/mizzen/leases/BRIDGE` (created exclusively, so two
 //! `mizzen run`s never take the same one), holding the leaseholder's pid; a
 //! lease whose process is gone is stale and reused. Dropping a [`Netns`] deletes the namespace (and with it the
 //! veth pair) and its hosts file; dropping a [`Lease`] frees the address.
@@ -116,6 +116,12 @@ impl Network {
             ip(&["link", "del", &self.bridge])?;
         }
         Ok(())
+    }
+
+    /// Where this bridge's address leases are kept:
+    /// `/run/mizzen/leases/BRIDGE`.
+    pub fn lease_dir(&self) -> PathBuf {
+        Path::new(super::RUN_DIR).join("leases").join(&self.bridge)
     }
 
     /// Leases a free pod address for this process, in `dir`.
