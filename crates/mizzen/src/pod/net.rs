@@ -6,10 +6,11 @@
 //! there is no cluster DNS.
 //!
 //! Everything is done with iproute2 (`ip`), as root. Pod IPs are leased with
-//! one file per address under `/run/mizzen/leases/BRIDGE` (created exclusively, so two
-//! `mizzen run`s never take the same one), holding the leaseholder's pid; a
-//! lease whose process is gone is stale and reused. Dropping a [`Netns`] deletes the namespace (and with it the
-//! veth pair) and its hosts file; dropping a [`Lease`] frees the address.
+//! one file per address under `/run/mizzen/leases/BRIDGE` (created
+//! exclusively, so two `mizzen run`s never take the same one), holding the
+//! leaseholder's pid; a lease whose process is gone is stale and reused.
+//! Dropping a [`Netns`] deletes the namespace (and with it the veth pair) and
+//! its hosts file; dropping a [`Lease`] frees the address.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
