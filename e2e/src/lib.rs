@@ -334,26 +334,17 @@ impl LocalMesh {
     pub fn wait_for_proxies(&self, count: usize, within: Duration) {
         let deadline = std::time::Instant::now() + within;
         loop {
-            let body = self
+            let conns = self
                 .runtime
-                .block_on(mizzen::up::http_get(self.mesh.pilot_http(), "/debug/syncz"))
-                .unwrap_or_default();
-            let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let conns = json.as_array().cloned().unwrap_or_default();
-            let synced =
-                conns.iter().all(|c| {
-                    c["types"].as_object().into_iter().flatten().all(|(_, t)| {
-                        t["nonce_sent"].is_null() || t["nonce_sent"] == t["nonce_acked"]
-                    })
-                });
+                .block_on(mizzen::demo::connections(self.mesh.pilot_http()));
+            let synced = conns.iter().all(|(_, _, synced)| *synced);
             if conns.len() == count && synced {
                 return;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "{} of {count} proxies connected to pilot (all synced: {synced}) after {within:?}: {}",
-                conns.len(),
-                serde_json::to_string_pretty(&conns).unwrap_or_default()
+                "{} of {count} proxies connected to pilot (all synced: {synced}) after {within:?}: {conns:?}",
+                conns.len()
             );
             std::thread::sleep(Duration::from_millis(100));
         }

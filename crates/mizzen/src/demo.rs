@@ -121,9 +121,9 @@ pub fn ingress_gateway(sidecar: SidecarKind) -> PodSpec {
 /// The port the ingress gateway serves the sample's Gateway on.
 pub const INGRESS_PORT: u16 = 8080;
 
-/// Every proxy connected to pilot: (node id, snapshot version, all types
-/// ACKed).
-async fn connections(pilot: SocketAddr) -> Vec<(String, u64, bool)> {
+/// Every proxy connected to pilot at `pilot` (its debug address): (node id,
+/// snapshot version, all types ACKed), from `/debug/syncz`.
+pub async fn connections(pilot: SocketAddr) -> Vec<(String, u64, bool)> {
     let Ok(body) = crate::up::http_get(pilot, "/debug/syncz").await else {
         return Vec::new();
     };
