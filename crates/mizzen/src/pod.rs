@@ -334,7 +334,7 @@ impl Pod {
                 )
             })
         });
-        futures_select_all(waits.collect()).await
+        futures::future::select_all(waits).await.0
     }
 
     /// The sidecar ready on 15021 and the app accepting on each port (probed
@@ -485,20 +485,6 @@ pub async fn stop_all(pods: Vec<Pod>, console: &Console) {
     for stop in stops {
         let _ = stop.await;
     }
-}
-
-/// Waits for the first of `futures`.
-async fn futures_select_all<F: std::future::Future + Unpin>(futures: Vec<F>) -> F::Output {
-    let mut futures = futures;
-    std::future::poll_fn(move |cx| {
-        for f in futures.iter_mut() {
-            if let std::task::Poll::Ready(out) = std::pin::Pin::new(f).poll(cx) {
-                return std::task::Poll::Ready(out);
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
 }
 
 /// Starts `cmd` with its output relayed behind `prefix`.
