@@ -280,11 +280,7 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
             }))
             .map_err(|e| e.to_string())
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let runtime = crate::runtime("demo").map_err(|e| format!("cannot start the runtime: {e}"))?;
     let outcome = runtime.block_on(async {
         for addr in [mesh.pilot_http(), citadel_http] {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

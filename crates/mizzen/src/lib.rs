@@ -31,6 +31,16 @@ pub const EXIT_USAGE: u8 = 2;
 /// `istioctl analyze`).
 pub const EXIT_ANALYZE_ISSUES: u8 = 79;
 
+/// The runtime of a long-running command (`up`, `run`, `demo`): two workers,
+/// named after the command.
+pub(crate) fn runtime(command: &str) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name(format!("mizzen-{command}"))
+        .build()
+}
+
 /// Runs a parsed command line, writing results to `out` and progress and summaries
 /// to `err`; returns the exit status.
 pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {

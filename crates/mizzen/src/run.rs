@@ -177,11 +177,7 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> u8 {
             return EXIT_FAILED;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime("run") {
         Ok(runtime) => runtime,
         Err(e) => {
             let _ = writeln!(err, "mizzen run: cannot start the runtime: {e}");

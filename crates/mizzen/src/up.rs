@@ -621,11 +621,7 @@ pub fn run(args: &UpArgs, err: &mut dyn Write) -> u8 {
         let _ = writeln!(err, "mizzen up: {e}");
         return EXIT_FAILED;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("mizzen-up")
-        .build()
-    {
+    let runtime = match crate::runtime("up") {
         Ok(runtime) => runtime,
         Err(e) => {
             let _ = writeln!(err, "mizzen up: cannot start the runtime: {e}");
