@@ -174,6 +174,21 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, response)
 }
 
+/// `mizzen up` serving the sample with its state in `state`, the built
+/// binaries, and `ports`.
+fn process_args(state: &Path, ports: Vec<String>) -> Vec<String> {
+    let mut args = vec![
+        "--config".to_string(),
+        sample().display().to_string(),
+        "--state-dir".to_string(),
+        state.display().to_string(),
+        "--bin-dir".to_string(),
+        bin_dir().display().to_string(),
+    ];
+    args.extend(ports);
+    args
+}
+
 fn pid_of(started_line: &str) -> Pid {
     let pid: i32 = started_line
         .rsplit("pid ")
@@ -194,16 +209,7 @@ fn alive(pid: Pid) -> bool {
 fn up_runs_the_three_binaries_relays_their_logs_and_stops_them_on_ctrl_c() {
     let state = tempfile::tempdir().expect("tempdir");
     let (ports, _, pilot_http) = port_flags();
-    let mut args = vec![
-        "--config".to_string(),
-        sample().display().to_string(),
-        "--state-dir".to_string(),
-        state.path().display().to_string(),
-        "--bin-dir".to_string(),
-        bin_dir().display().to_string(),
-    ];
-    args.extend(ports);
-    let mut up = Up::start(&args);
+    let mut up = Up::start(&process_args(state.path(), ports));
     let pids: Vec<Pid> = ["galley", "citadel", "pilot"]
         .iter()
         .map(|name| pid_of(&up.wait_for(&format!("started {name} ("))))
@@ -279,16 +285,7 @@ fn a_busy_port_is_refused_before_anything_starts() {
 fn a_component_that_dies_stops_the_others_and_up_exits_1() {
     let state = tempfile::tempdir().expect("tempdir");
     let (ports, _, _) = port_flags();
-    let mut args = vec![
-        "--config".to_string(),
-        sample().display().to_string(),
-        "--state-dir".to_string(),
-        state.path().display().to_string(),
-        "--bin-dir".to_string(),
-        bin_dir().display().to_string(),
-    ];
-    args.extend(ports);
-    let mut up = Up::start(&args);
+    let mut up = Up::start(&process_args(state.path(), ports));
     let galley = pid_of(&up.wait_for("started galley ("));
     up.wait_for("the control plane is ready (processes)");
     rustix::process::kill_process(galley, Signal::KILL).expect("kill galley");
