@@ -291,16 +291,17 @@ impl LocalMesh {
     }
 
     /// Starts bookinfo's six pods ([`mizzen::demo::bookinfo_pods`]) and the
-    /// ingress gateway, each with the data plane `sidecar(pod name)` picks;
+    /// ingress gateway and the `sleep` client pod, each with the data plane `sidecar(pod name)` picks;
     /// where to send traffic.
     pub fn bookinfo(&mut self, sidecar: impl Fn(&str) -> SidecarKind) -> Target {
         let bookinfo = bin_dir().join("bookinfo");
         let mut pods = BTreeMap::new();
         let mut sidecars = BTreeMap::new();
         let gateway = mizzen::demo::ingress_gateway(sidecar("istio-ingressgateway"));
+        let sleep = mizzen::demo::sleep_pod(sidecar(mizzen::demo::SLEEP_POD));
         for spec in mizzen::demo::bookinfo_pods(&bookinfo, &sidecar)
             .into_iter()
-            .chain([gateway])
+            .chain([gateway, sleep])
         {
             let name = spec.name.clone();
             sidecars.insert(name.clone(), spec.sidecar);
@@ -314,6 +315,11 @@ impl LocalMesh {
             pods,
             sidecars,
             bookinfo,
+            client: Some(
+                self.mesh
+                    .network
+                    .netns_name("default", mizzen::demo::SLEEP_POD),
+            ),
         }
     }
 

@@ -24,9 +24,6 @@ use mizzen::demo::scenarios::{self, seed};
 use mizzen::pod::SidecarKind;
 use rustix::process::Signal;
 
-/// Seven proxies: six sidecars and the gateway.
-const PROXIES: usize = 7;
-
 fn config(seeds: &[(&str, &str)]) -> String {
     seeds
         .iter()
@@ -76,7 +73,9 @@ fn faults(bridge: &str, gateway: Ipv4Addr, sidecar: SidecarKind) {
     }
     let target = mesh.bookinfo(|_| sidecar);
     let entry = target.ingress.expect("the gateway");
-    mesh.wait_for_proxies(PROXIES, Duration::from_secs(30));
+    // One proxy per pod: the sidecars, the gateway.
+    let proxies = target.pods.len();
+    mesh.wait_for_proxies(proxies, Duration::from_secs(30));
     let traffic = Steady::start(entry, "/api/v1/products/0/reviews");
     std::thread::sleep(Duration::from_secs(1));
 
@@ -84,7 +83,7 @@ fn faults(bridge: &str, gateway: Ipv4Addr, sidecar: SidecarKind) {
     mesh.kill("pilot", Signal::KILL);
     std::thread::sleep(Duration::from_secs(3));
     mesh.restart("pilot");
-    mesh.wait_for_proxies(PROXIES, Duration::from_secs(60));
+    mesh.wait_for_proxies(proxies, Duration::from_secs(60));
     mesh.put_config(
         mizzen::demo::SCENARIO_FILE,
         &config(&[

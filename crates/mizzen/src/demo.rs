@@ -118,6 +118,26 @@ pub fn ingress_gateway(sidecar: SidecarKind) -> PodSpec {
     }
 }
 
+/// The in-mesh client pod's name.
+pub const SLEEP_POD: &str = "sleep";
+
+/// Istio's `sleep` sample: a client pod in `default` (service account `sleep`)
+/// with nothing but a sidecar on `sidecar`'s data plane, from which scenarios
+/// call services by name, as `kubectl exec sleep -- curl` does.
+pub fn sleep_pod(sidecar: SidecarKind) -> PodSpec {
+    PodSpec {
+        name: SLEEP_POD.into(),
+        namespace: "default".into(),
+        service_account: "sleep".into(),
+        labels: [("app".to_string(), "sleep".to_string())].into(),
+        ports: Vec::new(),
+        sidecar,
+        command: vec!["sleep".into(), "infinity".into()],
+        env: Vec::new(),
+        gateway: false,
+    }
+}
+
 /// The port the ingress gateway serves the sample's Gateway on.
 pub const INGRESS_PORT: u16 = 8080;
 
@@ -181,6 +201,55 @@ pub async fn wait_synced(pilot: SocketAddr, after: u64, within: Duration) -> Res
     }
 }
 
+/// Waits until the sidecars of the pods in the network namespaces `clients`
+/// list `endpoint` as a healthy host of the service `host` (in a cluster of
+/// its, subsets' too) in their admin's `/clusters`; `Err` names those that did
+/// not within `within`.
+pub async fn wait_for_endpoint(
+    clients: &[String],
+    host: &str,
+    endpoint: SocketAddr,
+    within: Duration,
+) -> Result<(), String> {
+    let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, 15000));
+    let needle = format!("|{host}::{endpoint}::health_flags::healthy");
+    let deadline = tokio::time::Instant::now() + within;
+    let mut waiting: Vec<&String> = clients.iter().collect();
+    while !waiting.is_empty() {
+        let mut still = Vec::new();
+        for netns in waiting {
+            let seen = match crate::pod::net::Dialer::new(netns) {
+                Ok(dialer) => {
+                    let answer = traffic::Client::in_pod(dialer, admin, "localhost")
+                        .get("/clusters", &[])
+                        .await;
+                    String::from_utf8_lossy(&answer.body).contains(&needle)
+                }
+                Err(_) => false,
+            };
+            if !seen {
+                still.push(netns);
+            }
+        }
+        waiting = still;
+        if !waiting.is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the sidecars in {} do not list {endpoint} as a healthy endpoint after {}s",
+                    waiting
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    within.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
 /// Applies `scenario` (through `apply`, which writes the YAML where pilot reads
 /// it), waits for the sidecars, runs its traffic.
 pub async fn run_scenario(
@@ -194,7 +263,12 @@ pub async fn run_scenario(
     let before = pilot_version(pilot).await;
     // A scenario's own pod (retries: a ratings instance that always fails).
     let mut target = target.clone();
-    let extra = match scenario.extra_pod(&target) {
+    let extra_spec = scenario.extra_pod(&target);
+    let extra_host = extra_spec.as_ref().map(|spec| {
+        let app = spec.labels.get("app").map_or("", String::as_str);
+        format!("{app}.{}.svc.cluster.local", spec.namespace)
+    });
+    let extra = match extra_spec {
         Some(spec) => match Pod::start(mesh, spec, console).await {
             Ok(pod) => {
                 target.pods.insert(pod.name().to_string(), pod.addr());
@@ -213,6 +287,23 @@ pub async fn run_scenario(
             }
         },
         None => None,
+    };
+    // The extra pod's endpoint first: its Pod file is a change of its own,
+    // which the clients' sidecars must have taken before the traffic starts.
+    let before = match &extra {
+        Some(pod) => {
+            let clients =
+                ["productpage-v1", SLEEP_POD].map(|p| mesh.network.netns_name("default", p));
+            let endpoint = SocketAddr::from((pod.addr(), 9080));
+            let host = extra_host.as_deref().unwrap_or_default();
+            if let Err(e) =
+                wait_for_endpoint(&clients, host, endpoint, Duration::from_secs(20)).await
+            {
+                console.print(&format!("mizzen demo: {e}; going on"));
+            }
+            pilot_version(pilot).await
+        }
+        None => before,
     };
     apply(&scenario.config());
     if let Err(e) = wait_synced(pilot, before, Duration::from_secs(20)).await {
@@ -317,6 +408,7 @@ async fn walk(
 ) -> Result<bool, String> {
     let mut specs = bookinfo_pods(bookinfo, |_| args.sidecar);
     specs.push(ingress_gateway(args.sidecar));
+    specs.push(sleep_pod(args.sidecar));
     let total = specs.len();
     let mut addrs = BTreeMap::new();
     for (i, spec) in specs.into_iter().enumerate() {
@@ -349,6 +441,7 @@ async fn walk(
             .collect(),
         pods: addrs,
         bookinfo: bookinfo.to_path_buf(),
+        client: Some(mesh.network.netns_name("default", SLEEP_POD)),
     };
     let all = scenarios::all();
     let mut passed = true;
@@ -385,7 +478,8 @@ async fn walk(
     if !args.once {
         let entry = target.ingress.unwrap_or(target.productpage);
         console.print(&format!(
-            "mizzen demo: bookinfo stays up behind the ingress gateway. Try:\n  curl http://{entry}/productpage\n  curl -H 'end-user: jason' http://{entry}/api/v1/products/0/reviews\n  mizzen proxy-status --pilot-addr {}\nThe mesh config is in {}; edit it and pilot pushes the change. Stop: Ctrl-C",
+            "mizzen demo: bookinfo stays up behind the ingress gateway. Try:\n  curl http://{entry}/productpage\n  curl -H 'end-user: jason' http://{entry}/api/v1/products/0/reviews\n  ip netns exec {} curl -s ratings:9080/ratings/0    (from the sleep pod, through its sidecar)\n  mizzen proxy-status --pilot-addr {}\nThe mesh config is in {}; edit it and pilot pushes the change. Stop: Ctrl-C",
+            mesh.network.netns_name("default", SLEEP_POD),
             mesh.pilot_http(),
             config_dir.display()
         ));

@@ -223,7 +223,7 @@ impl Pod {
         // must not share an address.
         let lease = mesh.network.lease(&mesh.network.lease_dir())?;
         let addr = lease.addr;
-        let netns_name = format!("{}-{}-{}", mesh.network.bridge, spec.namespace, spec.name);
+        let netns_name = mesh.network.netns_name(&spec.namespace, &spec.name);
         let mut hosts = net::hosts_file(&spec.name, addr, &spec.namespace, &services);
         let gateway = mesh.network.gateway;
         hosts.push_str(&format!(

@@ -79,6 +79,9 @@ pub struct Config {
     /// A broken instance: every request but `/metrics` and `/health` is
     /// answered with this status (for showing retries and outlier detection).
     pub fail_with: Option<u16>,
+    /// A slow instance: every request but `/metrics` and `/health` is held
+    /// this long before it is answered (for showing timeouts).
+    pub delay: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -93,6 +96,7 @@ impl Config {
             reviews: "http://reviews:9080".to_string(),
             ratings: "http://ratings:9080".to_string(),
             fail_with: None,
+            delay: None,
         }
     }
 

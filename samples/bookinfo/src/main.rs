@@ -39,6 +39,10 @@ struct Args {
     /// with this status, e.g. 503.
     #[arg(long, env = "BOOKINFO_FAIL_WITH", value_name = "STATUS", value_parser = clap::value_parser!(u16).range(400..600))]
     fail_with: Option<u16>,
+    /// Be a slow instance: hold every request (but /metrics and /health) this
+    /// long before answering, in Go's syntax: 7s, 500ms.
+    #[arg(long, env = "BOOKINFO_DELAY", value_name = "DURATION", value_parser = common::runtime::duration_flag)]
+    delay: Option<std::time::Duration>,
 }
 
 #[tokio::main]
@@ -54,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
     config.reviews = args.reviews;
     config.ratings = args.ratings;
     config.fail_with = args.fail_with;
+    config.delay = args.delay;
     let served_by = config.served_by();
     let app = App::build(config).await?;
     tracing::info!(addr = %app.addr(), service = %served_by, "bookinfo: serving");

@@ -59,8 +59,9 @@ pub fn router(config: Config) -> Router {
 }
 
 /// Counts every request but `/metrics`'s (a mirror's copies too, which
-/// is how a test sees mirroring: the mirror's answers are dropped), and
-/// fails it when the instance is broken (`--fail-with`).
+/// is how a test sees mirroring: the mirror's answers are dropped), holds it
+/// when the instance is slow (`--delay`), and fails it when the instance is
+/// broken (`--fail-with`).
 async fn count(
     State(ctx): Shared,
     request: axum::extract::Request,
@@ -68,6 +69,11 @@ async fn count(
 ) -> Response {
     ctx.served
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(delay) = ctx.config.delay
+        && request.uri().path() != "/health"
+    {
+        tokio::time::sleep(delay).await;
+    }
     if let Some(status) = ctx.config.fail_with
         && request.uri().path() != "/health"
     {

@@ -3,6 +3,7 @@
 //! when an upstream is down.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bookinfo::{App, Config, Error, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -289,4 +290,26 @@ async fn a_broken_instance_fails_every_request_but_health_and_metrics() {
     let (status, _, body) = get(&ratings, "/metrics", &[]).await;
     assert_eq!(status, 200);
     assert!(body.contains("} 2\n"), "both counted: {body}");
+}
+
+#[tokio::test]
+async fn a_slow_instance_holds_every_request_but_health() {
+    let mut config = Config::new(Service::Ratings, "v1", any_port());
+    config.delay = Some(Duration::from_secs(2));
+    let ratings = start(config).await;
+    let started = std::time::Instant::now();
+    let (status, served_by, _) = get(&ratings, "/ratings/0", &[]).await;
+    assert_eq!((status, served_by.as_str()), (200, "ratings-v1"));
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(get(&ratings, "/health", &[]).await.0, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "/health held {:?}",
+        started.elapsed()
+    );
 }

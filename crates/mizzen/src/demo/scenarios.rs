@@ -44,6 +44,11 @@ pub mod seed {
     pub const RATINGS_RETRIES: (&str, &str) = seed!("38-virtualservice-ratings.yaml");
     /// DestinationRule ratings: subsets v1, v2 with connection pools.
     pub const RATINGS_SUBSETS: (&str, &str) = seed!("39-destinationrule-ratings.yaml");
+    /// VirtualService ratings: a 5 s timeout.
+    pub const RATINGS_TIMEOUT: (&str, &str) = seed!("40-virtualservice-ratings.yaml");
+    /// DestinationRule reviews: connection pool limits and outlier detection
+    /// (5 consecutive errors eject a pod for 30 s).
+    pub const REVIEWS_CIRCUIT_BREAKER: (&str, &str) = seed!("09-destinationrule-reviews.yaml");
 }
 
 /// bookinfo's Kubernetes objects (Services with virtual IPs, service accounts).
@@ -82,6 +87,10 @@ pub struct Target {
     pub sidecars: BTreeMap<String, crate::pod::SidecarKind>,
     /// The bookinfo binary (for a scenario's own pods).
     pub bookinfo: std::path::PathBuf,
+    /// The network namespace of a client pod in the mesh (Istio's `sleep`),
+    /// from which a scenario calls a service by name through the client's
+    /// sidecar, as `kubectl exec sleep -- curl` does in Istio's guides.
+    pub client: Option<String>,
 }
 
 /// One expectation and what was seen.
@@ -154,6 +163,10 @@ pub enum Kind {
     StrictMtls,
     /// Retries around a failing instance.
     Retries,
+    /// A route timeout cutting a slow instance's answers.
+    Timeout,
+    /// Outlier detection ejecting a failing instance.
+    Ejection,
 }
 
 /// Every scenario, in the order the demo walks through them.
@@ -181,6 +194,16 @@ pub fn all() -> Vec<Scenario> {
             kind: Kind::Retries,
         },
         Scenario {
+            title: "timeouts: a second ratings pod takes 7 s to answer; the route's 5 s timeout cuts it with 504 (seed 40)",
+            seeds: &[RATINGS_TIMEOUT, REVIEWS_SUBSETS, RATINGS_SUBSETS],
+            kind: Kind::Timeout,
+        },
+        Scenario {
+            title: "circuit breaking: a fourth reviews pod answers 503; 5 consecutive errors eject it for 30 s (seed 09)",
+            seeds: &[REVIEWS_CIRCUIT_BREAKER, RATINGS_SUBSETS],
+            kind: Kind::Ejection,
+        },
+        Scenario {
             title: "security: STRICT mTLS mesh-wide, sidecars authenticate each other by SPIFFE identity (seed 10, with 02)",
             seeds: &[
                 MESH_STRICT,
@@ -195,37 +218,49 @@ pub fn all() -> Vec<Scenario> {
 
 /// The failing ratings pod of the retries scenario.
 pub const BROKEN_RATINGS: &str = "ratings-v1-broken";
+/// The slow ratings pod of the timeouts scenario.
+pub const SLOW_RATINGS: &str = "ratings-v1-slow";
+/// The failing reviews pod of the circuit breaking scenario.
+pub const BROKEN_REVIEWS: &str = "reviews-v1-broken";
+/// How long the slow ratings pod takes to answer.
+const SLOW_RATINGS_DELAY: &str = "7s";
+/// Seed 40's timeout.
+const RATINGS_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Scenario {
-    /// The pod this scenario adds while it runs, if any: for retries, a
-    /// ratings instance (same labels as ratings-v1, same data plane) that
-    /// answers every request with 503.
+    /// The pod this scenario adds while it runs, if any, with the labels and
+    /// data plane of the instance it joins: for retries a ratings instance
+    /// answering every request with 503; for timeouts one taking 7 s to
+    /// answer; for circuit breaking a reviews instance answering 503.
     pub fn extra_pod(&self, target: &Target) -> Option<crate::pod::PodSpec> {
-        if self.kind != Kind::Retries {
-            return None;
-        }
+        let (name, app, flags): (&str, &str, &[&str]) = match self.kind {
+            Kind::Retries => (BROKEN_RATINGS, "ratings", &["--fail-with", "503"]),
+            Kind::Timeout => (SLOW_RATINGS, "ratings", &["--delay", SLOW_RATINGS_DELAY]),
+            Kind::Ejection => (BROKEN_REVIEWS, "reviews", &["--fail-with", "503"]),
+            _ => return None,
+        };
         let sidecar = target
             .sidecars
-            .get("ratings-v1")
+            .get(&format!("{app}-v1"))
             .copied()
             .unwrap_or(crate::pod::SidecarKind::Proxy);
+        let mut command = vec![
+            target.bookinfo.display().to_string(),
+            app.into(),
+            "--listen".into(),
+            "0.0.0.0:9080".into(),
+        ];
+        command.extend(flags.iter().map(|f| f.to_string()));
         Some(crate::pod::PodSpec {
-            name: BROKEN_RATINGS.into(),
+            name: name.into(),
             namespace: "default".into(),
-            service_account: "bookinfo-ratings".into(),
-            labels: [("app", "ratings"), ("version", "v1")]
+            service_account: format!("bookinfo-{app}"),
+            labels: [("app", app), ("version", "v1")]
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .into(),
             ports: vec![9080],
             sidecar,
-            command: vec![
-                target.bookinfo.display().to_string(),
-                "ratings".into(),
-                "--listen".into(),
-                "0.0.0.0:9080".into(),
-                "--fail-with".into(),
-                "503".into(),
-            ],
+            command,
             env: Vec::new(),
             gateway: false,
         })
@@ -249,6 +284,8 @@ impl Scenario {
             Kind::Mirror => mirror(&client, target).await,
             Kind::StrictMtls => strict_mtls(&client, target).await,
             Kind::Retries => retries(&client, target).await,
+            Kind::Timeout => timeout(target).await,
+            Kind::Ejection => ejection(&client, target).await,
         };
         Report {
             title: self.title,
@@ -438,6 +475,7 @@ async fn strict_mtls(client: &Client, target: &Target) -> Vec<Check> {
         None => Answer {
             status: 0,
             json: serde_json::Value::Null,
+            body: bytes::Bytes::new(),
             latency: Duration::ZERO,
             error: Some("no reviews-v1 pod".into()),
         },
@@ -505,6 +543,120 @@ async fn retries(client: &Client, target: &Target) -> Vec<Check> {
             expected: "some (it is tried, then retried around)".into(),
             observed: tried.map_or_else(|| "cannot read its /metrics".into(), |t| t.to_string()),
             ok: tried.is_some_and(|t| t > 0),
+        },
+    ]
+}
+
+/// A client inside the mesh's client pod calling `service` on port 9080 by
+/// name, as the pod resolves it; `Err` says why there is none.
+fn in_mesh(target: &Target, service: &str) -> Result<Client, String> {
+    let netns = target
+        .client
+        .as_deref()
+        .ok_or("no client pod in the mesh (sleep)")?;
+    let dialer = crate::pod::net::Dialer::new(netns).map_err(|e| e.to_string())?;
+    let vip = dialer
+        .resolve(service)
+        .ok_or_else(|| format!("{service} is not in {netns}'s /etc/hosts"))?;
+    Ok(Client::in_pod(
+        dialer,
+        SocketAddr::from((vip, 9080)),
+        &format!("{service}:9080"),
+    ))
+}
+
+/// A check that could not be made, saying why.
+fn cannot(what: &str, why: String) -> Vec<Check> {
+    vec![Check {
+        what: what.into(),
+        expected: "can be measured".into(),
+        observed: why,
+        ok: false,
+    }]
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+async fn timeout(target: &Target) -> Vec<Check> {
+    let client = match in_mesh(target, "ratings") {
+        Ok(c) => c,
+        Err(e) => return cannot("ratings from the sleep pod", e),
+    };
+    let slow = target.pods.get(SLOW_RATINGS).copied();
+    let before = requests_served(slow).await;
+    let answers = client.many(20, 10, "/ratings/0", &[]).await;
+    let after = requests_served(slow).await;
+    let to_slow = before.zip(after).map(|(b, a)| a.saturating_sub(b));
+    let cut: Vec<&Answer> = answers.iter().filter(|a| a.status == 504).collect();
+    let cut_at_timeout = cut.iter().all(|a| {
+        a.latency >= RATINGS_TIMEOUT - Duration::from_millis(100)
+            && a.latency < RATINGS_TIMEOUT + Duration::from_secs(1)
+    });
+    let (fast, n) = share(&answers, |a| {
+        a.status == 200 && a.latency < Duration::from_secs(1)
+    });
+    let slowest = cut.iter().map(|a| a.latency).max().unwrap_or_default();
+    let quickest = cut.iter().map(|a| a.latency).min().unwrap_or_default();
+    vec![
+        Check {
+            what: "requests the slow pod got, cut with 504".into(),
+            expected: "all of them (at least one), at 5 s".into(),
+            observed: format!(
+                "{} of {} at {}–{}",
+                cut.len(),
+                to_slow.map_or_else(|| "? (cannot read its /metrics)".into(), |t| t.to_string()),
+                seconds(quickest),
+                seconds(slowest)
+            ),
+            ok: !cut.is_empty() && to_slow == Some(cut.len() as u64) && cut_at_timeout,
+        },
+        Check {
+            what: "the others (ratings-v1)".into(),
+            expected: "200 at once (< 1 s)".into(),
+            observed: pct(fast, n),
+            ok: fast + cut.len() == n,
+        },
+    ]
+}
+
+/// The consecutive errors seed 09 ejects a pod after.
+const CONSECUTIVE_ERRORS: u64 = 5;
+
+async fn ejection(client: &Client, target: &Target) -> Vec<Check> {
+    let broken = target.pods.get(BROKEN_REVIEWS).copied();
+    let start = requests_served(broken).await;
+    let first = client.many(60, 4, REVIEWS, &[]).await;
+    let middle = requests_served(broken).await;
+    let then = client.many(60, 4, REVIEWS, &[]).await;
+    let end = requests_served(broken).await;
+    let got = start.zip(middle).map(|(s, m)| m.saturating_sub(s));
+    let later = middle.zip(end).map(|(m, e)| e.saturating_sub(m));
+    let answers: Vec<Answer> = first.into_iter().chain(then).collect();
+    let (ok, n) = share(&answers, |a| a.status == 200);
+    let count =
+        |c: Option<u64>| c.map_or_else(|| "? (cannot read its /metrics)".into(), |c| c.to_string());
+    vec![
+        Check {
+            what: "reviews through productpage".into(),
+            expected: "all 200 (the broken pod's 503s retried on another pod)".into(),
+            observed: tally(&answers),
+            ok: ok == n,
+        },
+        Check {
+            what: "requests the broken pod got in the first 60".into(),
+            expected: format!(
+                "{CONSECUTIVE_ERRORS} (ejected after 5 consecutive errors), and a few in flight"
+            ),
+            observed: count(got),
+            ok: got.is_some_and(|g| (CONSECUTIVE_ERRORS..=CONSECUTIVE_ERRORS + 4).contains(&g)),
+        },
+        Check {
+            what: "requests it got in the next 60".into(),
+            expected: "none (ejected for 30 s)".into(),
+            observed: count(later),
+            ok: later == Some(0),
         },
     ]
 }

@@ -1,5 +1,7 @@
 //! Real requests for the demo's scenarios: HTTP/1.1 GETs from the host to a
-//! pod, many at once, each answer kept with its status, JSON body and latency.
+//! pod, or from inside a pod to a service by name (through its sidecar, as
+//! `kubectl exec sleep -- curl` in Istio's guides), many at once, each answer
+//! kept with its status, JSON body and latency.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ pub struct Answer {
     pub status: u16,
     /// The body as JSON (`Null` when it is not).
     pub json: Value,
+    /// The body.
+    pub body: bytes::Bytes,
     /// How long it took.
     pub latency: Duration,
     /// Why there was no answer.
@@ -43,6 +47,8 @@ pub struct Client {
         http_body_util::Empty<bytes::Bytes>,
     >,
     target: SocketAddr,
+    /// Inside a pod: its dialer and the `Host` the requests name.
+    in_pod: Option<(crate::pod::net::Dialer, String)>,
 }
 
 impl Client {
@@ -51,7 +57,42 @@ impl Client {
         let inner =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http();
-        Client { inner, target }
+        Client {
+            inner,
+            target,
+            in_pod: None,
+        }
+    }
+
+    /// A client in a pod (`dialer` in its namespace) sending to `target` (a
+    /// service's virtual IP and port, say) with `Host: host`; each request on
+    /// a new connection, as `curl` makes.
+    pub fn in_pod(dialer: crate::pod::net::Dialer, target: SocketAddr, host: &str) -> Client {
+        Client {
+            in_pod: Some((dialer, host.to_string())),
+            ..Client::new(target)
+        }
+    }
+
+    /// Sends `request` from the pod through its own connection.
+    async fn send_from_pod(
+        dialer: &crate::pod::net::Dialer,
+        target: SocketAddr,
+        request: hyper::Request<http_body_util::Empty<bytes::Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        let stream = dialer
+            .connect(target)
+            .await
+            .map_err(|e| format!("connect {target}: {e}"))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("{e:#}"))
     }
 
     /// `GET path` with `headers`, within 30 s.
@@ -60,10 +101,14 @@ impl Client {
         let failed = |e: String| Answer {
             status: 0,
             json: Value::Null,
+            body: bytes::Bytes::new(),
             latency: start.elapsed(),
             error: Some(e),
         };
-        let mut request = hyper::Request::get(format!("http://{}{path}", self.target));
+        let mut request = match &self.in_pod {
+            None => hyper::Request::get(format!("http://{}{path}", self.target)),
+            Some((_, host)) => hyper::Request::get(path).header(hyper::header::HOST, host.as_str()),
+        };
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -71,14 +116,19 @@ impl Client {
             Ok(r) => r,
             Err(e) => return failed(e.to_string()),
         };
-        let response = match tokio::time::timeout(
-            Duration::from_secs(30),
-            self.inner.request(request),
-        )
-        .await
-        {
+        let send = async {
+            match &self.in_pod {
+                None => self
+                    .inner
+                    .request(request)
+                    .await
+                    .map_err(|e| format!("{e:#}")),
+                Some((dialer, _)) => Client::send_from_pod(dialer, self.target, request).await,
+            }
+        };
+        let response = match tokio::time::timeout(Duration::from_secs(30), send).await {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => return failed(format!("{e:#}")),
+            Ok(Err(e)) => return failed(e),
             Err(_) => return failed("no answer within 30 s".into()),
         };
         let status = response.status().as_u16();
@@ -89,6 +139,7 @@ impl Client {
         Answer {
             status,
             json: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            body,
             latency: start.elapsed(),
             error: None,
         }

@@ -73,6 +73,11 @@ pub fn run(cmd: &mut Command, what: &str) -> Result<String, PodError> {
 }
 
 impl Network {
+    /// The network namespace of the pod `name` in `namespace` on this bridge.
+    pub fn netns_name(&self, namespace: &str, name: &str) -> String {
+        format!("{}-{namespace}-{name}", self.bridge)
+    }
+
     /// The subnet's first address.
     fn base(&self) -> u32 {
         u32::from(self.gateway) & (u32::MAX << (32 - u32::from(self.prefix)))
@@ -188,12 +193,24 @@ impl Network {
         ])?;
         ip(&["link", "set", &host_end, "master", &self.bridge, "up"])?;
         let cidr = format!("{addr}/{}", self.prefix);
+        netns.ip(&["link", "set", "eth0", "address", &pod_mac(addr)])?;
         netns.ip(&["addr", "add", &cidr, "dev", "eth0"])?;
         netns.ip(&["link", "set", "eth0", "up"])?;
         netns.ip(&["link", "set", "lo", "up"])?;
         netns.ip(&["route", "add", "default", "via", &self.gateway.to_string()])?;
         Ok(netns)
     }
+}
+
+/// A pod's MAC address, from its IP (`02:42` and the address's four bytes, a
+/// locally administered unicast address, as Docker gives containers): a pod
+/// that reuses a gone pod's address reuses its MAC too, so the neighbours'
+/// ARP caches stay right. With a fresh MAC, the other pods would keep sending
+/// to the gone pod's for as long as their cache entries live, and the first
+/// connections to the new pod would time out.
+pub fn pod_mac(addr: Ipv4Addr) -> String {
+    let [a, b, c, d] = addr.octets();
+    format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
 }
 
 /// The host end of a pod's veth pair: `mz` and a hash of the namespace's name
@@ -327,6 +344,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_pods_mac_follows_its_address() {
+        assert_eq!(pod_mac(Ipv4Addr::new(10, 77, 0, 10)), "02:42:0a:4d:00:0a");
+        assert_ne!(
+            pod_mac(Ipv4Addr::new(10, 77, 0, 10)),
+            pod_mac(Ipv4Addr::new(10, 77, 1, 10))
+        );
+    }
+
+    #[test]
     fn leases_are_exclusive_and_stale_ones_are_reused() {
         let dir = tempfile::tempdir().unwrap();
         let net = Network {
@@ -402,5 +428,92 @@ mod tests {
             "{hosts}"
         );
         assert!(hosts.contains("10.96.0.40\tdb.data db.data.svc"), "{hosts}");
+    }
+}
+
+/// A connection request to a [`Dialer`]'s thread, and where its answer goes.
+type DialRequest = (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<std::io::Result<std::net::TcpStream>>,
+);
+
+/// Opens TCP connections from inside a pod's network namespace, as the pod's
+/// app would (`kubectl exec POD -- curl`): a thread that joined the namespace
+/// connects on request. A socket stays in the namespace it was made in, so
+/// the caller uses it from any thread; its traffic is the pod's, captured by
+/// the pod's sidecar. The thread ends when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    requests: std::sync::mpsc::Sender<DialRequest>,
+    netns: String,
+}
+
+impl Dialer {
+    /// A dialer inside the namespace `netns` (`/run/netns/NAME`).
+    pub fn new(netns: &str) -> Result<Dialer, PodError> {
+        use std::os::fd::AsFd;
+        let path = Path::new("/run/netns").join(netns);
+        let file = std::fs::File::open(&path).map_err(|e| PodError::io(&path, e))?;
+        let (requests, incoming) = std::sync::mpsc::channel::<DialRequest>();
+        let (joined_tx, joined_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("dial {netns}"))
+            .spawn(move || {
+                let joined = rustix::thread::move_into_link_name_space(
+                    file.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                );
+                let ok = joined.is_ok();
+                let _ = joined_tx.send(joined);
+                if !ok {
+                    return;
+                }
+                for (addr, reply) in incoming {
+                    let stream = std::net::TcpStream::connect_timeout(
+                        &addr,
+                        std::time::Duration::from_secs(5),
+                    );
+                    let _ = reply.send(stream);
+                }
+            })
+            .map_err(|e| PodError::io(&path, e))?;
+        match joined_rx.recv() {
+            Ok(Ok(())) => Ok(Dialer {
+                requests,
+                netns: netns.to_string(),
+            }),
+            Ok(Err(e)) => Err(PodError::io(&path, e.into())),
+            Err(_) => Err(PodError::io(
+                &path,
+                std::io::Error::other("the dialing thread ended before joining the namespace"),
+            )),
+        }
+    }
+
+    /// `name`'s address as the pod resolves it: from its `/etc/hosts`
+    /// (`/etc/netns/NAME/hosts`), which names every service by its VIP.
+    pub fn resolve(&self, name: &str) -> Option<Ipv4Addr> {
+        let hosts =
+            std::fs::read_to_string(Path::new("/etc/netns").join(&self.netns).join("hosts"))
+                .ok()?;
+        hosts.lines().find_map(|line| {
+            let mut words = line.split_whitespace();
+            let addr = words.next()?.parse().ok()?;
+            words.any(|w| w == name).then_some(addr)
+        })
+    }
+
+    /// A connection to `addr` made inside the namespace.
+    pub async fn connect(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> std::io::Result<tokio::net::TcpStream> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let gone = || std::io::Error::other(format!("the dialer in {} stopped", self.netns));
+        self.requests.send((addr, reply)).map_err(|_| gone())?;
+        let stream = answer.await.map_err(|_| gone())??;
+        stream.set_nonblocking(true)?;
+        stream.set_nodelay(true)?;
+        tokio::net::TcpStream::from_std(stream)
     }
 }
