@@ -33,6 +33,19 @@ impl fmt::Display for ProxyKind {
     }
 }
 
+/// How a sidecar's traffic reaches it: node metadata `INTERCEPTION_MODE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Interception {
+    /// iptables redirects the workload's traffic to 15001 and 15006 (Istio's
+    /// `REDIRECT`, the default).
+    #[default]
+    Redirect,
+    /// Nothing is captured (`NONE`): the workload talks to the sidecar's
+    /// bound listeners, which a Sidecar resource's ingress and egress
+    /// listeners lay out; no 15001/15006 listeners.
+    None,
+}
+
 /// A connected proxy's identity.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Proxy {
@@ -57,6 +70,8 @@ pub struct Proxy {
     /// `region/zone/subzone` (may be empty), as Istio finds it: the registry's
     /// workload, else the topology labels, else the node's `locality`.
     pub locality: String,
+    /// How its traffic reaches it.
+    pub interception: Interception,
 }
 
 /// Why a node could not be identified.
@@ -121,7 +136,20 @@ impl Proxy {
             .map(|l| locality::join(&l.region, &l.zone, &l.sub_zone))
             .unwrap_or_default();
         let labelled = locality::from_labels(&labels);
+        let interception = match string_field(meta, "INTERCEPTION_MODE") {
+            Some("NONE") => Interception::None,
+            Some("REDIRECT") | Some("") | None => Interception::Redirect,
+            Some(other) => {
+                tracing::warn!(
+                    node = %id,
+                    mode = other,
+                    "INTERCEPTION_MODE {other:?} is not supported (REDIRECT or NONE); serving it as REDIRECT"
+                );
+                Interception::Redirect
+            }
+        };
         Ok(Proxy {
+            interception,
             locality: if labelled.is_empty() {
                 from_node
             } else {

@@ -1,7 +1,9 @@
 //! RDS: the route configurations a proxy asks for by name.
 //!
 //! - Sidecars ask for one per outbound HTTP port, named by the port number
-//!   (`9080`): a virtual host per service on that port, with the rules of the
+//!   (`9080`), or `BIND:PORT` for an egress listener bound to an address of
+//!   its own (a Sidecar's `bind`, or `127.0.0.1` without capture), which sees
+//!   that listener's hosts: a virtual host per service on that port, with the rules of the
 //!   VirtualService bound to `mesh` for its host, else a default route to
 //!   `outbound|PORT||HOST`; then `allow_any` (to PassthroughCluster) or
 //!   `block_all` (502) for unknown hosts ([`sidecar`]).
@@ -53,8 +55,20 @@ pub fn generate(snapshot: &Snapshot, proxy: &Proxy, names: &[String]) -> Vec<Nam
 pub fn route_configuration(scope: &Scope<'_>, name: &str) -> Option<RouteConfiguration> {
     match scope.proxy.kind {
         ProxyKind::Sidecar => {
-            let port = name.parse::<u32>().ok().filter(|p| *p > 0 && *p <= 65535)?;
-            Some(sidecar::route_config(scope, port))
+            let valid = |p: &str| p.parse::<u32>().ok().filter(|p| *p > 0 && *p <= 65535);
+            if let Some(port) = valid(name) {
+                return Some(sidecar::route_config(scope, port));
+            }
+            // `BIND:PORT`: the routes of the egress listener bound there.
+            let (_, port) = name.rsplit_once(':')?;
+            let port = valid(port)?;
+            let listener = scope
+                .egress_listeners()
+                .into_iter()
+                .find(|l| l.port.is_none_or(|(p, _)| p == port) && l.route_name(port) == name)?;
+            let mut rc = sidecar::route_config(&scope.through(&listener), port);
+            rc.name = name.to_string();
+            Some(rc)
         }
         ProxyKind::Router => gateway::route_config(scope, name),
     }

@@ -311,7 +311,11 @@ impl Client {
             self.conn = Some(BufReader::new(s));
         }
         let conn = self.conn.as_mut().unwrap();
-        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n");
+        // Host is HOST unless `headers` name one.
+        let mut req = format!("GET {path} HTTP/1.1\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req += &format!("Host: {HOST}\r\n");
+        }
         for (k, v) in headers {
             req += &format!("{k}: {v}\r\n");
         }

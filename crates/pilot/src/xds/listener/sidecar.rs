@@ -20,6 +20,18 @@
 //!   ([`authz`]) put HTTP filters before the router of each connection
 //!   manager and network RBAC filters before each TCP proxy, passthrough
 //!   included.
+//!
+//! Traffic that is not captured gets listeners bound to their ports, as
+//! Istio lays them out: a Sidecar ingress listener with `captureMode: NONE`
+//! gets a listener of its own (`BIND_PORT`, `bind` or `0.0.0.0`) with the
+//! port's chains instead of a chain in virtualInbound; an egress listener with
+//! a port gets `BIND_PORT` for the services of its hosts on that port (HTTP
+//! routes from RDS `BIND:PORT`, or `PORT` on the wildcard address); one with
+//! `captureMode: NONE` binds it (`bind` defaulting to `127.0.0.1`). A proxy
+//! whose node says `INTERCEPTION_MODE: NONE` treats `captureMode: DEFAULT` as
+//! `NONE` and gets neither virtualOutbound nor virtualInbound, and no inbound
+//! listeners but its Sidecar's ingress ones. The catch-all egress listener
+//! exposes every egress listener's hosts (Istio: only its own).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,13 +48,16 @@ use super::{
     tcp_proxy, tls_inspector,
 };
 use crate::model::{Protocol, Service, fqdn};
+use crate::proxy::Interception;
 use crate::xds::authz;
 use crate::xds::cluster::{
     BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER, inbound_name,
 };
-use crate::xds::route::scope::{MESH_GATEWAY, Scope, namespace, normalize_gateway};
+use crate::xds::route::scope::{EgressListener, MESH_GATEWAY, Scope, namespace, normalize_gateway};
 use crate::xds::route::translate::inbound_route;
-use crate::xds::route::util::{boolv, labels_match, socket_address, subset_key, u32v};
+use crate::xds::route::util::{
+    boolv, labels_match, pipe_address, socket_address, subset_key, u32v,
+};
 
 /// Istio's outbound capture port.
 pub const OUTBOUND_PORT: u32 = 15001;
@@ -51,9 +66,35 @@ pub const INBOUND_PORT: u32 = 15006;
 
 /// The sidecar's listeners.
 pub fn listeners(scope: &Scope<'_>) -> Vec<Listener> {
-    let mut out = vec![virtual_outbound(scope), virtual_inbound(scope)];
+    let (virtual_in, bound_in) = inbound(scope);
+    let mut out = Vec::new();
+    if scope.proxy.interception == Interception::Redirect {
+        out.push(virtual_outbound(scope));
+        out.push(virtual_in);
+    }
+    out.extend(bound_in);
     out.extend(outbound_listeners(scope));
     out
+}
+
+/// `BIND:PORT` as a listener address: an IP, or a Unix socket for
+/// `unix://PATH`; `None` (and a warning) for anything else.
+fn bind_address(
+    bind: &str,
+    port: u32,
+) -> Option<envoy_types::pb::envoy::config::core::v3::Address> {
+    if let Some(path) = bind.strip_prefix("unix://") {
+        return Some(pipe_address(path));
+    }
+    if bind.parse::<std::net::IpAddr>().is_ok() {
+        return Some(socket_address(bind, port));
+    }
+    tracing::warn!(
+        bind,
+        port,
+        "Sidecar listener bind is neither an IP nor unix://; listener left out"
+    );
+    None
 }
 
 fn fallback_cluster(scope: &Scope<'_>) -> &'static str {
@@ -112,82 +153,128 @@ fn outbound_ports<'a>(scope: &Scope<'a>) -> BTreeMap<u32, Vec<(&'a Service, Prot
 
 fn outbound_listeners(scope: &Scope<'_>) -> Vec<Listener> {
     let fallback = fallback_cluster(scope);
+    let egress = scope.egress_listeners();
     let mut out = Vec::new();
-    for (port, services) in outbound_ports(scope) {
-        let name = format!("0.0.0.0_{port}");
-        let stat_prefix = format!("outbound_0.0.0.0_{port}");
-        let mut chains: Vec<FilterChain> = Vec::new();
-        let mut seen: BTreeSet<(Vec<String>, Vec<String>)> = BTreeSet::new();
-        let mut catch_all_tcp: Option<(String, Vec<(String, u32)>)> = None;
-        let mut sni = false;
-        let has_http = services.iter().any(|(_, p)| p.is_http());
-        for (svc, protocol) in services.iter().filter(|(_, p)| !p.is_http()) {
-            let clusters = l4_destinations(scope, svc, port, *protocol == Protocol::Tls)
-                .unwrap_or_else(|| vec![(subset_key("outbound", port, None, &svc.hostname), 1)]);
-            let chain_name = subset_key("outbound", port, None, &svc.hostname);
-            let (ranges, names) = if *protocol == Protocol::Tls {
-                (Vec::new(), vec![svc.hostname.clone()])
-            } else {
-                let ranges: Vec<String> = svc
-                    .addresses
-                    .iter()
-                    .filter(|a| host_range(a).is_some())
-                    .cloned()
+    let mut names = BTreeSet::new();
+    for listener in &egress {
+        let through = scope.through(listener);
+        let ports: Vec<(u32, Vec<(&Service, Protocol)>)> = match listener.port {
+            // A listener with a port: the services of its hosts with that
+            // port, understood with the listener's protocol.
+            Some((port, protocol)) => {
+                let services = through
+                    .services()
+                    .filter(|s| s.ports.iter().any(|p| p.port == port))
+                    .map(|s| (s.as_ref(), protocol))
                     .collect();
-                if ranges.is_empty() {
-                    if catch_all_tcp.is_none() {
-                        catch_all_tcp = Some((chain_name, clusters));
-                    }
-                    continue;
-                }
-                (ranges, Vec::new())
-            };
-            if !seen.insert((ranges.clone(), names.clone())) {
+                vec![(port, services)]
+            }
+            None => outbound_ports(&through).into_iter().collect(),
+        };
+        for (port, services) in ports {
+            // A listener with a port comes first and wins its address.
+            if !names.insert(listener.name(port)) {
                 continue;
             }
-            sni |= !names.is_empty();
-            let m = FilterChainMatch {
-                prefix_ranges: ranges.iter().filter_map(|r| host_range(r)).collect(),
-                server_names: names,
-                ..Default::default()
-            };
-            chains.push(chain(
-                &chain_name,
-                Some(m),
-                tcp_proxy(&chain_name, &clusters, None),
+            out.extend(outbound_listener(
+                &through, listener, port, &services, fallback,
             ));
         }
-        let default = if has_http {
-            chain(
-                &name,
-                None,
-                http_connection_manager(&stat_prefix, Routes::Rds(port.to_string()), false, true),
-            )
-        } else if let Some((chain_name, clusters)) = catch_all_tcp {
-            chain(&chain_name, None, tcp_proxy(&chain_name, &clusters, None))
-        } else {
-            chain(
-                &format!("{name}-catchall-tcp"),
-                None,
-                tcp_proxy(fallback, &[(fallback.into(), 1)], None),
-            )
-        };
-        chains.push(default);
-        out.push(Listener {
-            name,
-            address: Some(socket_address("0.0.0.0", port)),
-            bind_to_port: boolv(false),
-            filter_chains: chains,
-            listener_filters: if sni {
-                vec![tls_inspector()]
-            } else {
-                Vec::new()
-            },
-            traffic_direction: TrafficDirection::Outbound as i32,
-            ..Default::default()
-        });
     }
     out
+}
+
+/// One outbound listener of `listener` on `port` for `services`.
+fn outbound_listener(
+    scope: &Scope<'_>,
+    listener: &EgressListener,
+    port: u32,
+    services: &[(&Service, Protocol)],
+    fallback: &str,
+) -> Option<Listener> {
+    let name = listener.name(port);
+    let stat_prefix = format!("outbound_{name}");
+    let mut chains: Vec<FilterChain> = Vec::new();
+    let mut seen: BTreeSet<(Vec<String>, Vec<String>)> = BTreeSet::new();
+    let mut catch_all_tcp: Option<(String, Vec<(String, u32)>)> = None;
+    let mut sni = false;
+    let has_http = services.iter().any(|(_, p)| p.is_http());
+    for (svc, protocol) in services.iter().filter(|(_, p)| !p.is_http()) {
+        let clusters = l4_destinations(scope, svc, port, *protocol == Protocol::Tls)
+            .unwrap_or_else(|| vec![(subset_key("outbound", port, None, &svc.hostname), 1)]);
+        let chain_name = subset_key("outbound", port, None, &svc.hostname);
+        let (ranges, names) = if *protocol == Protocol::Tls {
+            (Vec::new(), vec![svc.hostname.clone()])
+        } else {
+            let ranges: Vec<String> = svc
+                .addresses
+                .iter()
+                .filter(|a| host_range(a).is_some())
+                .cloned()
+                .collect();
+            // A bound listener is reached at its own address, not the
+            // service's: the first TCP service takes it.
+            if ranges.is_empty() || listener.bind_to_port {
+                if catch_all_tcp.is_none() {
+                    catch_all_tcp = Some((chain_name, clusters));
+                }
+                continue;
+            }
+            (ranges, Vec::new())
+        };
+        if !seen.insert((ranges.clone(), names.clone())) {
+            continue;
+        }
+        sni |= !names.is_empty();
+        let m = FilterChainMatch {
+            prefix_ranges: ranges.iter().filter_map(|r| host_range(r)).collect(),
+            server_names: names,
+            ..Default::default()
+        };
+        chains.push(chain(
+            &chain_name,
+            Some(m),
+            tcp_proxy(&chain_name, &clusters, None),
+        ));
+    }
+    let default = if has_http {
+        chain(
+            &name,
+            None,
+            http_connection_manager(
+                &stat_prefix,
+                Routes::Rds(listener.route_name(port)),
+                false,
+                true,
+            ),
+        )
+    } else if let Some((chain_name, clusters)) = catch_all_tcp {
+        chain(&chain_name, None, tcp_proxy(&chain_name, &clusters, None))
+    } else {
+        chain(
+            &format!("{name}-catchall-tcp"),
+            None,
+            tcp_proxy(fallback, &[(fallback.into(), 1)], None),
+        )
+    };
+    chains.push(default);
+    Some(Listener {
+        name,
+        address: Some(bind_address(&listener.bind, port)?),
+        bind_to_port: if listener.bind_to_port {
+            None
+        } else {
+            boolv(false)
+        },
+        filter_chains: chains,
+        listener_filters: if sni {
+            vec![tls_inspector()]
+        } else {
+            Vec::new()
+        },
+        traffic_direction: TrafficDirection::Outbound as i32,
+        ..Default::default()
+    })
 }
 
 /// The weighted clusters of the first `tcp` (or `tls`, for TLS services) rule
@@ -300,7 +387,9 @@ pub fn l4_clusters(
     out
 }
 
-fn virtual_inbound(scope: &Scope<'_>) -> Listener {
+/// virtualInbound, and a listener of its own for each inbound port bound to
+/// its port (not captured).
+fn inbound(scope: &Scope<'_>) -> (Listener, Vec<Listener>) {
     let mtls = InboundMtls::of(scope.snapshot, scope.proxy);
     let authz = authz::filters(scope.snapshot, scope.proxy);
     let with_tcp_authz = |terminal: envoy_types::pb::envoy::config::listener::v3::Filter| {
@@ -315,12 +404,17 @@ fn virtual_inbound(scope: &Scope<'_>) -> Listener {
     )];
     let mut covered = BTreeSet::from([INBOUND_PORT]);
     let mut plaintext_ports = BTreeSet::new();
+    let mut bound = Vec::new();
     for p in scope.inbound_ports() {
         if !covered.insert(p.port) {
             continue;
         }
         let cluster = inbound_name(p.port);
-        let stat_prefix = format!("inbound_0.0.0.0_{}", p.port);
+        let stat_prefix = format!(
+            "inbound_{}_{}",
+            p.bind.as_deref().unwrap_or("0.0.0.0"),
+            p.port
+        );
         let filter = if p.protocol.is_http() {
             let rc = RouteConfiguration {
                 name: cluster.clone(),
@@ -344,6 +438,37 @@ fn virtual_inbound(scope: &Scope<'_>) -> Listener {
             with_tcp_authz(tcp_proxy(&cluster, &[(cluster.clone(), 1)], None))
         };
         let mode = mtls.port(p.port);
+        if let Some(bind) = &p.bind {
+            let own = mtls::chains(
+                &format!("{bind}_{}", p.port),
+                port_match(p.port),
+                mode,
+                p.protocol.is_http(),
+                filter,
+            );
+            let inspect = mtls::needs_inspector(&own);
+            let plaintext = if mode == MutualTlsMode::Disable {
+                BTreeSet::from([p.port])
+            } else {
+                BTreeSet::new()
+            };
+            if let Some(address) = bind_address(bind, p.port) {
+                bound.push(Listener {
+                    name: format!("{bind}_{}", p.port),
+                    address: Some(address),
+                    listener_filters: if inspect {
+                        vec![mtls::inspector(&plaintext)]
+                    } else {
+                        Vec::new()
+                    },
+                    continue_on_listener_filters_timeout: inspect,
+                    filter_chains: own,
+                    traffic_direction: TrafficDirection::Inbound as i32,
+                    ..Default::default()
+                });
+            }
+            continue;
+        }
         if mode == MutualTlsMode::Disable {
             plaintext_ports.insert(p.port);
         }
@@ -386,7 +511,7 @@ fn virtual_inbound(scope: &Scope<'_>) -> Listener {
     if inspect {
         listener_filters.push(mtls::inspector(&plaintext_ports));
     }
-    Listener {
+    let virtual_inbound = Listener {
         name: "virtualInbound".into(),
         address: Some(socket_address("0.0.0.0", INBOUND_PORT)),
         listener_filters,
@@ -396,5 +521,6 @@ fn virtual_inbound(scope: &Scope<'_>) -> Listener {
         filter_chains: chains,
         traffic_direction: TrafficDirection::Inbound as i32,
         ..Default::default()
-    }
+    };
+    (virtual_inbound, bound)
 }

@@ -305,3 +305,112 @@ fn host_ranges() {
 // Inbound mTLS from PeerAuthentication.
 
 mod inbound_mtls;
+
+#[test]
+fn an_ingress_listener_with_capture_mode_none_binds_its_own_port() {
+    let snap = bookinfo(&format!(
+        "{NETWORKING}\n---\n{}",
+        r#"apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: pp, namespace: default}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    captureMode: NONE
+    defaultEndpoint: 127.0.0.1:8080
+  - port: {number: 9090, protocol: TCP, name: tcp}
+    defaultEndpoint: 127.0.0.1:9090
+"#
+    ));
+    let all = listeners(&snap, &productpage());
+    // 9080 has a listener of its own on the wildcard address (Istio's
+    // default bind); 9090 stays a chain of virtualInbound.
+    let own = listener(&all, "0.0.0.0_9080");
+    assert_eq!(port_of(own), 9080);
+    assert!(own.bind_to_port.is_none(), "bound to its port");
+    assert!(
+        own.listener_filters
+            .iter()
+            .all(|f| f.name != "envoy.filters.listener.original_dst")
+    );
+    let inbound = listener(&all, "virtualInbound");
+    let ports: Vec<u32> = inbound
+        .filter_chains
+        .iter()
+        .filter_map(|c| {
+            c.filter_chain_match
+                .as_ref()?
+                .destination_port
+                .map(|p| p.value)
+        })
+        .collect();
+    assert!(ports.contains(&9090) && !ports.contains(&9080), "{ports:?}");
+}
+
+#[test]
+fn a_proxy_that_captures_nothing_gets_bound_listeners_only() {
+    let snap = bookinfo(&format!(
+        "{NETWORKING}\n---\n{}",
+        r#"apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: pp, namespace: default}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    bind: 10.1.0.10
+    defaultEndpoint: 0.0.0.0:19080
+  egress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    bind: 127.0.0.2
+    hosts: ["./reviews.default.svc.cluster.local"]
+  - hosts: ["./*"]
+"#
+    ));
+    let mut proxy = productpage();
+    proxy.interception = crate::proxy::Interception::None;
+    let all = listeners(&snap, &proxy);
+    let names: Vec<&str> = all.iter().map(|l| l.name.as_str()).collect();
+    assert!(
+        !names.contains(&"virtualOutbound") && !names.contains(&"virtualInbound"),
+        "{names:?}"
+    );
+    // The ingress listener on the pod's address; the port-9080 egress
+    // listener on its bind; the catch-all's other ports on 127.0.0.1.
+    assert!(names.contains(&"10.1.0.10_9080"), "{names:?}");
+    let egress = listener(&all, "127.0.0.2_9080");
+    assert!(egress.bind_to_port.is_none());
+    let Some(RouteSpecifier::Rds(rds)) = hcm(&egress.filter_chains[0].filters[0]).route_specifier
+    else {
+        panic!("RDS")
+    };
+    assert_eq!(rds.route_config_name, "127.0.0.2:9080");
+    assert!(
+        names.contains(&"127.0.0.1_9080"),
+        "the catch-all's 9080 on its own bind: {names:?}"
+    );
+    // The egress listener's routes see only its hosts.
+    let scope = Scope::new(&snap, &proxy);
+    let rc = crate::xds::route::route_configuration(&scope, "127.0.0.2:9080").expect("routes");
+    assert_eq!(rc.name, "127.0.0.2:9080");
+    let hosts: Vec<&str> = rc.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+    assert!(
+        hosts
+            .iter()
+            .any(|h| h.starts_with("reviews.default.svc.cluster.local"))
+            && !hosts.iter().any(|h| h.starts_with("ratings.")),
+        "{hosts:?}"
+    );
+    // The inbound listener forwards to the app at the pod's address.
+    let clusters = crate::xds::cluster::clusters(&snap, &proxy);
+    let inbound = clusters
+        .iter()
+        .find(|c| c.name == "inbound|9080||")
+        .expect("inbound cluster");
+    let text = format!("{:?}", inbound.load_assignment);
+    assert!(
+        text.contains("10.1.0.10") && text.contains("19080"),
+        "{text}"
+    );
+}

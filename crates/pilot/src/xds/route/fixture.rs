@@ -149,6 +149,7 @@ pub fn sidecar(ns: &str, labels: &[(&str, &str)], ip: &str) -> Proxy {
         workload_name: String::new(),
         cluster_id: "Kubernetes".into(),
         locality: String::new(),
+        interception: crate::proxy::Interception::Redirect,
     }
 }
 

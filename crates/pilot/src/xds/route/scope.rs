@@ -9,12 +9,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use common::host;
-use common::istio::networking::{OutboundTrafficMode, SidecarSpec, VirtualServiceSpec};
+use common::istio::networking::{
+    CaptureMode, OutboundTrafficMode, SidecarSpec, VirtualServiceSpec,
+};
 use common::resource::Resource;
 
 use super::util::labels_match;
 use crate::model::{Protocol, Service, Snapshot, fqdn};
-use crate::proxy::{Proxy, ProxyKind};
+use crate::proxy::{Interception, Proxy, ProxyKind};
 
 /// Istio's config root namespace (meshConfig `rootNamespace`): a Sidecar here
 /// without a selector applies to namespaces that have none of their own, and
@@ -86,6 +88,61 @@ pub struct InboundPort {
     pub protocol: Protocol,
     /// Where the application listens.
     pub endpoint: InboundEndpoint,
+    /// The address of a listener of its own, bound to the port, when the
+    /// traffic is not captured (the ingress listener's `captureMode: NONE`,
+    /// or the proxy's `INTERCEPTION_MODE: NONE`); `None`: a chain of
+    /// virtualInbound.
+    pub bind: Option<String>,
+}
+
+/// One egress listener of the proxy, as Istio lays out a Sidecar's `egress`
+/// (or the implicit one when there is none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressListener {
+    /// The listener's port and protocol; `None` for the catch-all listener,
+    /// which gets a listener per port of the services it exposes.
+    pub port: Option<(u32, Protocol)>,
+    /// The address it listens on: the listener's `bind`, else `127.0.0.1`
+    /// when it binds to its port, else `0.0.0.0`.
+    pub bind: String,
+    /// Whether the listener binds to its port (`captureMode: NONE`, or
+    /// `DEFAULT` on a proxy that captures nothing) rather than taking
+    /// captured traffic.
+    pub bind_to_port: bool,
+    /// Its hosts as `(namespace or *, host)`; `None`: everything visible.
+    pub hosts: Option<Vec<(String, String)>>,
+}
+
+impl EgressListener {
+    /// The listener's name: `BIND_PORT`.
+    pub fn name(&self, port: u32) -> String {
+        format!("{}_{port}", self.bind)
+    }
+
+    /// The RDS name of its HTTP routes on `port`: the port number when it
+    /// listens on the wildcard address, else `BIND:PORT` (Istio's names).
+    pub fn route_name(&self, port: u32) -> String {
+        if is_wildcard(&self.bind) {
+            port.to_string()
+        } else {
+            format!("{}:{port}", self.bind)
+        }
+    }
+}
+
+/// `0.0.0.0` or `::`.
+pub fn is_wildcard(bind: &str) -> bool {
+    bind == "0.0.0.0" || bind == "::"
+}
+
+/// Whether a listener with `mode` binds to its port on `proxy`: `NONE` does,
+/// `IPTABLES` does not, `DEFAULT` follows the proxy's interception mode.
+pub fn binds_to_port(mode: Option<CaptureMode>, proxy: &Proxy) -> bool {
+    match mode.unwrap_or_default() {
+        CaptureMode::Default => proxy.interception == Interception::None,
+        CaptureMode::Iptables => false,
+        CaptureMode::None => true,
+    }
 }
 
 /// The mesh as one proxy sees it.
@@ -123,6 +180,67 @@ impl<'a> Scope<'a> {
     /// The Sidecar resource that applies to the proxy, if any.
     pub fn sidecar(&self) -> Option<&'a SidecarSpec> {
         self.sidecar.map(|(_, s)| s)
+    }
+
+    /// The proxy's egress listeners in the Sidecar's order, the catch-all
+    /// (port-less) one last; one catch-all exposing everything when no
+    /// Sidecar (or one without egress) applies. The catch-all exposes every
+    /// host of every egress listener (Istio: only its own, on ports no
+    /// listener with a port takes).
+    pub fn egress_listeners(&self) -> Vec<EgressListener> {
+        let none = |bind: &Option<String>, mode: Option<CaptureMode>| {
+            let bind_to_port = binds_to_port(mode, self.proxy);
+            let bind = bind
+                .clone()
+                .filter(|b| !b.is_empty())
+                .unwrap_or_else(|| if bind_to_port { "127.0.0.1" } else { "0.0.0.0" }.to_string());
+            (bind, bind_to_port)
+        };
+        let Some(sidecar) = self.sidecar().filter(|s| !s.egress.is_empty()) else {
+            let (bind, bind_to_port) = none(&None, None);
+            return vec![EgressListener {
+                port: None,
+                bind,
+                bind_to_port,
+                hosts: None,
+            }];
+        };
+        let mut out = Vec::new();
+        let mut catch_all = None;
+        for listener in &sidecar.egress {
+            let (bind, bind_to_port) = none(&listener.bind, listener.capture_mode);
+            let port = listener
+                .port
+                .as_ref()
+                .filter(|p| p.number > 0)
+                .map(|p| (p.number, Protocol::from_name(&p.protocol)));
+            if port.is_none() {
+                catch_all.get_or_insert(EgressListener {
+                    port: None,
+                    bind,
+                    bind_to_port,
+                    hosts: self.egress.clone(),
+                });
+                continue;
+            }
+            let hosts = parse_egress_hosts(&listener.hosts, &self.proxy.namespace);
+            out.push(EgressListener {
+                port,
+                bind,
+                bind_to_port,
+                hosts: Some(hosts),
+            });
+        }
+        out.extend(catch_all);
+        out
+    }
+
+    /// The same proxy seeing only what `listener` exposes.
+    pub fn through(&self, listener: &EgressListener) -> Scope<'a> {
+        Scope {
+            egress: listener.hosts.clone(),
+            ..self.clone()
+        }
     }
 
     /// Whether a host defined in `ns` passes the Sidecar's egress hosts.
@@ -213,12 +331,25 @@ impl<'a> Scope<'a> {
                     .as_deref()
                     .and_then(|e| parse_default_endpoint(e, self.proxy))
                     .unwrap_or_else(|| InboundEndpoint::Socket("127.0.0.1".into(), port));
+                let bind = binds_to_port(ingress.capture_mode, self.proxy).then(|| {
+                    ingress
+                        .bind
+                        .clone()
+                        .filter(|b| !b.is_empty())
+                        .unwrap_or_else(|| "0.0.0.0".into())
+                });
                 out.push(InboundPort {
                     port,
                     protocol: Protocol::from_name(&ingress.port.protocol),
                     endpoint,
+                    bind,
                 });
             }
+            return out;
+        }
+        // Without capture, the workload's own ports are its app's: listeners
+        // come only from a Sidecar's ingress (Istio).
+        if self.proxy.interception == Interception::None {
             return out;
         }
         for svc in self.selecting_services() {
@@ -231,6 +362,7 @@ impl<'a> Scope<'a> {
                     port: target,
                     protocol: p.protocol,
                     endpoint: InboundEndpoint::Socket("127.0.0.1".into(), target),
+                    bind: None,
                 });
             }
         }
@@ -296,16 +428,23 @@ fn select_sidecar<'a>(
 /// `ns/host` egress entries; `.` is the proxy's namespace (also for the root
 /// namespace's Sidecar, as Istio applies it), `~` hides everything.
 fn parse_egress(sidecar: &SidecarSpec, proxy_ns: &str) -> Vec<(String, String)> {
+    sidecar
+        .egress
+        .iter()
+        .flat_map(|listener| parse_egress_hosts(&listener.hosts, proxy_ns))
+        .collect()
+}
+
+/// One egress listener's hosts, as [`parse_egress`] reads them.
+fn parse_egress_hosts(hosts: &[String], proxy_ns: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for listener in &sidecar.egress {
-        for h in &listener.hosts {
-            let (ns, host) = h.split_once('/').unwrap_or(("*", h.as_str()));
-            if ns == "~" {
-                continue;
-            }
-            let ns = if ns == "." { proxy_ns } else { ns };
-            out.push((ns.to_string(), host.to_string()));
+    for h in hosts {
+        let (ns, host) = h.split_once('/').unwrap_or(("*", h.as_str()));
+        if ns == "~" {
+            continue;
         }
+        let ns = if ns == "." { proxy_ns } else { ns };
+        out.push((ns.to_string(), host.to_string()));
     }
     out
 }
