@@ -45,6 +45,12 @@ pub struct Sidecar {
     /// which asks Envoy. Mizzen's proxy serves the port itself
     /// (`--health-addr`).
     pub health_port: Option<u16>,
+    /// Whether the pod's traffic is captured (iptables, Istio's `REDIRECT`).
+    /// Without capture the node says `INTERCEPTION_MODE: NONE`, so pilot
+    /// serves only the listeners the pod's Sidecar binds, and the health
+    /// listener binds the pod's IP rather than every address, so pods
+    /// sharing a network (loopback addresses on one host) do not collide.
+    pub capture: bool,
 }
 
 impl Sidecar {
@@ -91,7 +97,12 @@ impl Sidecar {
             if let Some(c) = clusters.last_mut().and_then(|c| c.as_object_mut()) {
                 c.remove("typed_extension_protocol_options");
             }
-            listeners.push(health_listener(port));
+            let bind = if self.capture {
+                "0.0.0.0".to_string()
+            } else {
+                self.ip.to_string()
+            };
+            listeners.push(health_listener(&bind, port));
         }
         json!({
             "node": {
@@ -104,6 +115,7 @@ impl Sidecar {
                     "SERVICE_ACCOUNT": self.service_account,
                     "WORKLOAD_NAME": self.pod,
                     "CLUSTER_ID": "Kubernetes",
+                    "INTERCEPTION_MODE": if self.capture { "REDIRECT" } else { "NONE" },
                 },
             },
             "dynamic_resources": {
@@ -127,11 +139,11 @@ impl Sidecar {
     }
 }
 
-/// The health listener on `port`: `/healthz/ready` → the admin's `/ready`.
-fn health_listener(port: u16) -> Value {
+/// The health listener on `bind:port`: `/healthz/ready` → the admin's `/ready`.
+fn health_listener(bind: &str, port: u16) -> Value {
     json!({
         "name": "health",
-        "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+        "address": {"socket_address": {"address": bind, "port_value": port}},
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": {
@@ -192,7 +204,25 @@ mod tests {
             sds_socket: sds.map(PathBuf::from),
             router: false,
             health_port: None,
+            capture: true,
         }
+    }
+
+    #[test]
+    fn without_capture_the_node_says_so_and_health_binds_the_pod_ip() {
+        let mut envoy = sidecar(Some("/run/pod/sds.sock"));
+        envoy.health_port = Some(15021);
+        assert_eq!(
+            envoy.bootstrap()["node"]["metadata"]["INTERCEPTION_MODE"],
+            "REDIRECT"
+        );
+        envoy.capture = false;
+        let b = envoy.bootstrap();
+        assert_eq!(b["node"]["metadata"]["INTERCEPTION_MODE"], "NONE");
+        assert_eq!(
+            b["static_resources"]["listeners"][0]["address"]["socket_address"]["address"],
+            "10.77.0.5"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! endpoint goes), then SIGTERM to the app and the sidecar, then the namespace
 //! and the lease.
 
+pub mod loopback;
 pub mod net;
 pub mod sidecar;
 
@@ -28,7 +29,7 @@ use rustix::process::{Pid, Signal};
 use serde_json::json;
 
 use crate::up::Console;
-use net::{Netns, Network, ServiceName};
+use net::{Netns, Network, Place, ServiceName};
 
 /// The uid the sidecar runs as, exempt from capture (Istio's istio-proxy).
 pub const PROXY_UID: u32 = 1337;
@@ -134,8 +135,14 @@ pub struct PodSpec {
 /// Where the mesh is: the bridge, the control plane, the binaries, the state.
 #[derive(Debug, Clone)]
 pub struct Mesh {
-    /// The bridge and subnet.
+    /// The bridge and subnet; without capture, the loopback subnet pods get
+    /// their addresses from (the bridge is not used).
     pub network: Network,
+    /// Whether pods get network namespaces with traffic capture (root), or
+    /// loopback addresses and sidecars bound to them ([`loopback`]).
+    pub capture: bool,
+    /// Where the control plane listens (with capture, the bridge's address).
+    pub control_plane: Ipv4Addr,
     /// `mizzen up`'s state directory (citadel's keys, the pods directory).
     pub state_dir: PathBuf,
     /// Pilot's xDS port on the gateway.
@@ -161,8 +168,11 @@ impl Mesh {
         envoy_bin: PathBuf,
         log_level: &str,
     ) -> Mesh {
+        let network = args.net.network();
         Mesh {
-            network: args.net.network(),
+            control_plane: network.gateway,
+            capture: true,
+            network,
             state_dir: args.state_dir.clone(),
             pilot_xds_port: args.ports.pilot_xds_port,
             pilot_http_port: args.ports.pilot_http_port,
@@ -173,13 +183,38 @@ impl Mesh {
         }
     }
 
+    /// The same mesh with pods that capture nothing: each on an address of
+    /// `loopback` (a 127/8 subnet), the control plane at `control_plane`.
+    pub fn without_capture(mut self, loopback: Network, control_plane: Ipv4Addr) -> Mesh {
+        self.network = loopback;
+        self.capture = false;
+        self.control_plane = control_plane;
+        self
+    }
+
     /// Pilot's debug address.
     pub fn pilot_http(&self) -> SocketAddr {
-        SocketAddr::from((self.network.gateway, self.pilot_http_port))
+        SocketAddr::from((self.control_plane, self.pilot_http_port))
+    }
+
+    /// Pilot's xDS address.
+    pub fn pilot_xds(&self) -> SocketAddr {
+        SocketAddr::from((self.control_plane, self.pilot_xds_port))
     }
 
     fn pods_dir(&self) -> PathBuf {
         self.state_dir.join(crate::up::PODS_DIR)
+    }
+
+    /// Where pods' addresses are leased: per bridge under [`RUN_DIR`] with
+    /// capture (two meshes on one bridge must not share an address); in the
+    /// state directory without (no root for `/run`).
+    fn lease_dir(&self) -> PathBuf {
+        if self.capture {
+            self.network.lease_dir()
+        } else {
+            self.state_dir.join("leases")
+        }
     }
 }
 
@@ -196,7 +231,11 @@ pub struct Pod {
     pod_file: PathBuf,
     procs: Vec<Proc>,
     _files: sidecar::Files,
-    netns: Netns,
+    place: Place,
+    /// Without capture: the pod's own Sidecar resource, removed with it.
+    sidecar_file: Option<PathBuf>,
+    /// The port the app listens on for each pod port.
+    app_ports: Vec<u16>,
     _lease: net::Lease,
 }
 
@@ -217,24 +256,93 @@ impl Pod {
                 spec.name
             )));
         }
-        mesh.network.ensure_bridge()?;
-        let services = services(mesh.pilot_http()).await?;
-        // Per bridge, not per state directory: two meshes' pods on one bridge
-        // must not share an address.
-        let lease = mesh.network.lease(&mesh.network.lease_dir())?;
+        let (services, registry_ports) = services(mesh.pilot_http()).await?;
+        let mut spec = spec;
+        if !mesh.capture {
+            spec.labels
+                .insert(loopback::POD_LABEL.to_string(), spec.name.clone());
+        }
+        let sidecar_takes_ports = spec.sidecar != SidecarKind::None && !spec.gateway;
+        let app_ports = spec
+            .ports
+            .iter()
+            .map(|p| match (mesh.capture, sidecar_takes_ports) {
+                (false, true) if u32::from(*p) < loopback::FIRST_UNPRIVILEGED_PORT && !crate::run::is_root() => {
+                    Err(PodError::Flags(format!(
+                        "pod {}: port {p}: without root the sidecar cannot listen below {}; use a higher port, or run as root",
+                        spec.name,
+                        loopback::FIRST_UNPRIVILEGED_PORT
+                    )))
+                }
+                (false, true) => loopback::app_port(*p).ok_or_else(|| {
+                    PodError::Flags(format!(
+                        "pod {}: port {p}: without capture the app listens {} above each port, past 65535; pick a lower port",
+                        spec.name,
+                        loopback::APP_PORT_OFFSET
+                    ))
+                }),
+                _ => Ok(*p),
+            })
+            .collect::<Result<Vec<u16>, PodError>>()?;
+        if mesh.capture {
+            mesh.network.ensure_bridge()?;
+        }
+        let lease = mesh.network.lease(&mesh.lease_dir())?;
         let addr = lease.addr;
+        if !mesh.capture {
+            // Loopback is shared: a pod of another mesh (another state
+            // directory) or a leftover may hold the address.
+            let admin = SocketAddr::from((addr, 15000));
+            if tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio::net::TcpStream::connect(admin),
+            )
+            .await
+            .is_ok_and(|c| c.is_ok())
+            {
+                return Err(PodError::Flags(format!(
+                    "pod {}: something already listens on {admin}, the address leased for it: another mesh's pod, or a leftover of one; stop it, or pick another --loopback-subnet",
+                    spec.name
+                )));
+            }
+        }
         let netns_name = mesh.network.netns_name(&spec.namespace, &spec.name);
-        let mut hosts = net::hosts_file(&spec.name, addr, &spec.namespace, &services);
-        let gateway = mesh.network.gateway;
-        hosts.push_str(&format!(
-            "{gateway}\tistiod istiod.istio-system.svc citadel citadel.istio-system.svc\n"
-        ));
-        let netns = mesh.network.create_netns(&netns_name, addr, &hosts)?;
-        let run_dir = Path::new(RUN_DIR).join(&netns_name);
+        let (place, run_dir, sidecar_file) = if mesh.capture {
+            let mut hosts = net::hosts_file(&spec.name, addr, &spec.namespace, &services);
+            let gateway = mesh.network.gateway;
+            hosts.push_str(&format!(
+                "{gateway}\tistiod istiod.istio-system.svc citadel citadel.istio-system.svc\n"
+            ));
+            let netns = mesh.network.create_netns(&netns_name, addr, &hosts)?;
+            (
+                Place::Netns(netns),
+                Path::new(RUN_DIR).join(&netns_name),
+                None,
+            )
+        } else {
+            // Its Sidecar first: pilot lays out the sidecar's listeners by it.
+            let file = mesh
+                .pods_dir()
+                .join(format!("{}.{}.sidecar.yaml", spec.namespace, spec.name));
+            if sidecar_takes_ports {
+                let privileged = crate::run::is_root();
+                write_atomic(
+                    &file,
+                    &loopback::sidecar_yaml(&spec, addr, &registry_ports, privileged),
+                )?;
+            }
+            (
+                Place::Host,
+                mesh.state_dir
+                    .join("run")
+                    .join(format!("{}-{}", spec.namespace, spec.name)),
+                Some(file),
+            )
+        };
         let files = sidecar::Files::write(mesh, &spec, addr, &run_dir)?;
         let mut procs = Vec::new();
         let prefix = |what: &str| format!("{}/{what} | ", spec.name);
-        if spec.sidecar != SidecarKind::None && !spec.gateway {
+        if let (Some(netns), true) = (place.netns(), sidecar_takes_ports) {
             let init = net::run(
                 netns.command(None, &mesh.proxy_bin).args([
                     "init",
@@ -247,7 +355,7 @@ impl Pod {
                 console.print(&format!("{}{line}", prefix("init")));
             }
         }
-        for mut step in sidecar::commands(mesh, &spec, &files, &netns) {
+        for mut step in sidecar::commands(mesh, &spec, &files, &place) {
             if let Some(file) = &step.after {
                 let deadline = std::time::Instant::now() + Duration::from_secs(20);
                 while !file.exists() {
@@ -268,8 +376,11 @@ impl Pod {
             )?);
         }
         if !spec.gateway {
-            let mut app = netns.command(None, Path::new(&spec.command[0]));
+            let mut app = place.command(None, Path::new(&spec.command[0]));
             app.args(&spec.command[1..]);
+            if !mesh.capture {
+                app.envs(loopback::app_env(&spec, addr));
+            }
             app.envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             procs.push(spawn("app", &mut app, prefix("app"), console)?);
         }
@@ -281,7 +392,9 @@ impl Pod {
             addr,
             procs,
             _files: files,
-            netns,
+            place,
+            sidecar_file,
+            app_ports,
             _lease: lease,
         };
         if let Err(e) = pod.wait_ready().await {
@@ -309,9 +422,9 @@ impl Pod {
         self.addr
     }
 
-    /// The pod's network namespace.
-    pub fn netns(&self) -> &Netns {
-        &self.netns
+    /// The pod's network namespace (none without capture).
+    pub fn netns(&self) -> Option<&Netns> {
+        self.place.netns()
     }
 
     /// The pod's name.
@@ -363,18 +476,24 @@ impl Pod {
         let app_ports = if self.spec.gateway {
             Vec::new()
         } else {
-            self.spec.ports.clone()
+            self.app_ports.clone()
         };
         for port in app_ports {
             loop {
-                let probe = self
-                    .netns
-                    .command(None, Path::new("bash"))
-                    .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}")])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-                if probe.is_ok_and(|s| s.success()) {
+                let accepts = match self.place.netns() {
+                    // Inside the namespace on 127.0.0.1, which capture leaves alone.
+                    Some(netns) => netns
+                        .command(None, Path::new("bash"))
+                        .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}")])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success()),
+                    None => tokio::net::TcpStream::connect((self.addr, port))
+                        .await
+                        .is_ok(),
+                };
+                if accepts {
                     break;
                 }
                 if tokio::time::Instant::now() >= deadline {
@@ -437,9 +556,12 @@ impl Pod {
                 "conditions": [{"type": "Ready", "status": "True"}],
             },
         });
+        let place = match self.place.netns() {
+            Some(netns) => format!("in network namespace {}", netns.name),
+            None => format!("on {} without capture", self.addr),
+        };
         format!(
-            "# Written by `mizzen run` for the pod in network namespace {}; removed when it stops.\n{}\n",
-            self.netns.name,
+            "# Written by `mizzen run` for the pod {place}; removed when it stops.\n{}\n",
             serde_json::to_string_pretty(&pod).unwrap_or_default()
         )
     }
@@ -448,6 +570,9 @@ impl Pod {
     /// SIGKILL after [`STOP_TIMEOUT`]) and deletes the namespace.
     pub async fn stop(mut self, console: &Console) {
         let _ = std::fs::remove_file(&self.pod_file);
+        if let Some(file) = &self.sidecar_file {
+            let _ = std::fs::remove_file(file);
+        }
         for p in &self.procs {
             if let Some(pid) = p.child.id().and_then(|id| Pid::from_raw(id as i32)) {
                 let _ = rustix::process::kill_process(pid, Signal::TERM);
@@ -514,8 +639,11 @@ fn spawn(
     Ok(Proc { what, child })
 }
 
-/// The services pilot knows that have a virtual IP.
-async fn services(pilot: SocketAddr) -> Result<Vec<ServiceName>, PodError> {
+/// The services pilot knows that have a virtual IP, and every service port
+/// in its registry with its protocol.
+async fn services(
+    pilot: SocketAddr,
+) -> Result<(Vec<ServiceName>, BTreeMap<u32, String>), PodError> {
     let body = crate::up::http_get(pilot, "/debug/registryz")
         .await
         .map_err(|reason| PodError::Pilot {
@@ -532,7 +660,28 @@ async fn services(pilot: SocketAddr) -> Result<Vec<ServiceName>, PodError> {
         .cloned()
         .unwrap_or_default();
     let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
-    Ok(list
+    // A port's protocol: HTTP when any service serves HTTP on it.
+    let mut ports: BTreeMap<u32, String> = BTreeMap::new();
+    for p in list
+        .iter()
+        .flat_map(|svc| svc["ports"].as_array().cloned().unwrap_or_default())
+    {
+        let (Some(port), Some(protocol)) = (p["port"].as_u64(), p["protocol"].as_str()) else {
+            continue;
+        };
+        let Ok(port) = u32::try_from(port) else {
+            continue;
+        };
+        let protocol = match protocol {
+            "UNSUPPORTED" | "" => "TCP",
+            other => other,
+        };
+        let entry = ports.entry(port).or_insert_with(|| protocol.to_string());
+        if protocol == "HTTP" {
+            *entry = protocol.to_string();
+        }
+    }
+    let names = list
         .iter()
         .flat_map(|svc| {
             svc["addresses"]
@@ -553,7 +702,8 @@ async fn services(pilot: SocketAddr) -> Result<Vec<ServiceName>, PodError> {
                 })
                 .collect::<Vec<_>>()
         })
-        .collect())
+        .collect();
+    Ok((names, ports))
 }
 
 /// A DNS-1123 label, as Kubernetes requires of pod names and namespaces.

@@ -1,7 +1,11 @@
 //! `mizzen run`: one workload as a pod in its own network namespace, with the
 //! sidecar injected and traffic captured as in a Kubernetes pod ([`crate::pod`]),
-//! joined to the mesh of `mizzen up --pods`. Runs until Ctrl-C or SIGTERM, or
-//! until the app or its sidecar exits; then the pod is removed.
+//! joined to the mesh of `mizzen up --pods`. Without root (or with
+//! `--no-capture`) the pod gets a loopback address instead, and its sidecar
+//! listeners bound there as Istio's `captureMode: NONE` lays them out
+//! ([`crate::pod::loopback`]), joined to the mesh of `mizzen up`. Runs until
+//! Ctrl-C or SIGTERM, or until the app or its sidecar exits; then the pod is
+//! removed.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -91,6 +95,22 @@ pub struct RunArgs {
     /// The pod network.
     #[command(flatten)]
     pub net: NetArgs,
+    /// No network namespace and no capture, even as root (the fallback
+    /// without root): the pod gets an address of --loopback-subnet, its
+    /// sidecar listens there (Istio's `captureMode: NONE`), the app gets
+    /// `POD_IP`, `MIZZEN_APP_PORT_<PORT>` (where to listen: the sidecar takes
+    /// PORT) and `MIZZEN_EGRESS_IP` (where to call services, with the service
+    /// in `Host`).
+    #[arg(long)]
+    pub no_capture: bool,
+    /// Where pods without capture get their addresses, as the first address
+    /// and prefix length of a 127/8 subnet.
+    #[arg(long, env = "MIZZEN_LOOPBACK_SUBNET", default_value = "127.77.0.1/16", value_parser = parse_subnet)]
+    pub loopback_subnet: (Ipv4Addr, u8),
+    /// The control plane's address: by default the bridge's (--subnet) with
+    /// capture, 127.0.0.1 (`mizzen up`'s --bind) without.
+    #[arg(long, env = "MIZZEN_CONTROL_PLANE", value_name = "IP")]
+    pub control_plane: Option<Ipv4Addr>,
     /// `mizzen up`'s state directory (the mesh's root and token key, the pods
     /// pilot serves).
     #[arg(long, env = "MIZZEN_STATE_DIR", default_value = ".mizzen")]
@@ -138,12 +158,15 @@ impl RunArgs {
         }
     }
 
-    /// The mesh to join.
-    pub fn mesh(&self) -> Result<Mesh, String> {
+    /// The mesh to join, with pods that capture their traffic or not.
+    pub fn mesh(&self, capture: bool) -> Result<Mesh, String> {
         let proxy_bin = crate::up::process::find_binary("proxy", self.bin_dir.as_deref())
             .map_err(|e| e.to_string())?;
-        Ok(Mesh {
-            network: self.net.network(),
+        let network = self.net.network();
+        let mesh = Mesh {
+            control_plane: self.control_plane.unwrap_or(network.gateway),
+            capture: true,
+            network,
             state_dir: self.state_dir.clone(),
             pilot_xds_port: self.pilot_xds_port,
             pilot_http_port: self.pilot_http_port,
@@ -151,7 +174,22 @@ impl RunArgs {
             proxy_bin,
             envoy_bin: self.envoy.clone(),
             log_level: self.log_level.clone(),
-        })
+        };
+        if capture {
+            return Ok(mesh);
+        }
+        let (first, prefix) = self.loopback_subnet;
+        if first.octets()[0] != 127 {
+            return Err(format!(
+                "--loopback-subnet {first}/{prefix} is not in 127.0.0.0/8: pods without capture live on loopback addresses"
+            ));
+        }
+        let loopback = Network {
+            bridge: "lo".into(),
+            gateway: first,
+            prefix,
+        };
+        Ok(mesh.without_capture(loopback, self.control_plane.unwrap_or(Ipv4Addr::LOCALHOST)))
     }
 }
 
@@ -162,15 +200,24 @@ pub fn is_root() -> bool {
 
 /// `mizzen run` from the command line.
 pub fn run(args: &RunArgs, err: &mut dyn Write) -> u8 {
-    if !is_root() {
+    let capture = is_root() && !args.no_capture;
+    if !capture {
         let _ = writeln!(
             err,
-            "mizzen run: pods need root (network namespaces, a bridge, iptables); run it as root. \
-             Without root, run the app and a sidecar as plain processes on 127.0.0.x ports (not automated yet)"
+            "mizzen run: {}: the pod gets an address of {}/{} and its sidecar's listeners are bound there \
+             (Istio's captureMode: NONE). The app gets POD_IP, MIZZEN_APP_PORT_<PORT> (listen there: the \
+             sidecar takes PORT) and MIZZEN_EGRESS_IP (call services there, naming the service in Host). \
+             Run as root for a network namespace with traffic capture",
+            if args.no_capture {
+                "--no-capture"
+            } else {
+                "not root, so no network namespace or capture"
+            },
+            args.loopback_subnet.0,
+            args.loopback_subnet.1
         );
-        return EXIT_FAILED;
     }
-    let mesh = match args.mesh() {
+    let mesh = match args.mesh(capture) {
         Ok(mesh) => mesh,
         Err(e) => {
             let _ = writeln!(err, "mizzen run: {e}");

@@ -441,6 +441,13 @@ impl UpArgs {
                     &addr("--citadel-http-port"),
                     "--key-dir",
                     &self.state_dir.join("citadel").to_string_lossy(),
+                    // Its serving certificate names the address it listens
+                    // on too, which pods without a hosts file dial.
+                    "--serving-hosts",
+                    &format!(
+                        "localhost,127.0.0.1,::1,citadel,citadel.istio-system.svc,istiod.istio-system.svc,{}",
+                        self.bind
+                    ),
                 ])),
             ),
             (

@@ -125,6 +125,21 @@ pub struct Config {
     /// --bootstrap-out).
     #[arg(long, default_value_t = 15021)]
     pub health_port: u16,
+    /// How the pod's traffic reaches Envoy (for --bootstrap-out): `redirect`
+    /// (iptables capture, Istio's default) or `none` (no capture: pilot
+    /// serves only the listeners the pod's Sidecar binds, and the health
+    /// listener binds --pod-ip).
+    #[arg(long, env = "INTERCEPTION_MODE", value_enum, default_value_t = InterceptionMode::Redirect, ignore_case = true)]
+    pub interception_mode: InterceptionMode,
+}
+
+/// `--interception-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InterceptionMode {
+    /// iptables capture.
+    Redirect,
+    /// No capture.
+    None,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -255,6 +270,7 @@ pub fn write_bootstrap(config: &Config, path: &Path) -> Result<()> {
         sds_socket: Some(config.sds_socket.clone()),
         router: config.router,
         health_port: Some(config.health_port),
+        capture: config.interception_mode == InterceptionMode::Redirect,
     };
     let text = serde_json::to_string_pretty(&sidecar.bootstrap())
         .map_err(std::io::Error::other)

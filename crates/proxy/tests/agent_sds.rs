@@ -416,6 +416,7 @@ async fn a_stock_envoy_terminates_tls_with_the_agents_sds_certificate() {
         router: false,
         admin_addr: "127.0.0.1:15000".parse().unwrap(),
         health_port: 15021,
+        interception_mode: proxy::agent::InterceptionMode::Redirect,
     };
     assert_eq!(config.spiffe_id(), SPIFFE_ID);
     let (stop_agent, agent_stopped) = tokio::sync::oneshot::channel::<()>();

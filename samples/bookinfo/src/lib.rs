@@ -82,6 +82,10 @@ pub struct Config {
     /// A slow instance: every request but `/metrics` and `/health` is held
     /// this long before it is answered (for showing timeouts).
     pub delay: Option<std::time::Duration>,
+    /// Connect every upstream call to this address (at the URL's port),
+    /// keeping the URL's host in the request: a sidecar's egress listener
+    /// when nothing captures the app's traffic.
+    pub connect_to: Option<std::net::IpAddr>,
 }
 
 impl Config {
@@ -97,6 +101,7 @@ impl Config {
             ratings: "http://ratings:9080".to_string(),
             fail_with: None,
             delay: None,
+            connect_to: None,
         }
     }
 

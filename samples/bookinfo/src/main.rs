@@ -43,6 +43,12 @@ struct Args {
     /// long before answering, in Go's syntax: 7s, 500ms.
     #[arg(long, env = "BOOKINFO_DELAY", value_name = "DURATION", value_parser = common::runtime::duration_flag)]
     delay: Option<std::time::Duration>,
+    /// Connect every upstream call to this IP (at the URL's port), keeping
+    /// the URL's host in the request, as `curl --connect-to` does: for a
+    /// sidecar that captures nothing and listens there (`mizzen run
+    /// --no-capture`).
+    #[arg(long, env = "BOOKINFO_CONNECT_TO", value_name = "IP")]
+    connect_to: Option<std::net::IpAddr>,
 }
 
 #[tokio::main]
@@ -59,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
     config.ratings = args.ratings;
     config.fail_with = args.fail_with;
     config.delay = args.delay;
+    config.connect_to = args.connect_to;
     let served_by = config.served_by();
     let app = App::build(config).await?;
     tracing::info!(addr = %app.addr(), service = %served_by, "bookinfo: serving");

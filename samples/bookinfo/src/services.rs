@@ -30,9 +30,9 @@ pub fn router(config: Config) -> Router {
     let served_by = HeaderValue::from_str(&config.served_by())
         .unwrap_or_else(|_| HeaderValue::from_static("bookinfo"));
     let ctx = Arc::new(Ctx {
-        details: Upstream::new(&config.details),
-        reviews: Upstream::new(&config.reviews),
-        ratings: Upstream::new(&config.ratings),
+        details: Upstream::new(&config.details, config.connect_to),
+        reviews: Upstream::new(&config.reviews, config.connect_to),
+        ratings: Upstream::new(&config.ratings, config.connect_to),
         served_by,
         served: std::sync::atomic::AtomicU64::new(0),
         config,

@@ -2,12 +2,15 @@
 //! (the sidecar, when there is one, captures it), with the request's
 //! propagated headers, a timeout and optional retries.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::rt::TokioExecutor;
 
 /// The headers copied from an incoming request onto every upstream call:
@@ -69,17 +72,61 @@ pub struct Answer {
     pub json: serde_json::Value,
 }
 
+/// Resolves every upstream name to one address (`--connect-to`), or through
+/// the system's resolver.
+#[derive(Clone)]
+pub struct Resolver {
+    connect_to: Option<IpAddr>,
+    system: GaiResolver,
+}
+
+impl tower::Service<Name> for Resolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.system.poll_ready(cx)
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        match self.connect_to {
+            // The port is the URL's: the connector sets it on each address.
+            Some(ip) => Box::pin(std::future::ready(Ok(
+                vec![SocketAddr::new(ip, 0)].into_iter()
+            ))),
+            None => {
+                let lookup = self.system.call(name);
+                Box::pin(async move { Ok(lookup.await?.collect::<Vec<_>>().into_iter()) })
+            }
+        }
+    }
+}
+
 /// One upstream service.
 #[derive(Clone)]
 pub struct Upstream {
     base: String,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpConnector<Resolver>, Empty<Bytes>>,
 }
 
 impl Upstream {
-    /// The service at `base` (`http://details:9080`).
-    pub fn new(base: &str) -> Self {
-        let mut connector = HttpConnector::new();
+    /// The service at `base` (`http://details:9080`); with `connect_to`,
+    /// every connection goes to that address (at the URL's port) while the
+    /// request still names the URL's host, as `curl --connect-to` does: how
+    /// an app reaches a sidecar's egress listener when nothing captures its
+    /// traffic.
+    pub fn new(base: &str, connect_to: Option<IpAddr>) -> Self {
+        let resolver = Resolver {
+            connect_to,
+            system: GaiResolver::new(),
+        };
+        let mut connector = HttpConnector::new_with_resolver(resolver);
         connector.set_nodelay(true);
         Upstream {
             base: base.trim_end_matches('/').to_string(),

@@ -313,3 +313,23 @@ async fn a_slow_instance_holds_every_request_but_health() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn connect_to_sends_every_call_to_one_address_keeping_the_host() {
+    let (upstream, mut heads) = recording_upstream().await;
+    let port = upstream.rsplit(':').next().unwrap().to_string();
+    let mut page = Config::new(Service::Productpage, "v1", any_port());
+    // A name no resolver knows: only --connect-to makes it reachable.
+    page.details = format!("http://details.bookinfo.invalid:{port}");
+    page.reviews = page.details.clone();
+    page.connect_to = Some("127.0.0.1".parse().unwrap());
+    let page = start(page).await;
+    let (status, _, _) = get(&page, "/api/v1/products/0", &[]).await;
+    assert_eq!(status, 200);
+    let head = heads.recv().await.expect("details was called");
+    assert!(head.starts_with("get /details/0 "), "{head}");
+    assert!(
+        head.contains(&format!("host: details.bookinfo.invalid:{port}")),
+        "{head}"
+    );
+}

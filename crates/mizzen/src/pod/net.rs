@@ -289,6 +289,44 @@ impl Netns {
     }
 }
 
+/// Where a pod's processes run: inside its network namespace, or on the
+/// host's network (a pod without capture, on a loopback address).
+#[derive(Debug)]
+pub enum Place {
+    /// The pod's own namespace.
+    Netns(Netns),
+    /// The host's network, as the invoking user.
+    Host,
+}
+
+impl Place {
+    /// A command that runs `program` there (as `user` inside a namespace; on
+    /// the host, as whoever runs `mizzen`).
+    pub fn command(&self, user: Option<RunAs>, program: &Path) -> Command {
+        match self {
+            Place::Netns(netns) => netns.command(user, program),
+            Place::Host => Command::new(program),
+        }
+    }
+
+    /// The namespace, if the pod has one.
+    pub fn netns(&self) -> Option<&Netns> {
+        match self {
+            Place::Netns(netns) => Some(netns),
+            Place::Host => None,
+        }
+    }
+}
+
+/// The address a pod without capture reaches other services at: its
+/// sidecar's egress listeners, on the pod's address with the second octet one
+/// up (127.77.0.5 → 127.78.0.5), so they never collide with its inbound
+/// listeners on the pod's own address.
+pub fn egress_addr(pod: Ipv4Addr) -> Ipv4Addr {
+    let [a, b, c, d] = pod.octets();
+    Ipv4Addr::new(a, b.wrapping_add(1), c, d)
+}
+
 /// Who a pod's process runs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunAs {

@@ -8,7 +8,9 @@
 //! the certificate on that socket, as istio-agent does; Envoy starts once the
 //! bootstrap exists. The proxy and the agent run as uid 1337,
 //! Envoy as root with gid 1337 (pip installs it where only root may run it);
-//! the capture exempts both, so their own traffic is not captured.
+//! the capture exempts both, so their own traffic is not captured. Without
+//! capture ([`super::loopback`]) they run as whoever runs `mizzen`, their
+//! ports on the pod's loopback address.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -17,15 +19,35 @@ use std::time::Duration;
 
 use common::bootstrap::Sidecar;
 
-use super::net::{Netns, RunAs};
+use super::net::{Place, RunAs};
 use super::{Mesh, PROXY_UID, PodError, PodSpec, SidecarKind};
 
 /// Istio's sidecar health port.
 pub const HEALTH_PORT: u16 = 15021;
 /// Istio's sidecar status/metrics port.
 pub const STATUS_PORT: u16 = 15020;
-/// Envoy's admin address in the pod (Istio's).
-const ADMIN: ([u8; 4], u16) = ([127, 0, 0, 1], 15000);
+/// Envoy's admin port (Istio's), on 127.0.0.1 in the pod's namespace.
+const ADMIN_PORT: u16 = 15000;
+
+/// Where the sidecar's own ports listen: every address inside the pod's
+/// namespace, the pod's address without capture.
+fn own_bind(mesh: &Mesh, addr: Ipv4Addr) -> Ipv4Addr {
+    if mesh.capture {
+        Ipv4Addr::UNSPECIFIED
+    } else {
+        addr
+    }
+}
+
+/// The admin address: 127.0.0.1 in the pod, the pod's address without capture.
+fn admin(mesh: &Mesh, addr: Ipv4Addr) -> SocketAddr {
+    let ip = if mesh.capture {
+        Ipv4Addr::LOCALHOST
+    } else {
+        addr
+    };
+    SocketAddr::from((ip, ADMIN_PORT))
+}
 /// How long a minted service-account token is valid.
 const TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -96,18 +118,26 @@ impl Files {
                 ip: addr.into(),
                 labels: spec.labels.clone(),
                 service_account: spec.service_account.clone(),
-                xds: SocketAddr::from((mesh.network.gateway, mesh.pilot_xds_port)),
+                xds: mesh.pilot_xds(),
                 delta: true,
-                admin: SocketAddr::from(ADMIN),
+                admin: admin(mesh, addr),
                 sds_socket: None,
                 router: spec.gateway,
                 health_port: None,
+                capture: mesh.capture,
             };
             let text = serde_json::to_string_pretty(&sidecar.bootstrap()).unwrap_or_default();
             write_private(&files.bootstrap, &text)?;
         }
         files.addr = Some(addr);
-        chown(dir)?;
+        if mesh.capture {
+            chown(&files.dir)?;
+            for file in [&files.token, &files.root_cert, &files.bootstrap] {
+                if file.exists() {
+                    chown(file)?;
+                }
+            }
+        }
         Ok(files)
     }
 }
@@ -118,13 +148,13 @@ impl Drop for Files {
     }
 }
 
-/// Writes `text` to `path`, readable by the proxy's uid only.
+/// Writes `text` to `path`, readable by its owner only (the proxy's uid once
+/// [`Files::write`] hands the files over).
 fn write_private(path: &Path, text: &str) -> Result<(), PodError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, text).map_err(|e| PodError::io(path, e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| PodError::io(path, e))?;
-    chown(path)
+        .map_err(|e| PodError::io(path, e))
 }
 
 fn chown(path: &Path) -> Result<(), PodError> {
@@ -152,15 +182,27 @@ pub struct Step {
     pub after: Option<PathBuf>,
 }
 
-/// The sidecar's processes for `spec`, each a command inside `netns` as the
-/// proxy's uid (Envoy: see [`RunAs::Group`]), in start order.
-pub fn commands(mesh: &Mesh, spec: &PodSpec, files: &Files, netns: &Netns) -> Vec<Step> {
-    let ca = format!("citadel:{}", mesh.citadel_grpc_port);
-    let uid = Some(RunAs::User(PROXY_UID));
+/// The sidecar's processes for `spec`, each a command at `place` (in a
+/// namespace as the proxy's uid; Envoy: see [`RunAs::Group`]), in start order.
+pub fn commands(mesh: &Mesh, spec: &PodSpec, files: &Files, place: &Place) -> Vec<Step> {
+    // In a namespace the pod's hosts file names citadel; without one, its
+    // address (its serving certificate names both).
+    let ca = if mesh.capture {
+        format!("citadel:{}", mesh.citadel_grpc_port)
+    } else {
+        format!("{}:{}", mesh.control_plane, mesh.citadel_grpc_port)
+    };
+    let (uid, envoy_user) = if mesh.capture {
+        (Some(RunAs::User(PROXY_UID)), Some(RunAs::Group(PROXY_UID)))
+    } else {
+        (None, None)
+    };
+    let addr = files.addr.unwrap_or(Ipv4Addr::LOCALHOST);
+    let bind = own_bind(mesh, addr);
     match spec.sidecar {
         SidecarKind::None => Vec::new(),
         SidecarKind::Proxy => {
-            let mut proxy = netns.command(uid, &mesh.proxy_bin);
+            let mut proxy = place.command(uid, &mesh.proxy_bin);
             proxy
                 .arg("-c")
                 .arg(&files.bootstrap)
@@ -170,8 +212,8 @@ pub fn commands(mesh: &Mesh, spec: &PodSpec, files: &Files, netns: &Netns) -> Ve
                 .arg(&files.root_cert)
                 .arg("--token-file")
                 .arg(&files.token)
-                .args(["--health-addr", &format!("0.0.0.0:{HEALTH_PORT}")])
-                .args(["--status-addr", &format!("0.0.0.0:{STATUS_PORT}")]);
+                .args(["--health-addr", &format!("{bind}:{HEALTH_PORT}")])
+                .args(["--status-addr", &format!("{bind}:{STATUS_PORT}")]);
             vec![Step {
                 what: "proxy",
                 command: proxy,
@@ -179,7 +221,7 @@ pub fn commands(mesh: &Mesh, spec: &PodSpec, files: &Files, netns: &Netns) -> Ve
             }]
         }
         SidecarKind::Envoy => {
-            let mut agent = netns.command(uid, &mesh.proxy_bin);
+            let mut agent = place.command(uid, &mesh.proxy_bin);
             agent
                 .args(["agent", "--ca-addr", &ca])
                 .args(["--log-level", &mesh.log_level])
@@ -195,8 +237,12 @@ pub fn commands(mesh: &Mesh, spec: &PodSpec, files: &Files, netns: &Netns) -> Ve
                 .arg(&files.bootstrap)
                 .args(["--pod-name", &spec.name])
                 .arg("--xds-addr")
-                .arg(SocketAddr::from((mesh.network.gateway, mesh.pilot_xds_port)).to_string())
-                .args(["--health-port", &HEALTH_PORT.to_string()]);
+                .arg(mesh.pilot_xds().to_string())
+                .args(["--health-port", &HEALTH_PORT.to_string()])
+                .args(["--admin-addr", &admin(mesh, addr).to_string()]);
+            if !mesh.capture {
+                agent.args(["--interception-mode", "none"]);
+            }
             if let Some(addr) = files.addr {
                 agent.args(["--pod-ip", &addr.to_string()]);
             }
@@ -208,7 +254,7 @@ pub fn commands(mesh: &Mesh, spec: &PodSpec, files: &Files, netns: &Netns) -> Ve
             }
             // Root with the proxy's gid: pip installs Envoy where only root
             // may run it.
-            let mut envoy = netns.command(Some(RunAs::Group(PROXY_UID)), &mesh.envoy_bin);
+            let mut envoy = place.command(envoy_user, &mesh.envoy_bin);
             envoy
                 .arg("-c")
                 .arg(&files.bootstrap)
