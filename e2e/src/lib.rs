@@ -299,7 +299,7 @@ impl LocalMesh {
         let mut sidecars = BTreeMap::new();
         let gateway = mizzen::demo::ingress_gateway(sidecar("istio-ingressgateway"));
         let sleep = mizzen::demo::sleep_pod(sidecar(mizzen::demo::SLEEP_POD));
-        for spec in mizzen::demo::bookinfo_pods(&bookinfo, &sidecar)
+        for spec in mizzen::demo::bookinfo_pods(&bookinfo, &sidecar, true)
             .into_iter()
             .chain([gateway, sleep])
         {
@@ -315,11 +315,12 @@ impl LocalMesh {
             pods,
             sidecars,
             bookinfo,
-            client: Some(
+            client: Some(mizzen::demo::scenarios::ClientPod::Netns(
                 self.mesh
                     .network
                     .netns_name("default", mizzen::demo::SLEEP_POD),
-            ),
+            )),
+            capture: true,
         }
     }
 

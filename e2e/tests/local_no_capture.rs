@@ -318,3 +318,54 @@ fn without_root_mizzen_run_falls_back_to_pods_without_capture() {
         "proxy",
     );
 }
+
+/// `mizzen demo --once` as `nobody`: without root it says so and falls back to
+/// pods without capture, and every scenario still matches (exit 0).
+#[test]
+fn without_root_the_demo_walks_every_scenario_on_loopback() {
+    e2e::require_root_and_tools();
+    let state = tempfile::tempdir().expect("a state directory");
+    std::os::unix::fs::chown(state.path(), Some(NOBODY), Some(NOBODY)).expect("chown");
+    let mut demo = Mizzen::start(
+        Some(NOBODY),
+        &[
+            "demo".to_string(),
+            "--once".into(),
+            "--sidecar".into(),
+            "proxy".into(),
+            "--loopback-subnet".into(),
+            "127.60.0.1/16".into(),
+            "--state-dir".into(),
+            state.path().display().to_string(),
+            "--bin-dir".into(),
+            bin_dir().display().to_string(),
+        ],
+    );
+    demo.wait_for("not root, so no network namespaces or capture");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        while let Ok(line) = demo.lines.try_recv() {
+            demo.seen.push(line);
+        }
+        if let Some(status) = demo.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not finish within 300s:\n{}",
+            demo.seen.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    while let Ok(line) = demo.lines.recv_timeout(Duration::from_millis(500)) {
+        demo.seen.push(line);
+    }
+    let out = demo.seen.join("\n");
+    assert!(status.success(), "{status}:\n{out}");
+    assert!(
+        out.contains("every scenario behaved as Istio's semantics say"),
+        "{out}"
+    );
+    assert_eq!(out.matches("scenario 7/7").count(), 1, "{out}");
+    assert!(!out.contains("MISMATCH"), "{out}");
+}

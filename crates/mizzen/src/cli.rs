@@ -51,14 +51,18 @@ pub enum Command {
     /// traffic captured by `proxy init` as istio-init does, a sidecar (Mizzen's
     /// proxy or Envoy) with a workload certificate from citadel, and the app
     /// after `--`. The pod joins the mesh of `mizzen up --pods` once ready and
-    /// leaves it on Ctrl-C. Needs root.
+    /// leaves it on Ctrl-C. That needs root; without it (or with --no-capture)
+    /// the pod gets a loopback address and its sidecar's listeners are bound
+    /// there (Istio's captureMode: NONE), beside plain `mizzen up`.
     Run(crate::run::RunArgs),
     /// The whole mesh on this machine: the control plane, bookinfo's pods with
     /// sidecars (Mizzen's proxy or Envoy) and captured traffic, then the guide's
-    /// scenarios (routing by header and weight, faults, mirroring), each applied
-    /// from the seed YAML and shown with real traffic as expected vs observed.
-    /// Stays up with URLs to try, or exits with --once (1 when a scenario did
-    /// not match). Needs root.
+    /// scenarios (routing by header and weight, faults, mirroring, retries,
+    /// timeouts, circuit breaking, STRICT mTLS), each applied from the seed YAML
+    /// and shown with real traffic as expected vs observed. Stays up with URLs
+    /// to try, or exits with --once (1 when a scenario did not match). Pods get
+    /// network namespaces with captured traffic as root; without root (or with
+    /// --no-capture), loopback addresses without capture.
     Demo(crate::demo::DemoArgs),
 }
 

@@ -4,9 +4,11 @@
 //! ([`scenarios`]), each applied from the seed's YAML and shown with real
 //! traffic: a table per scenario of what was expected and what was observed.
 //! Then it stays up with URLs to try, or with `--once` stops and exits 0 when
-//! every scenario matched, 1 when one did not.
+//! every scenario matched, 1 when one did not. Without root (or with
+//! `--no-capture`) the pods run without capture on loopback addresses
+//! ([`crate::pod::loopback`]) beside `mizzen up` on 127.0.0.1, and it says so.
 //!
-//! The path: [`run`] checks root and finds the binaries → writes the mesh
+//! The path: [`run`] checks root (capture or not) and finds the binaries → writes the mesh
 //! config (bookinfo's platform and base networking) → starts the control plane
 //! on its own thread and runtime → starts the pods → for each scenario: write
 //! its YAML, [`wait_synced`] until every sidecar ACKed pilot's new version,
@@ -63,6 +65,14 @@ pub struct DemoArgs {
     /// The pod network.
     #[command(flatten)]
     pub net: crate::run::NetArgs,
+    /// Pods without network namespaces or capture, even as root (what the
+    /// demo falls back to without root): each on an address of
+    /// --loopback-subnet with its sidecar's listeners bound there.
+    #[arg(long)]
+    pub no_capture: bool,
+    /// Where pods without capture get their addresses.
+    #[arg(long, env = "MIZZEN_LOOPBACK_SUBNET", default_value = "127.77.0.1/16", value_parser = crate::run::parse_subnet)]
+    pub loopback_subnet: (Ipv4Addr, u8),
     /// Where the `proxy` and `bookinfo` binaries are; by default beside this
     /// `mizzen`, then PATH.
     #[arg(long, env = "MIZZEN_BIN_DIR", value_name = "DIR")]
@@ -72,8 +82,51 @@ pub struct DemoArgs {
     pub envoy: PathBuf,
 }
 
-/// The specs of bookinfo's pods, `sidecar(pod)` choosing each one's sidecar.
-pub fn bookinfo_pods(bookinfo: &Path, sidecar: impl Fn(&str) -> SidecarKind) -> Vec<PodSpec> {
+/// bookinfo's command line for `app` at `version` with `flags`: on
+/// 0.0.0.0:9080 in a pod's namespace; without `capture`, on
+/// `$POD_IP:$MIZZEN_APP_PORT_9080`, calling out through `$MIZZEN_EGRESS_IP`
+/// (the sidecar's egress listeners; `bash -c` expands them).
+pub fn bookinfo_command(
+    bookinfo: &Path,
+    app: &str,
+    version: &str,
+    flags: &[&str],
+    capture: bool,
+) -> Vec<String> {
+    let base = [app, "--service-version", version];
+    if capture {
+        let mut out = vec![bookinfo.display().to_string()];
+        out.extend(
+            base.iter()
+                .chain(&["--listen", "0.0.0.0:9080"])
+                .chain(flags)
+                .map(|s| s.to_string()),
+        );
+        return out;
+    }
+    let quoted: Vec<String> = base
+        .iter()
+        .chain(flags)
+        .map(|s| format!("'{}'", s.replace('\'', "'\\''")))
+        .collect();
+    vec![
+        "bash".into(),
+        "-c".into(),
+        format!(
+            "exec '{}' {} --listen \"$POD_IP:$MIZZEN_APP_PORT_9080\" --connect-to \"$MIZZEN_EGRESS_IP\"",
+            bookinfo.display().to_string().replace('\'', "'\\''"),
+            quoted.join(" ")
+        ),
+    ]
+}
+
+/// The specs of bookinfo's pods, `sidecar(pod)` choosing each one's sidecar,
+/// with or without `capture`.
+pub fn bookinfo_pods(
+    bookinfo: &Path,
+    sidecar: impl Fn(&str) -> SidecarKind,
+    capture: bool,
+) -> Vec<PodSpec> {
     BOOKINFO_PODS
         .iter()
         .map(|(name, app, version, sa)| PodSpec {
@@ -85,14 +138,7 @@ pub fn bookinfo_pods(bookinfo: &Path, sidecar: impl Fn(&str) -> SidecarKind) -> 
                 .into(),
             ports: vec![9080],
             sidecar: sidecar(name),
-            command: vec![
-                bookinfo.display().to_string(),
-                app.to_string(),
-                "--service-version".into(),
-                version.to_string(),
-                "--listen".into(),
-                "0.0.0.0:9080".into(),
-            ],
+            command: bookinfo_command(bookinfo, app, version, &[], capture),
             env: Vec::new(),
             gateway: false,
         })
@@ -201,46 +247,68 @@ pub async fn wait_synced(pilot: SocketAddr, after: u64, within: Duration) -> Res
     }
 }
 
-/// Waits until the sidecars of the pods in the network namespaces `clients`
-/// list `endpoint` as a healthy host of the service `host` (in a cluster of
-/// its, subsets' too) in their admin's `/clusters`; `Err` names those that did
-/// not within `within`.
+/// A sidecar's admin interface: inside a pod's network namespace (on
+/// 127.0.0.1:15000 there), or at an address on this host (a pod without
+/// capture).
+#[derive(Debug, Clone)]
+pub enum Admin {
+    /// In this network namespace.
+    Netns(String),
+    /// At this address.
+    At(SocketAddr),
+}
+
+impl Admin {
+    /// The admin of `pod` in `mesh`, whose address is `addr`.
+    pub fn of(mesh: &Mesh, pod: &str, addr: Ipv4Addr) -> Admin {
+        if mesh.capture {
+            Admin::Netns(mesh.network.netns_name("default", pod))
+        } else {
+            Admin::At(SocketAddr::from((addr, 15000)))
+        }
+    }
+
+    /// `GET path` from it; the body (empty when it could not be asked).
+    async fn get(&self, path: &str) -> String {
+        let client = match self {
+            Admin::Netns(netns) => match crate::pod::net::Dialer::new(netns) {
+                Ok(dialer) => traffic::Client::in_pod(
+                    dialer,
+                    SocketAddr::from((Ipv4Addr::LOCALHOST, 15000)),
+                    "localhost",
+                ),
+                Err(_) => return String::new(),
+            },
+            Admin::At(addr) => traffic::Client::new(*addr),
+        };
+        String::from_utf8_lossy(&client.get(path, &[]).await.body).into_owned()
+    }
+}
+
+/// Waits until the sidecars whose admins are `clients` list `endpoint` as a
+/// healthy host of the service `host` (in a cluster of its, subsets' too) in
+/// their `/clusters`; `Err` names those that did not within `within`.
 pub async fn wait_for_endpoint(
-    clients: &[String],
+    clients: &[Admin],
     host: &str,
     endpoint: SocketAddr,
     within: Duration,
 ) -> Result<(), String> {
-    let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, 15000));
     let needle = format!("|{host}::{endpoint}::health_flags::healthy");
     let deadline = tokio::time::Instant::now() + within;
-    let mut waiting: Vec<&String> = clients.iter().collect();
+    let mut waiting: Vec<&Admin> = clients.iter().collect();
     while !waiting.is_empty() {
         let mut still = Vec::new();
-        for netns in waiting {
-            let seen = match crate::pod::net::Dialer::new(netns) {
-                Ok(dialer) => {
-                    let answer = traffic::Client::in_pod(dialer, admin, "localhost")
-                        .get("/clusters", &[])
-                        .await;
-                    String::from_utf8_lossy(&answer.body).contains(&needle)
-                }
-                Err(_) => false,
-            };
-            if !seen {
-                still.push(netns);
+        for admin in waiting {
+            if !admin.get("/clusters").await.contains(&needle) {
+                still.push(admin);
             }
         }
         waiting = still;
         if !waiting.is_empty() {
             if tokio::time::Instant::now() >= deadline {
                 return Err(format!(
-                    "the sidecars in {} do not list {endpoint} as a healthy endpoint after {}s",
-                    waiting
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    "the sidecars at {waiting:?} do not list {endpoint} as a healthy endpoint after {}s",
                     within.as_secs()
                 ));
             }
@@ -292,8 +360,10 @@ pub async fn run_scenario(
     // which the clients' sidecars must have taken before the traffic starts.
     let before = match &extra {
         Some(pod) => {
-            let clients =
-                ["productpage-v1", SLEEP_POD].map(|p| mesh.network.netns_name("default", p));
+            let clients: Vec<Admin> = ["productpage-v1", SLEEP_POD]
+                .iter()
+                .filter_map(|p| Some(Admin::of(mesh, p, *target.pods.get(*p)?)))
+                .collect();
             let endpoint = SocketAddr::from((pod.addr(), 9080));
             let host = extra_host.as_deref().unwrap_or_default();
             if let Err(e) =
@@ -329,18 +399,31 @@ pub fn run(args: &DemoArgs, err: &mut dyn Write) -> u8 {
 }
 
 fn demo(args: &DemoArgs) -> Result<bool, String> {
-    if !crate::run::is_root() {
-        return Err(
-            "the demo runs bookinfo's pods in network namespaces with traffic capture, which needs root: run it as root (sudo). \
-             Without root, `mizzen up` runs the control plane alone"
-                .into(),
-        );
-    }
+    let capture = crate::run::is_root() && !args.no_capture;
     let find = |name: &'static str| {
         crate::up::process::find_binary(name, args.bin_dir.as_deref()).map_err(|e| e.to_string())
     };
     let (proxy_bin, bookinfo_bin) = (find("proxy")?, find("bookinfo")?);
     let console = Console::new(std::io::stdout());
+    if !capture {
+        console.print(&format!(
+            "mizzen demo: {}: the control plane listens on 127.0.0.1 and every pod gets a loopback address of {}/{} \
+             with its sidecar's listeners bound there (Istio's captureMode: NONE); the app calls out through its sidecar's \
+             egress address. Run as root (sudo) for pods in network namespaces with traffic capture",
+            if args.no_capture {
+                "--no-capture"
+            } else {
+                "not root, so no network namespaces or capture"
+            },
+            args.loopback_subnet.0,
+            args.loopback_subnet.1
+        ));
+        if args.sidecar == SidecarKind::Envoy && !crate::run::is_root() {
+            console.print(
+                "mizzen demo: note: Envoy installed by pip as root may not run as this user; use --sidecar proxy if it fails",
+            );
+        }
+    }
     let config_dir = args.state_dir.join("config");
     std::fs::create_dir_all(&config_dir).map_err(|e| format!("{}: {e}", config_dir.display()))?;
     let write = |name: &str, text: &str| {
@@ -350,16 +433,32 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
     write("networking.yaml", &scenarios::base_networking())?;
     let _ = std::fs::remove_file(config_dir.join(SCENARIO_FILE));
 
-    let subnet = format!("{}/{}", args.net.subnet.0, args.net.subnet.1);
-    let up_args = UpArgs::for_pods(
-        &args.net.bridge,
-        &subnet,
-        &config_dir,
-        &args.state_dir,
-        true,
-    )?;
-    let mesh = Mesh::of_up(&up_args, proxy_bin, args.envoy.clone(), "warn");
-    let citadel_http = SocketAddr::from((mesh.network.gateway, up_args.ports.citadel_http_port));
+    let up_args = if capture {
+        let subnet = format!("{}/{}", args.net.subnet.0, args.net.subnet.1);
+        UpArgs::for_pods(
+            &args.net.bridge,
+            &subnet,
+            &config_dir,
+            &args.state_dir,
+            true,
+        )?
+    } else {
+        UpArgs::local(&config_dir, &args.state_dir, true)?
+    };
+    let mut mesh = Mesh::of_up(&up_args, proxy_bin, args.envoy.clone(), "warn");
+    if !capture {
+        let std::net::IpAddr::V4(bind) = up_args.bind else {
+            return Err(format!("--bind {} is not IPv4", up_args.bind));
+        };
+        let (first, prefix) = args.loopback_subnet;
+        let loopback = crate::pod::net::Network {
+            bridge: "lo".into(),
+            gateway: first,
+            prefix,
+        };
+        mesh = mesh.without_capture(loopback, bind);
+    }
+    let citadel_http = SocketAddr::from((mesh.control_plane, up_args.ports.citadel_http_port));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let up_console = console.clone();
     console.print("mizzen demo: [1/3] starting the control plane (galley, citadel, pilot)");
@@ -406,7 +505,7 @@ async fn walk(
     console: &Console,
     pods: &mut Vec<Pod>,
 ) -> Result<bool, String> {
-    let mut specs = bookinfo_pods(bookinfo, |_| args.sidecar);
+    let mut specs = bookinfo_pods(bookinfo, |_| args.sidecar, mesh.capture);
     specs.push(ingress_gateway(args.sidecar));
     specs.push(sleep_pod(args.sidecar));
     let total = specs.len();
@@ -432,6 +531,7 @@ async fn walk(
     let ingress = addrs
         .get("istio-ingressgateway")
         .map(|ip| SocketAddr::from((*ip, INGRESS_PORT)));
+    let addrs_sleep = addrs.get(SLEEP_POD).copied();
     let target = scenarios::Target {
         productpage: SocketAddr::from((productpage, 9080)),
         ingress,
@@ -441,7 +541,14 @@ async fn walk(
             .collect(),
         pods: addrs,
         bookinfo: bookinfo.to_path_buf(),
-        client: Some(mesh.network.netns_name("default", SLEEP_POD)),
+        client: if mesh.capture {
+            Some(scenarios::ClientPod::Netns(
+                mesh.network.netns_name("default", SLEEP_POD),
+            ))
+        } else {
+            addrs_sleep.map(|ip| scenarios::ClientPod::Egress(crate::pod::net::egress_addr(ip)))
+        },
+        capture: mesh.capture,
     };
     let all = scenarios::all();
     let mut passed = true;
@@ -478,8 +585,11 @@ async fn walk(
     if !args.once {
         let entry = target.ingress.unwrap_or(target.productpage);
         console.print(&format!(
-            "mizzen demo: bookinfo stays up behind the ingress gateway. Try:\n  curl http://{entry}/productpage\n  curl -H 'end-user: jason' http://{entry}/api/v1/products/0/reviews\n  ip netns exec {} curl -s ratings:9080/ratings/0    (from the sleep pod, through its sidecar)\n  mizzen proxy-status --pilot-addr {}\nThe mesh config is in {}; edit it and pilot pushes the change. Stop: Ctrl-C",
-            mesh.network.netns_name("default", SLEEP_POD),
+            "mizzen demo: bookinfo stays up behind the ingress gateway. Try:\n  curl http://{entry}/productpage\n  curl -H 'end-user: jason' http://{entry}/api/v1/products/0/reviews\n  {}    (from the sleep pod, through its sidecar)\n  mizzen proxy-status --pilot-addr {}\nThe mesh config is in {}; edit it and pilot pushes the change. Stop: Ctrl-C",
+            match &target.client {
+                Some(scenarios::ClientPod::Egress(egress)) => format!("curl -s -H 'Host: ratings:9080' http://{egress}:9080/ratings/0"),
+                _ => format!("ip netns exec {} curl -s ratings:9080/ratings/0", mesh.network.netns_name("default", SLEEP_POD)),
+            },
             mesh.pilot_http(),
             config_dir.display()
         ));

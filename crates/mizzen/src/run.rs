@@ -44,7 +44,8 @@ impl NetArgs {
     }
 }
 
-fn parse_subnet(s: &str) -> Result<(Ipv4Addr, u8), String> {
+/// `ADDRESS/PREFIX`, for clap.
+pub fn parse_subnet(s: &str) -> Result<(Ipv4Addr, u8), String> {
     let (addr, prefix) = s
         .split_once('/')
         .ok_or_else(|| format!("{s:?}: write ADDRESS/PREFIX, e.g. 10.77.0.1/16"))?;

@@ -277,13 +277,37 @@ pub enum UpError {
 }
 
 impl UpArgs {
-    /// The flags of `mizzen up --pods` (every other flag at its default, the
-    /// environment's twins included): the pod bridge `bridge` with `subnet`
-    /// (`10.77.0.1/16`), serving `config`, state in `state_dir`, components
-    /// logging at `warn`, as the demo and the end-to-end suites run it.
+    /// `mizzen up --pods` on `bridge` with `subnet`, serving `config` with
+    /// state in `state_dir`, the components in this process when
+    /// `in_process`, logging warnings: the demo's and the e2e suite's control
+    /// plane.
     pub fn for_pods(
         bridge: &str,
         subnet: &str,
+        config: &std::path::Path,
+        state_dir: &std::path::Path,
+        in_process: bool,
+    ) -> Result<UpArgs, String> {
+        UpArgs::parse_with(
+            &["--pods", "--bridge", bridge, "--subnet", subnet],
+            config,
+            state_dir,
+            in_process,
+        )
+    }
+
+    /// `mizzen up` on 127.0.0.1 (no pod bridge), otherwise as
+    /// [`UpArgs::for_pods`]: for pods without capture.
+    pub fn local(
+        config: &std::path::Path,
+        state_dir: &std::path::Path,
+        in_process: bool,
+    ) -> Result<UpArgs, String> {
+        UpArgs::parse_with(&[], config, state_dir, in_process)
+    }
+
+    fn parse_with(
+        extra: &[&str],
         config: &std::path::Path,
         state_dir: &std::path::Path,
         in_process: bool,
@@ -293,16 +317,13 @@ impl UpArgs {
             #[command(flatten)]
             up: UpArgs,
         }
-        let mut argv = vec!["up".to_string(), "--pods".into()];
+        let mut argv = vec!["up".to_string()];
         if in_process {
             argv.push("--in-process".into());
         }
+        argv.extend(extra.iter().map(|s| s.to_string()));
         argv.extend(
             [
-                "--bridge",
-                bridge,
-                "--subnet",
-                subnet,
                 "--config",
                 &config.display().to_string(),
                 "--state-dir",

@@ -87,10 +87,23 @@ pub struct Target {
     pub sidecars: BTreeMap<String, crate::pod::SidecarKind>,
     /// The bookinfo binary (for a scenario's own pods).
     pub bookinfo: std::path::PathBuf,
-    /// The network namespace of a client pod in the mesh (Istio's `sleep`),
-    /// from which a scenario calls a service by name through the client's
-    /// sidecar, as `kubectl exec sleep -- curl` does in Istio's guides.
-    pub client: Option<String>,
+    /// A client pod in the mesh (Istio's `sleep`), from which a scenario
+    /// calls a service by name through the client's sidecar, as `kubectl
+    /// exec sleep -- curl` does in Istio's guides.
+    pub client: Option<ClientPod>,
+    /// Whether the pods capture their traffic (network namespaces), or run
+    /// on loopback addresses without ([`crate::pod::loopback`]).
+    pub capture: bool,
+}
+
+/// Where the in-mesh client's requests start.
+#[derive(Debug, Clone)]
+pub enum ClientPod {
+    /// Inside the pod's network namespace (this name): its traffic is
+    /// captured by its sidecar.
+    Netns(String),
+    /// A pod without capture: its sidecar's egress listeners on this address.
+    Egress(Ipv4Addr),
 }
 
 /// One expectation and what was seen.
@@ -244,13 +257,7 @@ impl Scenario {
             .get(&format!("{app}-v1"))
             .copied()
             .unwrap_or(crate::pod::SidecarKind::Proxy);
-        let mut command = vec![
-            target.bookinfo.display().to_string(),
-            app.into(),
-            "--listen".into(),
-            "0.0.0.0:9080".into(),
-        ];
-        command.extend(flags.iter().map(|f| f.to_string()));
+        let command = super::bookinfo_command(&target.bookinfo, app, "v1", flags, target.capture);
         Some(crate::pod::PodSpec {
             name: name.into(),
             namespace: "default".into(),
@@ -550,19 +557,23 @@ async fn retries(client: &Client, target: &Target) -> Vec<Check> {
 /// A client inside the mesh's client pod calling `service` on port 9080 by
 /// name, as the pod resolves it; `Err` says why there is none.
 fn in_mesh(target: &Target, service: &str) -> Result<Client, String> {
-    let netns = target
+    let host = format!("{service}:9080");
+    match target
         .client
-        .as_deref()
-        .ok_or("no client pod in the mesh (sleep)")?;
-    let dialer = crate::pod::net::Dialer::new(netns).map_err(|e| e.to_string())?;
-    let vip = dialer
-        .resolve(service)
-        .ok_or_else(|| format!("{service} is not in {netns}'s /etc/hosts"))?;
-    Ok(Client::in_pod(
-        dialer,
-        SocketAddr::from((vip, 9080)),
-        &format!("{service}:9080"),
-    ))
+        .as_ref()
+        .ok_or("no client pod in the mesh (sleep)")?
+    {
+        ClientPod::Netns(netns) => {
+            let dialer = crate::pod::net::Dialer::new(netns).map_err(|e| e.to_string())?;
+            let vip = dialer
+                .resolve(service)
+                .ok_or_else(|| format!("{service} is not in {netns}'s /etc/hosts"))?;
+            Ok(Client::in_pod(dialer, SocketAddr::from((vip, 9080)), &host))
+        }
+        ClientPod::Egress(egress) => {
+            Ok(Client::with_host(SocketAddr::from((*egress, 9080)), &host))
+        }
+    }
 }
 
 /// A check that could not be made, saying why.

@@ -49,6 +49,8 @@ pub struct Client {
     target: SocketAddr,
     /// Inside a pod: its dialer and the `Host` the requests name.
     in_pod: Option<(crate::pod::net::Dialer, String)>,
+    /// The `Host` the requests name, when not the target's address.
+    host: Option<String>,
 }
 
 impl Client {
@@ -61,6 +63,16 @@ impl Client {
             inner,
             target,
             in_pod: None,
+            host: None,
+        }
+    }
+
+    /// A client sending to `target` with `Host: host` (a sidecar's egress
+    /// listener, naming the service).
+    pub fn with_host(target: SocketAddr, host: &str) -> Client {
+        Client {
+            host: Some(host.to_string()),
+            ..Client::new(target)
         }
     }
 
@@ -106,7 +118,13 @@ impl Client {
             error: Some(e),
         };
         let mut request = match &self.in_pod {
-            None => hyper::Request::get(format!("http://{}{path}", self.target)),
+            None => {
+                let r = hyper::Request::get(format!("http://{}{path}", self.target));
+                match &self.host {
+                    Some(host) => r.header(hyper::header::HOST, host.as_str()),
+                    None => r,
+                }
+            }
             Some((_, host)) => hyper::Request::get(path).header(hyper::header::HOST, host.as_str()),
         };
         for (name, value) in headers {
