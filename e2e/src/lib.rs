@@ -20,7 +20,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mizzen::demo::scenarios::{Report, Scenario, Target};
 use mizzen::pod::{Mesh, Pod, PodSpec, SidecarKind};
@@ -592,4 +592,114 @@ impl Steady {
             .and_then(|t| t.join().ok())
             .unwrap_or_default()
     }
+}
+
+/// A `mizzen` process with its output lines, killed on drop.
+pub struct Mizzen {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its stdout and stderr lines, as they come.
+    pub lines: std::sync::mpsc::Receiver<String>,
+    /// The lines read so far.
+    pub seen: Vec<String>,
+}
+
+impl Mizzen {
+    /// `mizzen ARGS`, as `user` when given.
+    pub fn start(user: Option<u32>, args: &[String]) -> Mizzen {
+        let mizzen = bin_dir().join("mizzen");
+        let mut command = match user {
+            Some(uid) => {
+                let mut c = std::process::Command::new("setpriv");
+                c.args([
+                    format!("--reuid={uid}"),
+                    format!("--regid={uid}"),
+                    "--clear-groups".into(),
+                ])
+                .arg(&mizzen);
+                c
+            }
+            None => std::process::Command::new(&mizzen),
+        };
+        let mut child = command
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run mizzen");
+        let (tx, lines) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in
+                    std::io::BufRead::lines(std::io::BufReader::new(stream)).map_while(Result::ok)
+                {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Mizzen {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first line containing `text` within 60 s.
+    pub fn wait_for(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => {
+                    self.seen.push(line.clone());
+                    return line;
+                }
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("no {text:?} within 60s:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// SIGINT, then its exit within 30 s; whether it exited 0.
+    pub fn interrupt(&mut self) -> bool {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("a pid");
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "mizzen did not stop on SIGINT");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Mizzen {
+    /// SIGINT first, so `mizzen` stops what it started; SIGKILL if it hangs.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("a pid");
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The pod's address from `mizzen run`'s "is ready at" line.
+pub fn ready_addr(line: &str) -> Ipv4Addr {
+    line.split("is ready at ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
 }

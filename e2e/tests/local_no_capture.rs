@@ -14,123 +14,15 @@
 //! as `nobody` (uid 65534, through `setpriv`), where `mizzen run` falls back to
 //! this mode by itself and says so.
 
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use e2e::{bin_dir, envoy_bin, get};
+use e2e::{Mizzen, bin_dir, envoy_bin, get};
 use mizzen::demo::scenarios;
 
 /// `nobody`.
 const NOBODY: u32 = 65534;
-
-/// A `mizzen` process with its output lines, killed on drop.
-struct Mizzen {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Mizzen {
-    /// `mizzen ARGS`, as `user` when given.
-    fn start(user: Option<u32>, args: &[String]) -> Mizzen {
-        let mizzen = bin_dir().join("mizzen");
-        let mut command = match user {
-            Some(uid) => {
-                let mut c = Command::new("setpriv");
-                c.args([
-                    format!("--reuid={uid}"),
-                    format!("--regid={uid}"),
-                    "--clear-groups".into(),
-                ])
-                .arg(&mizzen);
-                c
-            }
-            None => Command::new(&mizzen),
-        };
-        let mut child = command
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run mizzen");
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Mizzen {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first line containing `text` within 60 s.
-    fn wait_for(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(text) => {
-                    self.seen.push(line.clone());
-                    return line;
-                }
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!("no {text:?} within 60s:\n{}", self.seen.join("\n")),
-            }
-        }
-    }
-
-    /// SIGINT, then its exit within 30 s; whether it exited 0.
-    fn interrupt(&mut self) -> bool {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("a pid");
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.success();
-            }
-            assert!(Instant::now() < deadline, "mizzen did not stop on SIGINT");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Mizzen {
-    /// SIGINT first, so `mizzen` stops what it started; SIGKILL if it hangs.
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("a pid");
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The pod's address from its "is ready at" line.
-fn ready_addr(line: &str) -> Ipv4Addr {
-    line.split("is ready at ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-}
 
 /// The mesh of `mizzen up` on `control_plane` and two pods of `mizzen run`
 /// without capture on `subnet` (reviews on `reviews_sidecar`, productpage on
@@ -238,7 +130,7 @@ fn mesh_without_capture(
             "proxy",
         ),
     );
-    let pod = ready_addr(&productpage.wait_for("is ready at"));
+    let pod = e2e::ready_addr(&productpage.wait_for("is ready at"));
     let first: Ipv4Addr = subnet
         .split('/')
         .next()
@@ -366,6 +258,11 @@ fn without_root_the_demo_walks_every_scenario_on_loopback() {
         out.contains("every scenario behaved as Istio's semantics say"),
         "{out}"
     );
-    assert_eq!(out.matches("scenario 7/7").count(), 1, "{out}");
+    let n = scenarios::all().len();
+    assert_eq!(
+        out.matches(&format!("scenario {n}/{n}")).count(),
+        1,
+        "every scenario ran: {out}"
+    );
     assert!(!out.contains("MISMATCH"), "{out}");
 }

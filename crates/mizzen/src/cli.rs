@@ -57,8 +57,8 @@ pub enum Command {
     Run(crate::run::RunArgs),
     /// The whole mesh on this machine: the control plane, bookinfo's pods with
     /// sidecars (Mizzen's proxy or Envoy) and captured traffic, then the guide's
-    /// scenarios (routing by header and weight, faults, mirroring, retries,
-    /// timeouts, circuit breaking, STRICT mTLS), each applied from the seed YAML
+    /// scenarios (routing by header, cookie and weight, faults, mirroring, retries,
+    /// timeouts, circuit breaking, authorization, STRICT mTLS), each applied from the seed YAML
     /// and shown with real traffic as expected vs observed. Stays up with URLs
     /// to try, or exits with --once (1 when a scenario did not match). Pods get
     /// network namespaces with captured traffic as root; without root (or with

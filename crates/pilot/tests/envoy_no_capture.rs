@@ -18,7 +18,6 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use pilot::app::{App, Config};
 use support::{Client, Envoy, Upstream, WAIT, stat_u64, stats};
 
 const MESH: &str = include_str!("fixtures/conformance/sidecar-mesh.yaml");
@@ -78,27 +77,7 @@ async fn a_sidecar_without_capture_serves_the_sidecars_bound_listeners() {
     ] {
         std::fs::write(config_dir.path().join(file), text).unwrap();
     }
-    let mut config = Config::for_dir(config_dir.path());
-    config.xds_addr = "127.0.0.1:0".parse().unwrap();
-    config.http_addr = "127.0.0.1:0".parse().unwrap();
-    config.debounce_after = "20ms".parse().unwrap();
-    let pilot = App::build(config).await.expect("pilot starts");
-    let addrs = pilot.addrs();
-    tokio::spawn(async move {
-        pilot
-            .run_until(std::future::pending::<()>())
-            .await
-            .expect("pilot runs");
-    });
-    let (status, configz) = support::admin_get(addrs.http, "/debug/configz")
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "{configz}");
-    let configz: serde_json::Value = serde_json::from_str(&configz).unwrap();
-    assert!(
-        configz["rejected"].as_array().is_some_and(|r| r.is_empty()),
-        "pilot rejected part of the config: {configz:#}"
-    );
+    let (addrs, _pilot) = support::serve_config(config_dir.path(), "127.0.0.1").await;
 
     let dir = tempfile::tempdir().unwrap();
     let mut envoy = Envoy::spawn(dir.path(), &bootstrap(addrs.xds), None);

@@ -22,7 +22,6 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use pilot::app::{App, Config};
 use support::{Envoy, Upstream, WAIT, envoy_binary, percent, stat_u64, stats};
 
 const MESH: &str = include_str!("fixtures/conformance/sidecar-mesh.yaml");
@@ -281,26 +280,7 @@ async fn seed_examples_route_a_sidecars_captured_traffic() {
     ] {
         std::fs::write(config_dir.path().join(file), text).unwrap();
     }
-    let mut config = Config::for_dir(config_dir.path());
-    config.xds_addr = format!("{}:0", ns.ip(1)).parse().unwrap();
-    config.http_addr = "127.0.0.1:0".parse().unwrap();
-    config.debounce_after = "20ms".parse().unwrap();
-    let app = App::build(config).await.expect("pilot starts");
-    let addrs = app.addrs();
-    let pilot = tokio::spawn(async move {
-        app.run_until(std::future::pending::<()>())
-            .await
-            .expect("pilot runs");
-    });
-    let (status, configz) = support::admin_get(addrs.http, "/debug/configz")
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "{configz}");
-    let configz: serde_json::Value = serde_json::from_str(&configz).unwrap();
-    assert!(
-        configz["rejected"].as_array().is_some_and(|r| r.is_empty()),
-        "pilot rejected part of the config: {configz:#}"
-    );
+    let (addrs, pilot) = support::serve_config(config_dir.path(), &ns.ip(1)).await;
 
     let envoy_dir = tempfile::tempdir().unwrap();
     let mut envoy = Envoy::spawn(

@@ -44,6 +44,13 @@ pub mod seed {
     pub const RATINGS_RETRIES: (&str, &str) = seed!("38-virtualservice-ratings.yaml");
     /// DestinationRule ratings: subsets v1, v2 with connection pools.
     pub const RATINGS_SUBSETS: (&str, &str) = seed!("39-destinationrule-ratings.yaml");
+    /// VirtualService reviews: the cookie `user=test` → v2, else v1.
+    pub const REVIEWS_COOKIE: (&str, &str) = seed!("29-virtualservice-reviews.yaml");
+    /// AuthorizationPolicy reviews-viewer: GET from productpage's identity, or
+    /// anything from namespace `admin`.
+    pub const REVIEWS_VIEWER: (&str, &str) = seed!("13-authorizationpolicy-reviews-viewer.yaml");
+    /// PeerAuthentication ratings-mtls: STRICT mTLS for ratings' pods.
+    pub const RATINGS_STRICT: (&str, &str) = seed!("11-peerauthentication-ratings-mtls.yaml");
     /// VirtualService ratings: a 5 s timeout.
     pub const RATINGS_TIMEOUT: (&str, &str) = seed!("40-virtualservice-ratings.yaml");
     /// DestinationRule reviews: connection pool limits and outlier detection
@@ -180,6 +187,12 @@ pub enum Kind {
     Timeout,
     /// Outlier detection ejecting a failing instance.
     Ejection,
+    /// Routing by a cookie.
+    Cookie,
+    /// An AuthorizationPolicy allowing one caller's identity.
+    Authorization,
+    /// STRICT mTLS for one workload.
+    WorkloadStrict,
 }
 
 /// Every scenario, in the order the demo walks through them.
@@ -207,6 +220,11 @@ pub fn all() -> Vec<Scenario> {
             kind: Kind::Retries,
         },
         Scenario {
+            title: "request routing by cookie: user=test to reviews v2, everyone else to v1 (seed 29)",
+            seeds: &[REVIEWS_COOKIE, REVIEWS_SUBSETS, RATINGS_SUBSETS],
+            kind: Kind::Cookie,
+        },
+        Scenario {
             title: "timeouts: a second ratings pod takes 7 s to answer; the route's 5 s timeout cuts it with 504 (seed 40)",
             seeds: &[RATINGS_TIMEOUT, REVIEWS_SUBSETS, RATINGS_SUBSETS],
             kind: Kind::Timeout,
@@ -215,6 +233,16 @@ pub fn all() -> Vec<Scenario> {
             title: "circuit breaking: a fourth reviews pod answers 503; 5 consecutive errors eject it for 30 s (seed 09)",
             seeds: &[REVIEWS_CIRCUIT_BREAKER, RATINGS_SUBSETS],
             kind: Kind::Ejection,
+        },
+        Scenario {
+            title: "authorization: reviews allows GET from productpage's identity only; the sleep pod is denied (seed 13)",
+            seeds: &[REVIEWS_VIEWER, REVIEWS_SUBSETS, RATINGS_SUBSETS],
+            kind: Kind::Authorization,
+        },
+        Scenario {
+            title: "security: STRICT mTLS for ratings only; the rest of the mesh stays PERMISSIVE (seed 11)",
+            seeds: &[RATINGS_STRICT, REVIEWS_SUBSETS, RATINGS_SUBSETS],
+            kind: Kind::WorkloadStrict,
         },
         Scenario {
             title: "security: STRICT mTLS mesh-wide, sidecars authenticate each other by SPIFFE identity (seed 10, with 02)",
@@ -293,6 +321,9 @@ impl Scenario {
             Kind::Retries => retries(&client, target).await,
             Kind::Timeout => timeout(target).await,
             Kind::Ejection => ejection(&client, target).await,
+            Kind::Cookie => cookie(&client).await,
+            Kind::Authorization => authorization(&client, target).await,
+            Kind::WorkloadStrict => workload_strict(&client, target).await,
         };
         Report {
             title: self.title,
@@ -473,20 +504,7 @@ async fn strict_mtls(client: &Client, target: &Target) -> Vec<Check> {
     let (caller, callee) = (spiffe("bookinfo-productpage"), spiffe("bookinfo-reviews"));
     let identities_ok = xfcc.contains(&format!("URI={caller}"));
     // A client outside the mesh (this host) calling a pod directly, in plain text.
-    let outside = match target.pods.get("reviews-v1") {
-        Some(addr) => {
-            Client::new(SocketAddr::from((*addr, 9080)))
-                .get("/reviews/0", &[])
-                .await
-        }
-        None => Answer {
-            status: 0,
-            json: serde_json::Value::Null,
-            body: bytes::Bytes::new(),
-            latency: Duration::ZERO,
-            error: Some("no reviews-v1 pod".into()),
-        },
-    };
+    let outside = plain_text(target, "reviews-v1", "/reviews/0").await;
     let refused = outside.status == 0;
     vec![
         Check {
@@ -668,6 +686,107 @@ async fn ejection(client: &Client, target: &Target) -> Vec<Check> {
             expected: "none (ejected for 30 s)".into(),
             observed: count(later),
             ok: later == Some(0),
+        },
+    ]
+}
+
+async fn cookie(client: &Client) -> Vec<Check> {
+    let test = client
+        // The seed's regex wants `user=test` at the start or right after a
+        // `;` (no space).
+        .many(20, 4, REVIEWS, &[("cookie", "theme=dark;user=test")])
+        .await;
+    let (v2, n) = share(&test, |a| a.served_by() == "reviews-v2");
+    let others = client
+        .many(20, 4, REVIEWS, &[("cookie", "user=jason")])
+        .await;
+    let (v1, m) = share(&others, |a| a.served_by() == "reviews-v1");
+    vec![
+        Check {
+            what: "cookie user=test → reviews".into(),
+            expected: "all v2".into(),
+            observed: tally(&test),
+            ok: v2 == n,
+        },
+        Check {
+            what: "other cookies → reviews".into(),
+            expected: "all v1".into(),
+            observed: tally(&others),
+            ok: v1 == m,
+        },
+    ]
+}
+
+/// A plain-text GET from this host straight to `pod`'s port 9080: its status,
+/// 0 when the connection was refused or reset.
+async fn plain_text(target: &Target, pod: &str, path: &str) -> Answer {
+    match target.pods.get(pod) {
+        Some(addr) => {
+            Client::new(SocketAddr::from((*addr, 9080)))
+                .get(path, &[])
+                .await
+        }
+        None => Answer {
+            status: 0,
+            json: serde_json::Value::Null,
+            body: bytes::Bytes::new(),
+            latency: Duration::ZERO,
+            error: Some(format!("no {pod} pod")),
+        },
+    }
+}
+
+async fn authorization(client: &Client, target: &Target) -> Vec<Check> {
+    let allowed = client.many(20, 4, REVIEWS, &[]).await;
+    let (ok, n) = share(&allowed, |a| a.status == 200);
+    let denied = match in_mesh(target, "reviews") {
+        Ok(sleep) => sleep.many(10, 2, "/reviews/0", &[]).await,
+        Err(e) => return cannot("reviews from the sleep pod", e),
+    };
+    let (forbidden, m) = share(&denied, |a| a.status == 403);
+    vec![
+        Check {
+            what: "productpage (sa bookinfo-productpage) GET → reviews".into(),
+            expected: "all 200".into(),
+            observed: tally(&allowed),
+            ok: ok == n,
+        },
+        Check {
+            what: "sleep (sa sleep) GET → reviews".into(),
+            expected: "all 403 (RBAC: access denied)".into(),
+            observed: tally(&denied),
+            ok: forbidden == m,
+        },
+    ]
+}
+
+async fn workload_strict(client: &Client, target: &Target) -> Vec<Check> {
+    let through = client.many(20, 4, RATINGS, &[]).await;
+    let (ok, n) = share(&through, |a| a.status == 200);
+    let ratings = plain_text(target, "ratings-v1", "/ratings/0").await;
+    let details = plain_text(target, "details-v1", "/details/0").await;
+    let said = |a: &Answer| match &a.error {
+        Some(e) => format!("refused ({})", e.chars().take(40).collect::<String>()),
+        None => format!("answered {}", a.status),
+    };
+    vec![
+        Check {
+            what: "productpage → ratings, over mTLS".into(),
+            expected: "all 200".into(),
+            observed: tally(&through),
+            ok: ok == n,
+        },
+        Check {
+            what: "plain text from outside the mesh → ratings-v1 pod".into(),
+            expected: "refused".into(),
+            observed: said(&ratings),
+            ok: ratings.status == 0,
+        },
+        Check {
+            what: "plain text from outside the mesh → details-v1 pod".into(),
+            expected: "200 (PERMISSIVE)".into(),
+            observed: said(&details),
+            ok: details.status == 200,
         },
     ]
 }

@@ -93,6 +93,26 @@ pub fn rds_names(snapshot: &Snapshot, proxy: &Proxy) -> Vec<String> {
     out
 }
 
+/// `BIND:PORT` as a listener address: an IP, or a Unix socket for
+/// `unix://PATH`; `None` (and a warning) for anything else.
+fn bind_address(
+    bind: &str,
+    port: u32,
+) -> Option<envoy_types::pb::envoy::config::core::v3::Address> {
+    if let Some(path) = bind.strip_prefix("unix://") {
+        return Some(crate::xds::route::util::pipe_address(path));
+    }
+    if bind.parse::<std::net::IpAddr>().is_ok() {
+        return Some(crate::xds::route::util::socket_address(bind, port));
+    }
+    tracing::warn!(
+        bind,
+        port,
+        "listener bind is neither an IP nor unix://; listener left out"
+    );
+    None
+}
+
 /// Where an HTTP connection manager gets its routes.
 #[derive(Debug, Clone)]
 pub enum Routes {

@@ -643,3 +643,31 @@ pub async fn assert_no_rejects(admin: SocketAddr) {
         );
     }
 }
+
+/// Pilot serving `config_dir` (xDS on `xds_ip`, debug on 127.0.0.1, 20 ms
+/// debounce), running until the returned task is aborted; fails the test when
+/// pilot rejected any of the config.
+pub async fn serve_config(
+    config_dir: &Path,
+    xds_ip: &str,
+) -> (pilot::app::Addrs, tokio::task::JoinHandle<()>) {
+    let mut config = Config::for_dir(config_dir);
+    config.xds_addr = format!("{xds_ip}:0").parse().unwrap();
+    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    config.debounce_after = "20ms".parse().unwrap();
+    let app = App::build(config).await.expect("pilot starts");
+    let addrs = app.addrs();
+    let task = tokio::spawn(async move {
+        app.run_until(std::future::pending::<()>())
+            .await
+            .expect("pilot runs");
+    });
+    let (status, configz) = admin_get(addrs.http, "/debug/configz").await.unwrap();
+    assert_eq!(status, 200, "{configz}");
+    let configz: serde_json::Value = serde_json::from_str(&configz).unwrap();
+    assert!(
+        configz["rejected"].as_array().is_some_and(|r| r.is_empty()),
+        "pilot rejected part of the config: {configz:#}"
+    );
+    (addrs, task)
+}

@@ -43,7 +43,7 @@ use crate::xds::cluster::tls::{
     inline_source, san_matchers, tls_params,
 };
 use crate::xds::route::scope::{Scope, namespace};
-use crate::xds::route::util::{any, boolv, labels_match, pipe_address, sds_grpc, socket_address};
+use crate::xds::route::util::{any, boolv, labels_match, sds_grpc};
 
 /// The gateway's listeners, by port.
 pub fn listeners(scope: &Scope<'_>) -> Vec<Listener> {
@@ -151,14 +151,7 @@ fn listener(scope: &Scope<'_>, group: &PortServers<'_>) -> Option<Listener> {
     if chains.is_empty() {
         return None;
     }
-    let address = if let Some(path) = group.bind.strip_prefix("unix://") {
-        pipe_address(path)
-    } else if group.bind.parse::<std::net::IpAddr>().is_ok() {
-        socket_address(&group.bind, group.port)
-    } else {
-        tracing::warn!(bind = %group.bind, port = group.port, "server bind is neither an IP nor unix://; listener left out");
-        return None;
-    };
+    let address = super::bind_address(&group.bind, group.port)?;
     Some(Listener {
         name: group.listener_name(),
         address: Some(address),

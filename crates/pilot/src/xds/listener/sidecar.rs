@@ -44,8 +44,8 @@ use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost}
 
 use super::mtls::{self, InboundMtls};
 use super::{
-    Routes, chain, host_range, http_connection_manager, http_connection_manager_with, original_dst,
-    tcp_proxy, tls_inspector,
+    Routes, bind_address, chain, host_range, http_connection_manager, http_connection_manager_with,
+    original_dst, tcp_proxy, tls_inspector,
 };
 use crate::model::{Protocol, Service, fqdn};
 use crate::proxy::Interception;
@@ -55,9 +55,7 @@ use crate::xds::cluster::{
 };
 use crate::xds::route::scope::{EgressListener, MESH_GATEWAY, Scope, namespace, normalize_gateway};
 use crate::xds::route::translate::inbound_route;
-use crate::xds::route::util::{
-    boolv, labels_match, pipe_address, socket_address, subset_key, u32v,
-};
+use crate::xds::route::util::{boolv, labels_match, socket_address, subset_key, u32v};
 
 /// Istio's outbound capture port.
 pub const OUTBOUND_PORT: u32 = 15001;
@@ -75,26 +73,6 @@ pub fn listeners(scope: &Scope<'_>) -> Vec<Listener> {
     out.extend(bound_in);
     out.extend(outbound_listeners(scope));
     out
-}
-
-/// `BIND:PORT` as a listener address: an IP, or a Unix socket for
-/// `unix://PATH`; `None` (and a warning) for anything else.
-fn bind_address(
-    bind: &str,
-    port: u32,
-) -> Option<envoy_types::pb::envoy::config::core::v3::Address> {
-    if let Some(path) = bind.strip_prefix("unix://") {
-        return Some(pipe_address(path));
-    }
-    if bind.parse::<std::net::IpAddr>().is_ok() {
-        return Some(socket_address(bind, port));
-    }
-    tracing::warn!(
-        bind,
-        port,
-        "Sidecar listener bind is neither an IP nor unix://; listener left out"
-    );
-    None
 }
 
 fn fallback_cluster(scope: &Scope<'_>) -> &'static str {
