@@ -26,3 +26,8 @@ fuzz seconds="600" target="load_validate":
 # The demo (README's first command).
 demo:
     scripts/demo
+
+# Regenerate the files generated from Mizzen's types (deploy/crds); CI fails when
+# the committed ones differ.
+gen:
+    cargo run --locked -q -p mizzen -- gen crds --out deploy/crds

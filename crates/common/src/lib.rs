@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod bootstrap;
+pub mod crd;
 pub mod envoy;
 pub mod envoy_json;
 pub mod host;

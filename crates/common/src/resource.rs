@@ -68,6 +68,11 @@ macro_rules! istio_kinds {
             pub fn versions(self) -> &'static [&'static str] {
                 match self { $(IstioKind::$kind => &[$($ver),+]),+ }
             }
+
+            /// The JSON Schema of the kind's spec (the CRDs' source).
+            pub fn spec_schema(self) -> schemars::Schema {
+                match self { $(IstioKind::$kind => schemars::schema_for!($spec)),+ }
+            }
         }
 
         /// A decoded Istio spec, one variant per kind.

@@ -64,6 +64,11 @@ pub enum Command {
     /// network namespaces with captured traffic as root; without root (or with
     /// --no-capture), loopback addresses without capture.
     Demo(crate::demo::DemoArgs),
+    /// Generate files from Mizzen's types: `mizzen gen crds` writes the
+    /// CustomResourceDefinitions of every Istio kind and version (structural
+    /// schemas) into --out, one file per kind; --check only compares and exits
+    /// 1 when they differ.
+    Gen(crate::generate::GenArgs),
 }
 
 /// Output formats.

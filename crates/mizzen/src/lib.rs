@@ -10,6 +10,7 @@ pub mod ca;
 pub mod check;
 pub mod cli;
 pub mod demo;
+pub mod generate;
 pub mod pod;
 pub mod proxy;
 pub mod run;
@@ -54,6 +55,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Up(args) => return up::run(&args, err),
         Command::Run(args) => return run::run(&args, err),
         Command::Demo(args) => return demo::run(&args, err),
+        Command::Gen(args) => return generate::run(&args, out, err),
     };
     match result {
         Ok(code) => code,
