@@ -64,3 +64,44 @@ fn check_names_missing_stale_and_stray_files() {
     );
     assert!(err.contains("old.yaml: not a generated CRD"), "{err}");
 }
+
+/// `kubernetes-validate --strict` against Kubernetes 1.35's schemas: `files`'
+/// exit status and output, or a panic saying how to install it.
+fn kubernetes_validate(files: &[std::path::PathBuf]) -> (bool, String) {
+    let out = std::process::Command::new("kubernetes-validate")
+        .args(["--strict", "-k", "1.35.0", "--quiet"])
+        .args(files)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "kubernetes-validate is not on PATH ({e}): run scripts/setup, or `python3 -m pip install 'kubernetes-validate==1.37.*'`"
+            )
+        });
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn the_crds_are_valid_kubernetes_objects() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds");
+    let files: Vec<_> = mizzen::generate::crd_files()
+        .expect("the CRDs generate")
+        .into_iter()
+        .map(|(name, _)| dir.join(name))
+        .collect();
+    let (ok, said) = kubernetes_validate(&files);
+    assert!(ok, "{said}");
+    // The validator does refuse a broken CRD.
+    let bad = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let broken = bad.path().join("broken.yaml");
+    std::fs::write(&broken, text.replace("scope: Namespaced", "scope: 7")).unwrap();
+    let (ok, said) = kubernetes_validate(&[broken]);
+    assert!(!ok, "a CRD with `scope: 7` passed: {said}");
+}
