@@ -399,6 +399,12 @@ pub fn run(args: &DemoArgs, err: &mut dyn Write) -> u8 {
 }
 
 fn demo(args: &DemoArgs) -> Result<bool, String> {
+    if args.sidecar == SidecarKind::None {
+        return Err(
+            "--sidecar none: the scenarios are about what sidecars do (and the ingress gateway is one); pick proxy or envoy"
+                .into(),
+        );
+    }
     let capture = crate::run::is_root() && !args.no_capture;
     let find = |name: &'static str| {
         crate::up::process::find_binary(name, args.bin_dir.as_deref()).map_err(|e| e.to_string())
