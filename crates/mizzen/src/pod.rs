@@ -263,27 +263,12 @@ impl Pod {
                 .insert(loopback::POD_LABEL.to_string(), spec.name.clone());
         }
         let sidecar_takes_ports = spec.sidecar != SidecarKind::None && !spec.gateway;
-        let app_ports = spec
-            .ports
-            .iter()
-            .map(|p| match (mesh.capture, sidecar_takes_ports) {
-                (false, true) if u32::from(*p) < loopback::FIRST_UNPRIVILEGED_PORT && !crate::run::is_root() => {
-                    Err(PodError::Flags(format!(
-                        "pod {}: port {p}: without root the sidecar cannot listen below {}; use a higher port, or run as root",
-                        spec.name,
-                        loopback::FIRST_UNPRIVILEGED_PORT
-                    )))
-                }
-                (false, true) => loopback::app_port(*p).ok_or_else(|| {
-                    PodError::Flags(format!(
-                        "pod {}: port {p}: without capture the app listens {} above each port, past 65535; pick a lower port",
-                        spec.name,
-                        loopback::APP_PORT_OFFSET
-                    ))
-                }),
-                _ => Ok(*p),
-            })
-            .collect::<Result<Vec<u16>, PodError>>()?;
+        let app_ports = if mesh.capture || !sidecar_takes_ports {
+            spec.ports.clone()
+        } else {
+            loopback::app_ports(&spec.ports, crate::run::is_root())
+                .map_err(|e| PodError::Flags(format!("pod {}: {e}", spec.name)))?
+        };
         if mesh.capture {
             mesh.network.ensure_bridge()?;
         }

@@ -38,6 +38,27 @@ pub fn app_port(port: u16) -> Option<u16> {
     port.checked_add(APP_PORT_OFFSET)
 }
 
+/// The ports the app listens on for the pod's `ports` when its sidecar takes
+/// them; `Err` says which port cannot be (below 1024 without `privileged`,
+/// or past 65535).
+pub fn app_ports(ports: &[u16], privileged: bool) -> Result<Vec<u16>, String> {
+    ports
+        .iter()
+        .map(|p| {
+            if u32::from(*p) < FIRST_UNPRIVILEGED_PORT && !privileged {
+                return Err(format!(
+                    "port {p}: without root the sidecar cannot listen below {FIRST_UNPRIVILEGED_PORT}; use a higher port, or run as root"
+                ));
+            }
+            app_port(*p).ok_or_else(|| {
+                format!(
+                    "port {p}: without capture the app listens {APP_PORT_OFFSET} above each port, past 65535; pick a lower port"
+                )
+            })
+        })
+        .collect()
+}
+
 /// Ports below this need privilege to bind.
 pub const FIRST_UNPRIVILEGED_PORT: u32 = 1024;
 
@@ -179,5 +200,13 @@ mod tests {
         assert_eq!(get("MIZZEN_EGRESS_IP"), Some("127.78.0.5"));
         assert_eq!(get("MIZZEN_APP_PORT_9080"), Some("19080"));
         assert_eq!(app_port(60000), None);
+        assert_eq!(app_ports(&[9080, 8080], false), Ok(vec![19080, 18080]));
+        assert!(app_ports(&[80], false).unwrap_err().contains("below 1024"));
+        assert_eq!(app_ports(&[80], true), Ok(vec![10080]));
+        assert!(
+            app_ports(&[60000], true)
+                .unwrap_err()
+                .contains("past 65535")
+        );
     }
 }
