@@ -34,7 +34,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use pilot::app::{App, Config};
 use support::{Envoy, Mesh, REQUEST_WAIT, WAIT, stat_u64, stats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -522,17 +521,7 @@ async fn sidecar_inbound_enforces_authorization_policies() {
         SIDECAR_MESH.replace("{{POD_IP}}", &pod_ip),
     )
     .unwrap();
-    let mut config = Config::for_dir(config_dir.path());
-    config.xds_addr = format!("{}:0", ns.ip(1)).parse().unwrap();
-    config.http_addr = "127.0.0.1:0".parse().unwrap();
-    config.debounce_after = "20ms".parse().unwrap();
-    let app = App::build(config).await.expect("pilot starts");
-    let addrs = app.addrs();
-    let pilot = tokio::spawn(async move {
-        app.run_until(std::future::pending::<()>())
-            .await
-            .expect("pilot runs");
-    });
+    let (addrs, pilot) = support::serve_config(config_dir.path(), &ns.ip(1)).await;
 
     let id = format!("sidecar~{pod_ip}~ratings-v1.default~default.svc.cluster.local");
     let metadata = format!(
