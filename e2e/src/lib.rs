@@ -666,14 +666,23 @@ impl Mizzen {
 
     /// SIGINT, then its exit within 30 s; whether it exited 0.
     pub fn interrupt(&mut self) -> bool {
+        let status = self.sigint_and_wait(Duration::from_secs(30));
+        assert!(status.is_some(), "mizzen did not stop on SIGINT");
+        status.is_some_and(|s| s.success())
+    }
+
+    /// SIGINT, then its exit status within `within` (`None`: still running).
+    fn sigint_and_wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("a pid");
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + within;
         loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.success();
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
             }
-            assert!(Instant::now() < deadline, "mizzen did not stop on SIGINT");
+            if Instant::now() >= deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -683,12 +692,7 @@ impl Drop for Mizzen {
     /// SIGINT first, so `mizzen` stops what it started; SIGKILL if it hangs.
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
-            let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("a pid");
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            self.sigint_and_wait(Duration::from_secs(20));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

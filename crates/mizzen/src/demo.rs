@@ -456,13 +456,7 @@ fn demo(args: &DemoArgs) -> Result<bool, String> {
         let std::net::IpAddr::V4(bind) = up_args.bind else {
             return Err(format!("--bind {} is not IPv4", up_args.bind));
         };
-        let (first, prefix) = args.loopback_subnet;
-        let loopback = crate::pod::net::Network {
-            bridge: "lo".into(),
-            gateway: first,
-            prefix,
-        };
-        mesh = mesh.without_capture(loopback, bind);
+        mesh = mesh.without_capture(args.loopback_subnet, bind)?;
     }
     let citadel_http = SocketAddr::from((mesh.control_plane, up_args.ports.citadel_http_port));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

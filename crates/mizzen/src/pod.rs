@@ -184,12 +184,26 @@ impl Mesh {
     }
 
     /// The same mesh with pods that capture nothing: each on an address of
-    /// `loopback` (a 127/8 subnet), the control plane at `control_plane`.
-    pub fn without_capture(mut self, loopback: Network, control_plane: Ipv4Addr) -> Mesh {
-        self.network = loopback;
+    /// the loopback subnet `(first address, prefix length)`, the control
+    /// plane at `control_plane`; `Err` when the subnet is not in 127.0.0.0/8.
+    pub fn without_capture(
+        mut self,
+        (first, prefix): (Ipv4Addr, u8),
+        control_plane: Ipv4Addr,
+    ) -> Result<Mesh, String> {
+        if first.octets()[0] != 127 {
+            return Err(format!(
+                "--loopback-subnet {first}/{prefix} is not in 127.0.0.0/8: pods without capture live on loopback addresses"
+            ));
+        }
+        self.network = Network {
+            bridge: "lo".into(),
+            gateway: first,
+            prefix,
+        };
         self.capture = false;
         self.control_plane = control_plane;
-        self
+        Ok(self)
     }
 
     /// Pilot's debug address.
@@ -291,8 +305,8 @@ impl Pod {
                 )));
             }
         }
-        let netns_name = mesh.network.netns_name(&spec.namespace, &spec.name);
         let (place, run_dir, sidecar_file) = if mesh.capture {
+            let netns_name = mesh.network.netns_name(&spec.namespace, &spec.name);
             let mut hosts = net::hosts_file(&spec.name, addr, &spec.namespace, &services);
             let gateway = mesh.network.gateway;
             hosts.push_str(&format!(

@@ -179,18 +179,10 @@ impl RunArgs {
         if capture {
             return Ok(mesh);
         }
-        let (first, prefix) = self.loopback_subnet;
-        if first.octets()[0] != 127 {
-            return Err(format!(
-                "--loopback-subnet {first}/{prefix} is not in 127.0.0.0/8: pods without capture live on loopback addresses"
-            ));
-        }
-        let loopback = Network {
-            bridge: "lo".into(),
-            gateway: first,
-            prefix,
-        };
-        Ok(mesh.without_capture(loopback, self.control_plane.unwrap_or(Ipv4Addr::LOCALHOST)))
+        mesh.without_capture(
+            self.loopback_subnet,
+            self.control_plane.unwrap_or(Ipv4Addr::LOCALHOST),
+        )
     }
 }
 
