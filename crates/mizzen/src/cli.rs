@@ -69,6 +69,11 @@ pub enum Command {
     /// schemas) into --out, one file per kind; --check only compares and exits
     /// 1 when they differ.
     Gen(crate::generate::GenArgs),
+    /// Kubernetes manifests of an installation, as `istioctl manifest generate`:
+    /// `mizzen manifest generate [-f istio-operator.yaml] [--set profile=demo]
+    /// [--revision R]` prints the CRDs and the control plane (the Helm chart
+    /// deploy/charts/mizzen, rendered) as YAML.
+    Manifest(crate::manifest::ManifestArgs),
 }
 
 /// Output formats.
