@@ -74,6 +74,14 @@ pub enum Command {
     /// [--revision R]` prints the CRDs and the control plane (the Helm chart
     /// deploy/charts/mizzen, rendered) as YAML.
     Manifest(crate::manifest::ManifestArgs),
+    /// Install Mizzen into the current cluster (KUBECONFIG), as `istioctl
+    /// install`: the CRDs and the control plane from the chart, server-side
+    /// applied (a second run upgrades), then waits until every Deployment is
+    /// available. Same -f/--set/--revision as `manifest generate`.
+    Install(crate::install::InstallArgs),
+    /// Remove Mizzen from the current cluster, as `istioctl uninstall`: one
+    /// revision (--revision), or everything with --purge (CRDs included).
+    Uninstall(crate::install::UninstallArgs),
 }
 
 /// Output formats.

@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod demo;
 pub mod generate;
+pub mod install;
 pub mod manifest;
 pub mod pod;
 pub mod proxy;
@@ -58,6 +59,8 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Demo(args) => return demo::run(&args, err),
         Command::Gen(args) => return generate::run(&args, out, err),
         Command::Manifest(args) => return manifest::run(&args, out, err),
+        Command::Install(args) => return install::run_install(&args, err),
+        Command::Uninstall(args) => return install::run_uninstall(&args, err),
     };
     match result {
         Ok(code) => code,

@@ -281,7 +281,7 @@ fn unsupported_fields_are_refused_with_file_line_and_path() {
         "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nmetadata:\n  name: x\nspec:\n  components:\n    cni:\n      enabled: true\n  values:\n    global:\n      jwtPolicy: first-party-jwt\n",
     )
     .unwrap();
-    let e = plan(&options(&[file.clone()], &[]))
+    let e = plan(&options(std::slice::from_ref(&file), &[]))
         .unwrap_err()
         .to_string();
     assert!(
