@@ -99,11 +99,66 @@ async fn handle(State(shared): State<Shared>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(_) => {
             let resp = AdmissionResponse::invalid("the AdmissionReview has no request");
-            return axum::Json(resp.into_review()).into_response();
+            return axum::Json(encode_review(resp)).into_response();
         }
     };
     let response = review_request(&request, &shared.options, &shared.metrics);
-    axum::Json(response.into_review()).into_response()
+    axum::Json(encode_review(response)).into_response()
+}
+
+/// The AdmissionReview JSON of `response`, with the patch base64-encoded as
+/// the API server requires (Go's `[]byte`): kube-core's types would write it
+/// as an array of numbers (kube-rs/kube#1781), which the API server refuses.
+pub fn encode_review(response: AdmissionResponse) -> serde_json::Value {
+    let patch = response.patch.clone();
+    let mut review = serde_json::to_value(response.into_review()).unwrap_or_default();
+    if let (Some(bytes), Some(field)) = (patch, review.pointer_mut("/response/patch")) {
+        *field = serde_json::Value::String(base64(&bytes));
+    }
+    review
+}
+
+/// Standard base64 (RFC 4648 section 4) with padding.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0xfd]), "//79");
+    }
 }
 
 /// Decides one admission request.
