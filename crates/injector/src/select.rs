@@ -7,8 +7,9 @@
 //! code, so tests check one against the other). The injector then re-checks
 //! what it can see in the AdmissionRequest — the pod and its namespace's name,
 //! not the namespace's labels — with [`required`]: host-network pods, the
-//! Kubernetes system namespaces, already injected pods and pod-level opt-out
-//! are skipped.
+//! Kubernetes system namespaces, already injected pods (the status annotation,
+//! or an `istio-proxy` container of their own, as a gateway has) and pod-level
+//! opt-out are skipped.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +35,9 @@ pub enum Skip {
     SystemNamespace(String),
     /// The pod already has `sidecar.istio.io/status`.
     AlreadyInjected,
+    /// The pod already runs its own `istio-proxy` container (a gateway, or a
+    /// pod injected by hand).
+    HasProxy,
     /// `sidecar.istio.io/inject` is not a true value.
     OptedOut(String),
 }
@@ -44,6 +48,9 @@ impl std::fmt::Display for Skip {
             Skip::HostNetwork => f.write_str("the pod uses the host network"),
             Skip::SystemNamespace(ns) => write!(f, "namespace {ns} is never injected"),
             Skip::AlreadyInjected => write!(f, "the pod already has {STATUS_ANNOTATION}"),
+            Skip::HasProxy => f.write_str(
+                "the pod already has an istio-proxy container (a gateway, or injected by hand)",
+            ),
             Skip::OptedOut(v) => write!(f, "{INJECT_LABEL} is {v:?}"),
         }
     }
@@ -66,6 +73,15 @@ pub fn required(pod: &Pod, namespace: &str) -> Result<(), Skip> {
         .is_some_and(|a| a.contains_key(STATUS_ANNOTATION))
     {
         return Err(Skip::AlreadyInjected);
+    }
+    let has_proxy = pod.spec.iter().any(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+            .any(|c| c.name == crate::template::PROXY_CONTAINER)
+    });
+    if has_proxy {
+        return Err(Skip::HasProxy);
     }
     // The label is the current API; it wins over the legacy annotation.
     let choice = meta
@@ -223,6 +239,14 @@ mod tests {
             (&[(inject, "true")], &[(inject, "false")], false, "default", Ok(())),
             (&[(inject, "false")], &[(inject, "true")], false, "default", Err(Skip::OptedOut("false".into()))),
         ];
+        let mut gateway = pod(&[], &[], false);
+        if let Some(spec) = gateway.spec.as_mut() {
+            spec.containers.push(k8s_openapi::api::core::v1::Container {
+                name: "istio-proxy".into(),
+                ..Default::default()
+            });
+        }
+        assert_eq!(required(&gateway, "istio-system"), Err(Skip::HasProxy));
         for (labels, annotations, host, ns, want) in cases {
             assert_eq!(
                 &required(&pod(labels, annotations, *host), ns),

@@ -69,6 +69,12 @@ pub enum Command {
     /// schemas) into --out, one file per kind; --check only compares and exits
     /// 1 when they differ.
     Gen(crate::generate::GenArgs),
+    /// Add the sidecar to Kubernetes manifests offline, as `istioctl
+    /// kube-inject` does: the injector's own template for the pod templates of
+    /// Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs and
+    /// Pods (those labelled sidecar.istio.io/inject=false are left alone), other
+    /// documents unchanged. Exits 1 when a workload cannot be injected.
+    KubeInject(crate::kube_inject::KubeInjectArgs),
 }
 
 /// Output formats.

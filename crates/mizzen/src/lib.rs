@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod demo;
 pub mod generate;
+pub mod kube_inject;
 pub mod pod;
 pub mod proxy;
 pub mod run;
@@ -56,6 +57,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Run(args) => return run::run(&args, err),
         Command::Demo(args) => return demo::run(&args, err),
         Command::Gen(args) => return generate::run(&args, out, err),
+        Command::KubeInject(args) => return kube_inject::run(&args, out, err),
     };
     match result {
         Ok(code) => code,
