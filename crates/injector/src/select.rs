@@ -135,6 +135,11 @@ mod tests {
 
     use super::*;
 
+    /// Label or annotation pairs of one case.
+    type Pairs<'a> = &'a [(&'a str, &'a str)];
+    /// What [`required`] answers.
+    type Decision = Result<(), Skip>;
+
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -152,7 +157,7 @@ mod tests {
         let yes = ("sidecar.istio.io/inject", "true");
         let no = ("sidecar.istio.io/inject", "false");
         #[rustfmt::skip]
-        let cases: &[(&[(&str, &str)], &[(&str, &str)], &str, bool)] = &[
+        let cases: &[(Pairs<'_>, Pairs<'_>, &str, bool)] = &[
             // namespace, pod, injector revision, injected
             (&[], &[], "default", false),
             (&[en], &[], "default", true),
@@ -222,7 +227,7 @@ mod tests {
     fn the_injector_rechecks_what_it_sees() {
         let inject = "sidecar.istio.io/inject";
         #[rustfmt::skip]
-        let cases: &[(&[(&str, &str)], &[(&str, &str)], bool, &str, Result<(), Skip>)] = &[
+        let cases: &[(Pairs<'_>, Pairs<'_>, bool, &str, Decision)] = &[
             (&[], &[], false, "default", Ok(())),
             (&[], &[], true, "default", Err(Skip::HostNetwork)),
             (&[], &[], false, "kube-system", Err(Skip::SystemNamespace("kube-system".into()))),

@@ -140,27 +140,6 @@ pub fn base64(bytes: &[u8]) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_matches_rfc_4648() {
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(plain.as_bytes()), encoded);
-        }
-        assert_eq!(base64(&[0xff, 0xfe, 0xfd]), "//79");
-    }
-}
-
 /// Decides one admission request.
 pub fn review_request(
     req: &AdmissionRequest<DynamicObject>,
@@ -169,7 +148,7 @@ pub fn review_request(
 ) -> AdmissionResponse {
     metrics.requests.inc();
     let resp = AdmissionResponse::from(req);
-    if req.operation != Operation::Create || req.kind.kind != "Pod" || req.kind.group != "" {
+    if req.operation != Operation::Create || req.kind.kind != "Pod" || !req.kind.group.is_empty() {
         return resp;
     }
     let Some(object) = &req.object else {
@@ -241,4 +220,25 @@ pub fn review_request(
         resp.warnings = Some(warnings);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0xfd]), "//79");
+    }
 }

@@ -154,8 +154,10 @@ fn log_level_status_port_and_readiness() {
 #[test]
 fn native_sidecar_and_proxy_image() {
     assert!(!ok(&[("sidecar.istio.io/nativeSidecar", "false")]).native);
-    let mut classic = Options::default();
-    classic.native_sidecars = false;
+    let classic = Options {
+        native_sidecars: false,
+        ..Options::default()
+    };
     let map: BTreeMap<String, String> = [(
         "sidecar.istio.io/nativeSidecar".to_string(),
         "true".to_string(),
