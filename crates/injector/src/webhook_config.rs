@@ -223,6 +223,21 @@ mod tests {
         assert_eq!(configuration_name("default"), "istio-sidecar-injector");
     }
 
+    /// The default and a `canary` revision's configurations, as the Helm chart
+    /// must render them (without the caBundle citadel patches in).
+    #[test]
+    fn configurations_to_copy() {
+        insta::assert_yaml_snapshot!(
+            "default",
+            configuration("default", &ServiceRef::default(), None)
+        );
+        let canary = ServiceRef {
+            name: "injector-canary".into(),
+            ..ServiceRef::default()
+        };
+        insta::assert_yaml_snapshot!("canary", configuration("canary", &canary, None));
+    }
+
     #[test]
     fn system_namespaces_are_never_sent() {
         let ns: BTreeMap<String, String> = [
