@@ -53,22 +53,22 @@ pub struct Config {
     pub tls_key_file: PathBuf,
     /// This injector's revision (Istio's `istio.io/rev`); without it, the
     /// default revision. It is written into each pod's sidecar.istio.io/status.
-    #[arg(long, env = "REVISION")]
+    #[arg(long, env = "INJECTOR_REVISION")]
     pub revision: Option<String>,
     /// Registry of Mizzen's images; the sidecar image is <hub>/proxy:<tag>.
-    #[arg(long, env = "HUB", default_value = options::DEFAULT_HUB)]
+    #[arg(long, env = "INJECTOR_HUB", default_value = options::DEFAULT_HUB)]
     pub hub: String,
     /// Tag of Mizzen's images.
-    #[arg(long, env = "TAG", default_value = options::DEFAULT_TAG)]
+    #[arg(long, env = "INJECTOR_TAG", default_value = options::DEFAULT_TAG)]
     pub tag: String,
     /// The sidecar image in full, instead of --hub and --tag.
-    #[arg(long, env = "PROXY_IMAGE", conflicts_with_all = ["hub", "tag"])]
+    #[arg(long, env = "INJECTOR_PROXY_IMAGE", conflicts_with_all = ["hub", "tag"])]
     pub proxy_image: Option<String>,
     /// Pilot's ADS address as sidecars dial it (a DNS name and port).
-    #[arg(long, env = "DISCOVERY_ADDRESS", default_value = options::DEFAULT_DISCOVERY_ADDRESS)]
+    #[arg(long, env = "INJECTOR_DISCOVERY_ADDRESS", default_value = options::DEFAULT_DISCOVERY_ADDRESS)]
     pub discovery_address: String,
     /// Citadel's address as sidecars dial it.
-    #[arg(long, env = "CA_ADDR", default_value = options::DEFAULT_CA_ADDRESS)]
+    #[arg(long, env = "INJECTOR_CA_ADDRESS", default_value = options::DEFAULT_CA_ADDRESS)]
     pub ca_address: String,
     /// The mesh's trust domain.
     #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
@@ -76,7 +76,7 @@ pub struct Config {
     /// Native sidecars (Kubernetes >= 1.28): `auto` asks the API server's
     /// version once at start (in-cluster config or kubeconfig) and uses
     /// native sidecars when none is reachable, saying so.
-    #[arg(long, env = "NATIVE_SIDECARS", value_enum, default_value_t = NativeSidecars::Auto)]
+    #[arg(long, env = "INJECTOR_NATIVE_SIDECARS", value_enum, default_value_t = NativeSidecars::Auto)]
     pub native_sidecars: NativeSidecars,
     /// Helm-style values (Istio's values.global.proxy.* and
     /// meshConfig.defaultConfig.*) with the mesh-wide sidecar defaults.
@@ -236,5 +236,52 @@ impl App {
         h.map_err(|e| Error::Serve(format!("admin HTTP: {e}")))?;
         w.map_err(|e| Error::Serve(format!("webhook: {e}")))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn flags_have_the_contracts_defaults() {
+        Config::command().debug_assert();
+        let c = Config::try_parse_from(["injector"]).unwrap();
+        assert_eq!(c.webhook_addr.port(), 15017);
+        assert_eq!(c.http_addr.port(), 15014);
+        assert_eq!(
+            c.tls_cert_file,
+            PathBuf::from("/var/run/secrets/mizzen/webhook/tls.crt")
+        );
+        assert_eq!(c.native_sidecars, NativeSidecars::Auto);
+        let o = c.options(true, Values::default());
+        assert_eq!(o.revision, "default");
+        assert_eq!(
+            o.proxy_image,
+            format!("docker.io/mizzen/proxy:{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(o.discovery_address, "pilot.istio-system.svc:15010");
+        assert_eq!(o.ca_address, "citadel.istio-system.svc:15012");
+        let c = Config::try_parse_from([
+            "injector",
+            "--revision",
+            "canary",
+            "--proxy-image",
+            "reg.example/p:1",
+            "--native-sidecars",
+            "false",
+        ])
+        .unwrap();
+        let o = c.options(false, Values::default());
+        assert_eq!(
+            (o.revision.as_str(), o.proxy_image.as_str()),
+            ("canary", "reg.example/p:1")
+        );
+        let err = Config::try_parse_from(["injector", "--proxy-image", "a", "--hub", "b"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--hub"), "{err}");
     }
 }

@@ -201,14 +201,14 @@ fn standard_input_opt_out_and_errors() {
         err.contains("Warning: Pod/p: annotation sidecar.istio.io/userVolume"),
         "{err}"
     );
-    let docs = docs(&out);
+    let parsed = docs(&out);
     assert!(
-        docs[0]["spec"]["template"]["spec"]
+        parsed[0]["spec"]["template"]["spec"]
             .get("initContainers")
             .is_none()
     );
     assert_eq!(
-        docs[1]["spec"]["initContainers"][0]["image"],
+        parsed[1]["spec"]["initContainers"][0]["image"],
         "reg.example/mesh/proxy:dev"
     );
 
@@ -217,4 +217,37 @@ fn standard_input_opt_out_and_errors() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("no/such/file.yaml"));
     let o = mizzen(&["kube-inject", "-f", "-", "--proxy-image", "x", "--hub", "y"]);
     assert_eq!(o.status.code(), Some(2), "--proxy-image and --hub conflict");
+
+    // --values: the mesh-wide defaults (and the keys it ignores, named).
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        "global:\n  proxy:\n    resources: {requests: {cpu: 10m, memory: 40Mi}}\n    holdApplicationUntilProxyStarts: false\n    tracer: zipkin\n",
+    )
+    .unwrap();
+    let o = mizzen(&[
+        "kube-inject",
+        "-f",
+        "samples/bookinfo/platform.yaml",
+        "--native-sidecars",
+        "false",
+        "--values",
+        values.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("global.proxy.tracer"), "{err}");
+    let out = docs(&String::from_utf8_lossy(&o.stdout));
+    let productpage = out
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "productpage-v1")
+        .unwrap();
+    let containers = &productpage["spec"]["template"]["spec"]["containers"];
+    assert_eq!(
+        names(containers),
+        ["productpage", "istio-proxy"],
+        "no gating: the sidecar goes last"
+    );
+    assert_eq!(containers[1]["resources"]["requests"]["cpu"], "10m");
 }
