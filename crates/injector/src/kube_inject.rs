@@ -146,7 +146,7 @@ fn inject_object(
     };
     let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod_value)
         .map_err(|e| failed(format!("the pod template is not a valid pod: {e}")))?;
-    if let Err(skip) = crate::select::required(&pod, &namespace) {
+    if let Err(skip) = crate::select::required(&pod, &namespace, &opts.values) {
         report.skipped.push((id, skip.to_string()));
         return Ok(());
     }

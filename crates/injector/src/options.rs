@@ -125,6 +125,19 @@ pub struct Values {
     pub exclude_outbound_ports: String,
     /// `global.proxy.statusPort` (15020).
     pub status_port: u16,
+    /// `global.proxy.autoInject`: `enabled` (true, the default) injects every
+    /// pod the webhook is called for unless it opts out; `disabled` only pods
+    /// labelled `sidecar.istio.io/inject: "true"` (or matching
+    /// `alwaysInjectSelector`).
+    pub auto_inject: bool,
+    /// `sidecarInjectorWebhook.neverInjectSelector`: label selectors of pods
+    /// never injected unless they ask.
+    pub never_inject_selector: Vec<Value>,
+    /// `sidecarInjectorWebhook.alwaysInjectSelector`: label selectors of pods
+    /// injected whatever the policy, unless they opt out.
+    pub always_inject_selector: Vec<Value>,
+    /// `sidecarInjectorWebhook.injectedAnnotations`: added to every injected pod.
+    pub injected_annotations: BTreeMap<String, String>,
 }
 
 impl Default for Values {
@@ -141,6 +154,10 @@ impl Default for Values {
             exclude_inbound_ports: String::new(),
             exclude_outbound_ports: String::new(),
             status_port: 15020,
+            auto_inject: true,
+            never_inject_selector: Vec::new(),
+            always_inject_selector: Vec::new(),
+            injected_annotations: BTreeMap::new(),
         }
     }
 }
@@ -188,6 +205,13 @@ const PROXY_KEYS: &[&str] = &[
     "excludeInboundPorts",
     "excludeOutboundPorts",
     "statusPort",
+    "autoInject",
+];
+/// Keys of `sidecarInjectorWebhook` the injector honours.
+const WEBHOOK_KEYS: &[&str] = &[
+    "neverInjectSelector",
+    "alwaysInjectSelector",
+    "injectedAnnotations",
 ];
 /// Keys of `meshConfig.defaultConfig` the injector honours.
 const DEFAULT_CONFIG_KEYS: &[&str] = &[
@@ -268,9 +292,42 @@ impl Values {
                             .and_then(|p| u16::try_from(p).ok())
                             .ok_or_else(|| field(&k, "must be a port number (0 turns it off)"))?;
                     }
+                    "autoInject" => {
+                        out.auto_inject = match v.as_str() {
+                            Some("enabled") => true,
+                            Some("disabled") => false,
+                            _ => return Err(field(&k, "must be enabled or disabled")),
+                        };
+                    }
                     _ => ignored.push(k),
                 }
             }
+        }
+        if let Some(webhook) = values.and_then(|v| v.get("sidecarInjectorWebhook")) {
+            let Some(map) = webhook.as_object() else {
+                return Err(field("sidecarInjectorWebhook", "must be a mapping"));
+            };
+            for (key, v) in map {
+                let k = format!("sidecarInjectorWebhook.{key}");
+                match key.as_str() {
+                    "neverInjectSelector" => {
+                        out.never_inject_selector = selectors(v).map_err(|r| field(&k, &r))?;
+                    }
+                    "alwaysInjectSelector" => {
+                        out.always_inject_selector = selectors(v).map_err(|r| field(&k, &r))?;
+                    }
+                    "injectedAnnotations" => {
+                        out.injected_annotations = string_map(v).map_err(|r| field(&k, &r))?;
+                    }
+                    _ => ignored.push(k),
+                }
+            }
+        }
+        if let Some(init) = values
+            .and_then(|v| v.pointer("/global/proxy_init"))
+            .and_then(Value::as_object)
+        {
+            ignored.extend(init.keys().map(|key| format!("global.proxy_init.{key}")));
         }
         if let Some(defaults) = mesh.and_then(|m| m.get("defaultConfig")) {
             let Some(map) = defaults.as_object() else {
@@ -302,8 +359,10 @@ impl Values {
             .map(|k| {
                 format!(
                     "{path}: `{k}` is not honoured by Mizzen's injector and has no effect (it \
-                     reads global.proxy.{{{}}} and meshConfig.defaultConfig.{{{}}})",
+                     reads global.proxy.{{{}}}, sidecarInjectorWebhook.{{{}}} and \
+                     meshConfig.defaultConfig.{{{}}})",
                     PROXY_KEYS.join(","),
+                    WEBHOOK_KEYS.join(","),
                     DEFAULT_CONFIG_KEYS.join(",")
                 )
             })
@@ -333,6 +392,45 @@ pub(crate) fn string_map(v: &Value) -> Result<BTreeMap<String, String>, String> 
             _ => Err(format!("`{k}` must be a string")),
         })
         .collect()
+}
+
+/// A list of Kubernetes label selectors (`matchLabels`, `matchExpressions`
+/// with In, NotIn, Exists, DoesNotExist).
+fn selectors(v: &Value) -> Result<Vec<Value>, String> {
+    let Some(list) = v.as_array() else {
+        return Err("must be a list of label selectors".into());
+    };
+    for (i, s) in list.iter().enumerate() {
+        let Some(map) = s.as_object() else {
+            return Err(format!("[{i}] must be a label selector mapping"));
+        };
+        for (key, part) in map {
+            match key.as_str() {
+                "matchLabels" => {
+                    string_map(part).map_err(|r| format!("[{i}].matchLabels {r}"))?;
+                }
+                "matchExpressions" => {
+                    for (j, e) in part.as_array().into_iter().flatten().enumerate() {
+                        let op = e.get("operator").and_then(Value::as_str);
+                        let values_ok = e.get("values").is_none_or(|v| {
+                            v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+                        });
+                        if e.get("key").and_then(Value::as_str).is_none()
+                            || !matches!(op, Some("In" | "NotIn" | "Exists" | "DoesNotExist"))
+                            || !values_ok
+                        {
+                            return Err(format!(
+                                "[{i}].matchExpressions[{j}] needs a key, an operator (In, NotIn, \
+                                 Exists, DoesNotExist) and string values"
+                            ));
+                        }
+                    }
+                }
+                other => return Err(format!("[{i}].{other} is not a label selector field")),
+            }
+        }
+    }
+    Ok(list.clone())
 }
 
 fn resources(v: &Value) -> Result<Resources, String> {
@@ -377,6 +475,37 @@ mod tests {
             "{warnings:?}"
         );
         assert!(warnings[1].contains("meshConfig.defaultConfig.tracing"));
+    }
+
+    #[test]
+    fn reads_the_injection_policy_and_selectors() {
+        let (v, warnings) = Values::from_yaml(
+            "global:\n  proxy: {autoInject: disabled}\n  proxy_init: {image: proxyv2}\nsidecarInjectorWebhook:\n  neverInjectSelector:\n  - matchExpressions: [{key: openshift.io/build.name, operator: Exists}]\n  alwaysInjectSelector:\n  - matchLabels: {mesh: \"on\"}\n  injectedAnnotations: {team: mesh}\n  rewriteAppHTTPProbe: true\n",
+            "values.yaml",
+        )
+        .unwrap();
+        assert!(!v.auto_inject);
+        assert_eq!(v.never_inject_selector.len(), 1);
+        assert_eq!(v.always_inject_selector[0]["matchLabels"]["mesh"], "on");
+        assert_eq!(v.injected_annotations["team"], "mesh");
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].contains("sidecarInjectorWebhook.rewriteAppHTTPProbe"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].contains("global.proxy_init.image"),
+            "{warnings:?}"
+        );
+        for bad in [
+            "sidecarInjectorWebhook: {neverInjectSelector: {a: b}}",
+            "sidecarInjectorWebhook: {neverInjectSelector: [{matchExpressions: [{key: a, operator: Near}]}]}",
+            "sidecarInjectorWebhook: {alwaysInjectSelector: [{labels: {a: b}}]}",
+            "global: {proxy: {autoInject: sometimes}}",
+        ] {
+            let err = Values::from_yaml(bad, "v.yaml").unwrap_err().to_string();
+            assert!(err.contains("v.yaml"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::options::Values;
+
 /// Namespaces never injected (Istio's `IgnoredNamespaces`).
 pub const IGNORED_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
 /// Pod label (and legacy annotation) opting a pod in or out.
@@ -40,6 +42,10 @@ pub enum Skip {
     HasProxy,
     /// `sidecar.istio.io/inject` is not a true value.
     OptedOut(String),
+    /// The pod's labels match `sidecarInjectorWebhook.neverInjectSelector[i]`.
+    NeverInjectSelector(usize),
+    /// `global.proxy.autoInject: disabled` and the pod did not ask.
+    PolicyDisabled,
 }
 
 impl std::fmt::Display for Skip {
@@ -52,14 +58,26 @@ impl std::fmt::Display for Skip {
                 "the pod already has an istio-proxy container (a gateway, or injected by hand)",
             ),
             Skip::OptedOut(v) => write!(f, "{INJECT_LABEL} is {v:?}"),
+            Skip::NeverInjectSelector(i) => write!(
+                f,
+                "the pod's labels match sidecarInjectorWebhook.neverInjectSelector[{i}]"
+            ),
+            Skip::PolicyDisabled => write!(
+                f,
+                "global.proxy.autoInject is disabled and the pod has no {INJECT_LABEL}: \"true\""
+            ),
         }
     }
 }
 
-/// The injector's own check of a pod in `namespace` (Istio's `injectRequired`
-/// with the policy `enabled`: a pod the webhook was called for is injected
-/// unless it opts out).
-pub fn required(pod: &Pod, namespace: &str) -> Result<(), Skip> {
+/// The injector's own check of a pod in `namespace` (Istio's `injectRequired`).
+///
+/// A pod's `sidecar.istio.io/inject` label (or, without it, the legacy
+/// annotation) decides when set: a YAML true value injects, anything else
+/// opts out. Without one, the values' `neverInjectSelector` (skip), then
+/// `alwaysInjectSelector` (inject), then the policy `global.proxy.autoInject`
+/// (`enabled` by default: the webhook was called, so inject) decide.
+pub fn required(pod: &Pod, namespace: &str, values: &Values) -> Result<(), Skip> {
     if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
         return Err(Skip::HostNetwork);
     }
@@ -91,9 +109,25 @@ pub fn required(pod: &Pod, namespace: &str) -> Result<(), Skip> {
         .or_else(|| meta.annotations.as_ref().and_then(|a| a.get(INJECT_LABEL)));
     match choice.map(|v| v.to_ascii_lowercase()) {
         // YAML 1.1's true values, as Istio reads them.
-        None => Ok(()),
-        Some(v) if v.is_empty() || matches!(v.as_str(), "y" | "yes" | "true" | "on") => Ok(()),
-        Some(v) => Err(Skip::OptedOut(v)),
+        Some(v) if matches!(v.as_str(), "y" | "yes" | "true" | "on") => Ok(()),
+        Some(v) if !v.is_empty() => Err(Skip::OptedOut(v)),
+        _ => {
+            let empty = BTreeMap::new();
+            let labels = meta.labels.as_ref().unwrap_or(&empty);
+            let matching = |selectors: &[serde_json::Value]| {
+                selectors
+                    .iter()
+                    .position(|s| crate::webhook_config::selector_matches(s, labels))
+            };
+            if let Some(i) = matching(&values.never_inject_selector) {
+                return Err(Skip::NeverInjectSelector(i));
+            }
+            if matching(&values.always_inject_selector).is_some() || values.auto_inject {
+                Ok(())
+            } else {
+                Err(Skip::PolicyDisabled)
+            }
+        }
     }
 }
 
@@ -251,13 +285,51 @@ mod tests {
                 ..Default::default()
             });
         }
-        assert_eq!(required(&gateway, "istio-system"), Err(Skip::HasProxy));
+        let values = Values::default();
+        assert_eq!(
+            required(&gateway, "istio-system", &values),
+            Err(Skip::HasProxy)
+        );
         for (labels, annotations, host, ns, want) in cases {
             assert_eq!(
-                &required(&pod(labels, annotations, *host), ns),
+                &required(&pod(labels, annotations, *host), ns, &values),
                 want,
                 "labels {labels:?} annotations {annotations:?} hostNetwork {host} in {ns}"
             );
         }
+    }
+
+    #[test]
+    fn never_and_always_selectors_and_the_policy() {
+        let values = Values {
+            never_inject_selector: vec![
+                serde_json::json!({"matchLabels": {"openshift.io/build.name": "b"}}),
+            ],
+            always_inject_selector: vec![
+                serde_json::json!({"matchExpressions": [{"key": "mesh", "operator": "Exists"}]}),
+            ],
+            auto_inject: false,
+            ..Values::default()
+        };
+        let inject = "sidecar.istio.io/inject";
+        #[rustfmt::skip]
+        let cases: &[(Pairs<'_>, Decision)] = &[
+            (&[], Err(Skip::PolicyDisabled)),
+            (&[(inject, "")], Err(Skip::PolicyDisabled)),
+            (&[("mesh", "yes")], Ok(())),
+            (&[("openshift.io/build.name", "b")], Err(Skip::NeverInjectSelector(0))),
+            (&[("openshift.io/build.name", "b"), ("mesh", "1")], Err(Skip::NeverInjectSelector(0))),
+            // The pod's own choice wins over both selectors and the policy.
+            (&[("openshift.io/build.name", "b"), (inject, "true")], Ok(())),
+            (&[("mesh", "1"), (inject, "false")], Err(Skip::OptedOut("false".into()))),
+        ];
+        for (labels, want) in cases {
+            assert_eq!(
+                &required(&pod(labels, &[], false), "default", &values),
+                want,
+                "{labels:?}"
+            );
+        }
+        assert!(Skip::PolicyDisabled.to_string().contains("autoInject"));
     }
 }

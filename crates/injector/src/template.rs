@@ -133,6 +133,9 @@ pub fn inject_with_warnings(pod: &Pod, opts: &Options) -> Result<(Pod, Vec<Strin
     if let Some(app) = first_app {
         annotations.entry(DEFAULT_CONTAINER.into()).or_insert(app);
     }
+    for (k, v) in &opts.values.injected_annotations {
+        annotations.insert(k.clone(), v.clone());
+    }
     Ok((out, warnings))
 }
 

@@ -179,7 +179,7 @@ pub fn review_request(
         .clone()
         .or_else(|| pod.metadata.generate_name.clone())
         .unwrap_or_default();
-    if let Err(skip) = crate::select::required(&pod, &namespace) {
+    if let Err(skip) = crate::select::required(&pod, &namespace, &options.values) {
         metrics.skip.inc();
         tracing::debug!(pod = %name, %namespace, "not injected: {skip}");
         return resp;

@@ -223,6 +223,11 @@ fn labels_and_conflicts() {
     let out = inject(&productpage(), &Options::default()).unwrap();
     let labels = out.metadata.labels.unwrap();
     assert_eq!(labels["security.istio.io/tlsMode"], "istio");
+    // sidecarInjectorWebhook.injectedAnnotations.
+    let mut opts = Options::default();
+    opts.values.injected_annotations = [("team".to_string(), "mesh".to_string())].into();
+    let annotated = inject(&productpage(), &opts).unwrap();
+    assert_eq!(annotated.metadata.annotations.unwrap()["team"], "mesh");
     assert_eq!(labels["service.istio.io/canonical-name"], "productpage");
     assert_eq!(labels["service.istio.io/canonical-revision"], "v1");
     // Without app/version labels: the Deployment's name and `latest`.
