@@ -7,6 +7,9 @@
 //! the `default` and `ROOTCA` secrets. Mizzen's proxy needs no `sds-grpc`: it
 //! gets its certificate from the CA itself.
 //!
+//! Pilot's address may be an IP (a `STATIC` cluster) or a DNS name such as
+//! `pilot.istio-system.svc:15010` (a `STRICT_DNS` cluster, as in a pod).
+//!
 //! Both data planes read the same JSON (Envoy picks the format by the `.json`
 //! extension).
 
@@ -30,7 +33,7 @@ pub struct Sidecar {
     /// The pod's service account.
     pub service_account: String,
     /// Pilot's ADS address.
-    pub xds: SocketAddr,
+    pub xds: XdsAddress,
     /// Delta xDS (`DELTA_GRPC`, Istio's default) rather than state of the world.
     pub delta: bool,
     /// Envoy's admin address (Istio: 127.0.0.1:15000).
@@ -51,6 +54,69 @@ pub struct Sidecar {
     /// listener binds the pod's IP rather than every address, so pods
     /// sharing a network (loopback addresses on one host) do not collide.
     pub capture: bool,
+    /// Extra node metadata, e.g. istio-agent's `ISTIO_META_*` environment
+    /// with the prefix removed; the fields above win over these.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Pilot's ADS address: an IP or a DNS name, and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdsAddress {
+    /// IP address or DNS name.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl XdsAddress {
+    /// Whether the host is an IP literal (else a DNS name).
+    pub fn is_ip(&self) -> bool {
+        self.host.parse::<IpAddr>().is_ok()
+    }
+}
+
+impl From<SocketAddr> for XdsAddress {
+    fn from(addr: SocketAddr) -> XdsAddress {
+        XdsAddress {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        }
+    }
+}
+
+impl std::str::FromStr for XdsAddress {
+    type Err = String;
+
+    /// `host:port`, `ip:port` or `[ipv6]:port`.
+    fn from_str(s: &str) -> Result<XdsAddress, String> {
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(addr.into());
+        }
+        let bad = || format!("{s:?} is not HOST:PORT (e.g. pilot.istio-system.svc:15010)");
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(bad)?;
+        let valid = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !valid {
+            return Err(bad());
+        }
+        Ok(XdsAddress {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for XdsAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
 }
 
 impl Sidecar {
@@ -77,10 +143,14 @@ impl Sidecar {
 
     /// The bootstrap, as JSON.
     pub fn bootstrap(&self) -> Value {
-        let mut clusters = vec![static_cluster(
+        let mut xds = static_cluster(
             "xds-grpc",
-            json!({"socket_address": {"address": self.xds.ip().to_string(), "port_value": self.xds.port()}}),
-        )];
+            json!({"socket_address": {"address": self.xds.host, "port_value": self.xds.port}}),
+        );
+        if !self.xds.is_ip() {
+            xds["type"] = json!("STRICT_DNS");
+        }
+        let mut clusters = vec![xds];
         if let Some(socket) = &self.sds_socket {
             clusters.push(static_cluster(
                 "sds-grpc",
@@ -104,19 +174,30 @@ impl Sidecar {
             };
             listeners.push(health_listener(&bind, port));
         }
+        let mut metadata: serde_json::Map<String, Value> = self
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        for (k, v) in [
+            ("NAMESPACE", json!(self.namespace)),
+            ("LABELS", json!(self.labels)),
+            ("INSTANCE_IPS", json!(self.ip.to_string())),
+            ("SERVICE_ACCOUNT", json!(self.service_account)),
+            ("WORKLOAD_NAME", json!(self.pod)),
+            ("CLUSTER_ID", json!("Kubernetes")),
+            (
+                "INTERCEPTION_MODE",
+                json!(if self.capture { "REDIRECT" } else { "NONE" }),
+            ),
+        ] {
+            metadata.insert(k.into(), v);
+        }
         json!({
             "node": {
                 "id": self.node_id(),
                 "cluster": self.cluster(),
-                "metadata": {
-                    "NAMESPACE": self.namespace,
-                    "LABELS": self.labels,
-                    "INSTANCE_IPS": self.ip.to_string(),
-                    "SERVICE_ACCOUNT": self.service_account,
-                    "WORKLOAD_NAME": self.pod,
-                    "CLUSTER_ID": "Kubernetes",
-                    "INTERCEPTION_MODE": if self.capture { "REDIRECT" } else { "NONE" },
-                },
+                "metadata": metadata,
             },
             "dynamic_resources": {
                 "ads_config": {
@@ -199,6 +280,7 @@ mod tests {
                 .into(),
             service_account: "bookinfo-reviews".into(),
             xds: "10.77.0.1:15010".parse().unwrap(),
+            metadata: BTreeMap::new(),
             delta: true,
             admin: "127.0.0.1:15000".parse().unwrap(),
             sds_socket: sds.map(PathBuf::from),
@@ -287,5 +369,34 @@ mod tests {
                 ["path"],
             "/run/pod/sds.sock"
         );
+    }
+
+    #[test]
+    fn a_dns_name_makes_a_strict_dns_cluster_and_metadata_is_merged() {
+        let mut pod = sidecar(None);
+        pod.xds = "pilot.istio-system.svc:15010".parse().unwrap();
+        pod.metadata = [("DNS_CAPTURE", "true"), ("NAMESPACE", "spoofed")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        let b = pod.bootstrap();
+        let xds = &b["static_resources"]["clusters"][0];
+        assert_eq!(xds["type"], "STRICT_DNS");
+        assert_eq!(
+            xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+                ["address"],
+            "pilot.istio-system.svc"
+        );
+        assert_eq!(b["node"]["metadata"]["DNS_CAPTURE"], "true");
+        assert_eq!(b["node"]["metadata"]["NAMESPACE"], "default");
+        assert_eq!(
+            sidecar(None).bootstrap()["static_resources"]["clusters"][0]["type"],
+            "STATIC"
+        );
+        for bad in ["pilot", "pilot:0", ":15010", "pi lot:1", "pilot:x"] {
+            assert!(bad.parse::<XdsAddress>().is_err(), "{bad}");
+        }
+        let v6: XdsAddress = "[fd00::1]:15010".parse().unwrap();
+        assert!(v6.is_ip());
+        assert_eq!(v6.to_string(), "[fd00::1]:15010");
     }
 }

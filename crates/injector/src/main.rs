@@ -1,8 +1,15 @@
-//! The `injector` binary (not available yet).
+//! The `injector` binary: flags in, `App` out.
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "injector: not available in this build. When built it will serve: the sidecar injection webhook (AdmissionReview v1, JSONPatch) on :15017 path /inject. See the README for what works today (mizzen validate, mizzen analyze, galley)."
-    );
-    std::process::ExitCode::from(2)
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = injector::app::Config::parse();
+    let log = common::runtime::init_logging(&config.log)?;
+    tracing::info!(?config, "starting injector");
+    let app = injector::app::App::build(config)
+        .await?
+        .with_log_handle(log);
+    app.run().await?;
+    Ok(())
 }

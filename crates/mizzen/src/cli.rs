@@ -82,6 +82,12 @@ pub enum Command {
     /// Remove Mizzen from the current cluster, as `istioctl uninstall`: one
     /// revision (--revision), or everything with --purge (CRDs included).
     Uninstall(crate::install::UninstallArgs),
+    /// Add the sidecar to Kubernetes manifests offline, as `istioctl
+    /// kube-inject` does: the injector's own template for the pod templates of
+    /// Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs and
+    /// Pods (those labelled sidecar.istio.io/inject=false are left alone), other
+    /// documents unchanged. Exits 1 when a workload cannot be injected.
+    KubeInject(crate::kube_inject::KubeInjectArgs),
 }
 
 /// Output formats.

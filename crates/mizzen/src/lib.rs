@@ -13,6 +13,7 @@ pub mod demo;
 pub mod generate;
 pub mod install;
 pub mod manifest;
+pub mod kube_inject;
 pub mod pod;
 pub mod proxy;
 pub mod run;
@@ -61,6 +62,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Command::Manifest(args) => return manifest::run(&args, out, err),
         Command::Install(args) => return install::run_install(&args, err),
         Command::Uninstall(args) => return install::run_uninstall(&args, err),
+        Command::KubeInject(args) => return kube_inject::run(&args, out, err),
     };
     match result {
         Ok(code) => code,

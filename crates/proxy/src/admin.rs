@@ -220,14 +220,41 @@ pub fn router(admin: Admin) -> Router {
         .with_state(admin)
 }
 
-/// istio-agent's status port (15020): `/healthz/ready` and the merged
-/// `/stats/prometheus` (Istio's metrics and the proxy's own).
+/// istio-agent's status port (15020): `/healthz/ready`, the merged
+/// `/stats/prometheus` (Istio's metrics and the proxy's own), and
+/// `POST /quitquitquit` from the pod itself (loopback peers only), which a
+/// Job's app calls to end a classic sidecar. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`.
 pub fn status_router(admin: Admin) -> Router {
     Router::new()
         .route("/healthz/ready", get(healthz_ready))
         .route("/stats/prometheus", get(prometheus))
+        .route("/quitquitquit", post(status_quit))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(admin)
+}
+
+/// Envoy's Prometheus port (15090): `/stats/prometheus`.
+pub fn prometheus_router(admin: Admin) -> Router {
+    Router::new()
+        .route("/stats/prometheus", get(prometheus))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(admin)
+}
+
+/// istio-agent's `/quitquitquit`: only from the pod's own loopback.
+async fn status_quit(
+    State(a): State<Admin>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+) -> Response {
+    if !peer.ip().is_loopback() {
+        return (
+            StatusCode::FORBIDDEN,
+            "/quitquitquit is accepted only from 127.0.0.1 or ::1 (inside the pod)\n",
+        )
+            .into_response();
+    }
+    quit(State(a)).await.into_response()
 }
 
 /// The sidecar's health port (15021): `/healthz/ready` only.

@@ -264,13 +264,14 @@ pub fn write_bootstrap(config: &Config, path: &Path) -> Result<()> {
         ip: config.pod_ip.ok_or_else(|| missing("--pod-ip"))?,
         labels: config.labels.iter().cloned().collect(),
         service_account: config.service_account.clone(),
-        xds: config.xds_addr.ok_or_else(|| missing("--xds-addr"))?,
+        xds: config.xds_addr.ok_or_else(|| missing("--xds-addr"))?.into(),
         delta: true,
         admin: config.admin_addr,
         sds_socket: Some(config.sds_socket.clone()),
         router: config.router,
         health_port: Some(config.health_port),
         capture: config.interception_mode == InterceptionMode::Redirect,
+        metadata: Default::default(),
     };
     let text = serde_json::to_string_pretty(&sidecar.bootstrap())
         .map_err(std::io::Error::other)

@@ -120,6 +120,7 @@ pub struct App {
     admin_listener: Option<TcpListener>,
     status_listener: Option<TcpListener>,
     health_listener: Option<TcpListener>,
+    prometheus_listener: Option<TcpListener>,
     log: Option<LogHandle>,
 }
 
@@ -200,6 +201,7 @@ impl App {
         };
         let status_listener = bind_status(config.status_addr, "--status-addr").await?;
         let health_listener = bind_status(config.health_addr, "--health-addr").await?;
+        let prometheus_listener = bind_status(config.prometheus_addr, "--prometheus-addr").await?;
         let telemetry = crate::telemetry::Telemetry::from_node(&bootstrap.node);
         let access_log = match &config.access_log {
             None => None,
@@ -233,6 +235,7 @@ impl App {
             admin_listener,
             status_listener,
             health_listener,
+            prometheus_listener,
             log: None,
         })
     }
@@ -344,15 +347,24 @@ impl App {
         for (listener, router) in [
             (self.status_listener, admin::status_router(admin.clone())),
             (self.health_listener, admin::health_router(admin.clone())),
+            (
+                self.prometheus_listener,
+                admin::prometheus_router(admin.clone()),
+            ),
         ] {
             if let Some(listener) = listener {
                 if let Ok(addr) = listener.local_addr() {
                     tracing::info!(%addr, "status endpoint listening");
                 }
+                // The peer's address lets the status port's /quitquitquit
+                // accept only the pod's own loopback.
                 tokio::spawn(
-                    axum::serve(listener, router)
-                        .with_graceful_shutdown(stop.stopped())
-                        .into_future(),
+                    axum::serve(
+                        listener,
+                        router.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(stop.stopped())
+                    .into_future(),
                 );
             }
         }

@@ -24,6 +24,11 @@ pub enum Cli {
     /// `proxy agent ...`: serve the workload certificate to a stock Envoy over
     /// SDS on a Unix socket (istio-agent's SDS job) until stopped.
     Agent(crate::agent::Config),
+    /// `proxy sidecar ...`: run as an injected pod's sidecar (bootstrap from
+    /// the pod's environment, then the proxy in-process).
+    Sidecar(Box<crate::sidecar::Config>),
+    /// `proxy wait ...`: wait for the sidecar's readiness (postStart hook).
+    Wait(crate::sidecar::WaitConfig),
 }
 
 impl CommandFactory for Cli {
@@ -31,6 +36,8 @@ impl CommandFactory for Cli {
         Config::command()
             .subcommand(crate::init::Config::command())
             .subcommand(crate::agent::Config::command())
+            .subcommand(crate::sidecar::Config::command())
+            .subcommand(crate::sidecar::WaitConfig::command())
             .args_conflicts_with_subcommands(true)
             .subcommand_negates_reqs(true)
     }
@@ -47,6 +54,12 @@ impl FromArgMatches for Cli {
             Some(("agent", agent)) => {
                 Ok(Cli::Agent(crate::agent::Config::from_arg_matches(agent)?))
             }
+            Some(("sidecar", sidecar)) => Ok(Cli::Sidecar(Box::new(
+                crate::sidecar::Config::from_arg_matches(sidecar)?,
+            ))),
+            Some(("wait", wait)) => Ok(Cli::Wait(crate::sidecar::WaitConfig::from_arg_matches(
+                wait,
+            )?)),
             Some((other, _)) => Err(clap::Error::raw(
                 clap::error::ErrorKind::InvalidSubcommand,
                 format!("unknown subcommand `{other}`\n"),
@@ -167,6 +180,10 @@ pub struct Config {
     /// and while not draining. Off unless given.
     #[arg(long, env = "PROXY_HEALTH_ADDR", value_name = "ADDR")]
     pub health_addr: Option<std::net::SocketAddr>,
+    /// Serve Envoy's Prometheus port here (Istio: 0.0.0.0:15090):
+    /// `/stats/prometheus`. Off unless given.
+    #[arg(long, env = "PROXY_PROMETHEUS_ADDR", value_name = "ADDR")]
+    pub prometheus_addr: Option<std::net::SocketAddr>,
     /// On SIGTERM, how long inbound listeners drain (they stop accepting and
     /// readiness turns false) while outbound traffic keeps flowing, before
     /// the proxy exits (istio-agent's terminationDrainDuration).
@@ -204,6 +221,7 @@ impl Config {
             trust_domain: "cluster.local".to_owned(),
             status_addr: None,
             health_addr: None,
+            prometheus_addr: None,
             termination_drain_s: 5,
             access_log: None,
         }

@@ -5,7 +5,8 @@
 //! Configuration, top-down:
 //! - `config`: the command line (`proxy -c BOOTSTRAP --concurrency N`,
 //!   `proxy init` for the capture rules, `init`, and `proxy agent`, `agent`,
-//!   istio-agent's SDS server for a stock Envoy);
+//!   istio-agent's SDS server for a stock Envoy; `proxy sidecar`, `sidecar`,
+//!   the injected pod's istio-agent and proxy in one process, and `proxy wait`);
 //! - `bootstrap`: Envoy's bootstrap file (YAML or JSON), read into Envoy's own
 //!   `Bootstrap` message, with unsupported fields refused or warned about by name;
 //! - `xds`: the ADS client (delta by default, SotW selectable) that keeps the last
@@ -50,6 +51,7 @@ pub mod rbac;
 pub mod route;
 pub mod secrets;
 pub mod server;
+pub mod sidecar;
 pub mod tcp;
 pub mod telemetry;
 pub mod upstream;

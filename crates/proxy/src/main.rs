@@ -1,5 +1,5 @@
 //! The `proxy` binary: Envoy-style flags in, then [`proxy::app::App`] runs until
-//! SIGTERM, Ctrl-C or `POST /quitquitquit` on the admin address. The bootstrap is
+//! SIGTERM, Ctrl-C or `POST /quitquitquit` on the admin (or status) address. The bootstrap is
 //! read by a child process of the same binary ([`proxy::bootstrap::isolated`]). The tokio
 //! runtime gets `--concurrency` worker threads. `proxy init` instead installs the
 //! traffic capture rules ([`proxy::init`]) and exits; `proxy agent` serves the
@@ -17,6 +17,47 @@ fn main() -> ExitCode {
         Cli::Run(config) => run(config),
         Cli::Init(config) => init(&config),
         Cli::Agent(config) => agent(config),
+        Cli::Sidecar(config) => sidecar(&config),
+        Cli::Wait(config) => wait(&config),
+    }
+}
+
+/// `proxy sidecar`: the bootstrap from the pod, then the proxy. The bootstrap
+/// reader (a child process with the same arguments) only derives the flags.
+fn sidecar(config: &proxy::sidecar::Config) -> ExitCode {
+    if !proxy::bootstrap::isolated::is_child()
+        && let Err(err) = config.write_bootstrap(std::env::vars())
+    {
+        eprintln!("proxy sidecar: {err}");
+        return ExitCode::FAILURE;
+    }
+    run(config.run_config())
+}
+
+/// `proxy wait`: 0 once ready, 1 with the reason on timeout.
+fn wait(config: &proxy::sidecar::WaitConfig) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("proxy wait: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(proxy::sidecar::wait(config)) {
+        Ok(took) => {
+            println!(
+                "proxy wait: the sidecar is ready ({} after {took:.1?})",
+                config.url
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("proxy wait: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -118,13 +118,14 @@ impl Files {
                 ip: addr.into(),
                 labels: spec.labels.clone(),
                 service_account: spec.service_account.clone(),
-                xds: mesh.pilot_xds(),
+                xds: mesh.pilot_xds().into(),
                 delta: true,
                 admin: admin(mesh, addr),
                 sds_socket: None,
                 router: spec.gateway,
                 health_port: None,
                 capture: mesh.capture,
+                metadata: Default::default(),
             };
             let text = serde_json::to_string_pretty(&sidecar.bootstrap()).unwrap_or_default();
             write_private(&files.bootstrap, &text)?;
