@@ -114,7 +114,7 @@ fn bookinfo_pods_are_injected_and_ready() {
     }
 }
 
-/// `kubectl port-forward` to the ingress gateway's port 80, on a free local port.
+/// `kubectl port-forward` to the ingress gateway's port 8080 (the sample Gateway's), on a free local port.
 struct PortForward {
     child: Child,
     addr: SocketAddr,
@@ -128,7 +128,7 @@ impl PortForward {
                 "-n",
                 "istio-system",
                 "svc/istio-ingressgateway",
-                "0:80",
+                "0:8080",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -104,6 +104,15 @@ pub struct Config {
     /// `REDIRECT` when `istio-init` captures the pod's traffic, `NONE` without capture.
     #[arg(long, env = "INTERCEPTION_MODE", value_enum, ignore_case = true, default_value_t = crate::agent::InterceptionMode::Redirect)]
     pub interception_mode: crate::agent::InterceptionMode,
+    /// Run as a gateway (a `router` node: the listeners of the Gateway
+    /// resources that select this pod, no capture), as istio-agent's
+    /// `proxy router`.
+    #[arg(long, env = "PROXY_ROUTER")]
+    pub router: bool,
+    /// Write an access log line per request and connection to this file
+    /// (`/dev/stdout` for the container's log; meshConfig.accessLogFile).
+    #[arg(long, env = "PROXY_ACCESS_LOG", value_name = "FILE")]
+    pub access_log: Option<PathBuf>,
     /// Where the bootstrap is written (the istio-envoy volume).
     #[arg(
         long,
@@ -192,6 +201,7 @@ impl Config {
         c.health_addr = Some(SocketAddr::new(self.bind_address, self.health_port));
         c.prometheus_addr = at(self.prometheus_port);
         c.termination_drain_s = self.termination_drain_s;
+        c.access_log = self.access_log.clone();
         c
     }
 
@@ -217,9 +227,10 @@ impl Config {
             delta: true,
             admin: self.admin_addr,
             sds_socket: None,
-            router: false,
+            router: self.router,
             health_port: None,
-            capture: self.interception_mode == crate::agent::InterceptionMode::Redirect,
+            capture: !self.router
+                && self.interception_mode == crate::agent::InterceptionMode::Redirect,
             metadata,
         })
     }
@@ -477,6 +488,22 @@ mod tests {
         assert_eq!(run.health_addr, Some("0.0.0.0:15021".parse().unwrap()));
         assert_eq!(run.status_addr, Some("0.0.0.0:15020".parse().unwrap()));
         assert_eq!(run.prometheus_addr, Some("0.0.0.0:15090".parse().unwrap()));
+        assert!(run.access_log.is_none());
+        // A gateway: a router node, no capture, its access log where asked.
+        let mut gateway = config.clone();
+        gateway.router = true;
+        gateway.access_log = Some("/dev/stdout".into());
+        let node = gateway.sidecar(Vec::new()).unwrap();
+        assert!(node.router && !node.capture);
+        assert!(
+            serde_json::to_string(&node.bootstrap())
+                .unwrap()
+                .contains("router~10.244.1.7~reviews-v2-5d8f9c7b4-x2x9q.default~")
+        );
+        assert_eq!(
+            gateway.run_config().access_log.as_deref(),
+            Some(Path::new("/dev/stdout"))
+        );
         let mut off = config.clone();
         off.status_port = 0;
         off.prometheus_port = 0;

@@ -331,3 +331,25 @@ fn a_file_that_is_not_an_istio_operator_is_refused() {
     let e = plan(&options(&[seed("02-virtualservice-reviews.yaml")], &[])).unwrap_err();
     assert!(e.to_string().contains("takes IstioOperator files"), "{e}");
 }
+
+#[test]
+fn the_chart_injection_webhooks_are_the_injectors_own() {
+    for revision in [None, Some("canary")] {
+        let mut opts = options(&[], &[]);
+        opts.revision = revision.map(str::to_string);
+        let plan = plan(&opts).unwrap();
+        let objects = render(&plan).unwrap();
+        let rev = revision.unwrap_or("default");
+        let name = injector::webhook_config::configuration_name(rev);
+        let webhook = find(&objects, "MutatingWebhookConfiguration", &name);
+        let service = injector::webhook_config::ServiceRef {
+            name: match revision {
+                Some(r) => format!("injector-{r}"),
+                None => "injector".into(),
+            },
+            ..Default::default()
+        };
+        let theirs = injector::webhook_config::webhooks(rev, &service, None);
+        assert_eq!(webhook["webhooks"], theirs, "revision {rev}");
+    }
+}
