@@ -1,0 +1,240 @@
+//! One task per watched kind: discovery, then a kube-rs watcher feeding a reflector
+//! store, until the kind stops being served.
+//!
+//! [`run_kind`] loops:
+//! 1. [`discover`] the kind's API resource. A kind that is not served (its CRD is
+//!    not installed) becomes [`Phase::Absent`] with one warning, and is looked up
+//!    again every [`KubeOptions::recheck`], so installing the CRDs later works
+//!    without a restart. An error asking (say, 403) leaves the phase as it was and
+//!    retries with backoff: pilot never serves without a kind that may exist.
+//! 2. [`reflect`] lists and watches it in all namespaces (`watcher` →
+//!    `default_backoff` → `reflector`). The list reads the API server's watch
+//!    cache (`resourceVersion=0`, as client-go's informers do), not etcd. After a
+//!    watch error or a closed stream the watcher resumes from the last
+//!    resourceVersion it saw (an event's or a BOOKMARK's), after a backoff; only a
+//!    `410 Gone` (the version left the API server's window) makes it list again,
+//!    and while that relist runs the store keeps serving the previous objects: the
+//!    reflector swaps the new list in when it completes (`InitDone`).
+//! 3. The first completed list makes the kind [`Phase::Serving`]; every event after
+//!    it (and every completed relist) notifies the [`ChangeSignal`].
+//! 4. A 404 while listing or watching means the kind went away (its CRD was
+//!    deleted): the kind becomes absent and the loop returns to discovery.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject, TypeMeta};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, reflector};
+use tokio::sync::watch;
+
+use super::kinds::{Discovery, WatchedKind, discover};
+use super::{KubeOptions, Phase};
+use crate::config::ChangeSignal;
+
+/// One watched kind's shared state: what it is and where its objects are.
+#[derive(Debug)]
+pub struct KindState {
+    /// The kind.
+    pub kind: WatchedKind,
+    /// Its phase; `load` reads it, the kind's task writes it.
+    pub phase: watch::Sender<Phase>,
+}
+
+impl KindState {
+    /// A kind not yet discovered or listed.
+    pub fn new(kind: WatchedKind) -> KindState {
+        KindState {
+            kind,
+            phase: watch::Sender::new(Phase::Pending),
+        }
+    }
+
+    /// Marks the kind as not served, telling the controller when objects vanish.
+    fn set_absent(&self, signal: &ChangeSignal) {
+        let was_serving = self.phase.send_replace(Phase::Absent).is_serving();
+        if was_serving {
+            signal.notify();
+        }
+    }
+}
+
+/// Keeps `state` current for as long as the task runs (it is aborted when the
+/// source is dropped).
+pub async fn run_kind(
+    client: Client,
+    state: std::sync::Arc<KindState>,
+    signal: ChangeSignal,
+    options: KubeOptions,
+) {
+    let kind = state.kind.kind;
+    let mut reported_missing = false;
+    let mut failures = 0u32;
+    loop {
+        let resource = match discover(&client, &state.kind).await {
+            Discovery::Found(resource) => resource,
+            Discovery::Missing(why) => {
+                if !reported_missing {
+                    tracing::warn!(
+                        kind,
+                        reason = %why,
+                        recheck = ?options.recheck,
+                        "kind not served by the API server; pilot runs without it and looks again periodically"
+                    );
+                    reported_missing = true;
+                } else {
+                    tracing::debug!(kind, reason = %why, "kind still not served");
+                }
+                state.set_absent(&signal);
+                tokio::time::sleep(options.recheck).await;
+                continue;
+            }
+            Discovery::Failed(e) => {
+                failures += 1;
+                let wait = discovery_backoff(failures);
+                tracing::warn!(
+                    kind,
+                    crd = %state.kind.resource_name(),
+                    error = %e,
+                    retry_in = ?wait,
+                    "cannot look up the kind's CustomResourceDefinition; check that pilot may get customresourcedefinitions (apiextensions.k8s.io)"
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        failures = 0;
+        if reported_missing {
+            tracing::info!(kind, version = %resource.version, "kind is now served; watching it");
+        }
+        let gone = reflect(&client, &state, resource, &signal).await;
+        tracing::warn!(
+            kind,
+            reason = %gone,
+            "the API server no longer serves the kind (404); dropping its objects and looking it up again"
+        );
+        reported_missing = true;
+        state.set_absent(&signal);
+        tokio::time::sleep(options.recheck).await;
+    }
+}
+
+/// Exponential backoff for failed CRD lookups: 1 s doubling to 30 s.
+fn discovery_backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+}
+
+/// Lists and watches `resource` into a reflector store until the API server says
+/// the resource does not exist (the returned text says so). Other errors are
+/// logged and the watcher recovers by itself (see the module docs).
+async fn reflect(
+    client: &Client,
+    state: &KindState,
+    resource: ApiResource,
+    signal: &ChangeSignal,
+) -> String {
+    let kind = state.kind.kind;
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let writer = Writer::new(resource.clone());
+    let store = writer.as_reader();
+    let mut config = watcher::Config::default().any_semantic();
+    // Unpaged: a resourceVersion=0 list is served whole from the watch cache.
+    config.page_size = None;
+    if let Some(fields) = state.kind.field_selector {
+        config = config.fields(fields);
+    }
+    let types = TypeMeta {
+        api_version: resource.api_version.clone(),
+        kind: resource.kind.clone(),
+    };
+    let events = watcher::watcher(api, config)
+        .modify(move |o: &mut DynamicObject| tidy(o, &types))
+        .default_backoff();
+    let mut events = std::pin::pin!(reflector(writer, events));
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::InitDone) => {
+                tracing::debug!(kind, objects = store.len(), "listed");
+                state.phase.send_if_modified(|p| {
+                    if p.is_serving() {
+                        return false;
+                    }
+                    *p = Phase::Serving {
+                        store: store.clone(),
+                        resource: resource.clone(),
+                    };
+                    true
+                });
+                signal.notify();
+            }
+            Ok(Event::Apply(_) | Event::Delete(_)) => signal.notify(),
+            Ok(Event::Init | Event::InitApply(_)) => {}
+            Err(e) => {
+                if let Some(gone) = not_found(kind, e) {
+                    return gone;
+                }
+            }
+        }
+    }
+    // The watcher's stream never ends; should it, the loop starts over.
+    "the watch stream ended".into()
+}
+
+/// Logs a watcher error, or describes a 404 (the resource is gone).
+fn not_found(kind: &str, error: watcher::Error) -> Option<String> {
+    let api_error = match &error {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.as_ref()),
+        watcher::Error::WatchError(s) => Some(s.as_ref()),
+        _ => None,
+    };
+    match api_error {
+        Some(status) if status.is_not_found() => return Some(error.to_string()),
+        Some(status) if status.code == 410 => {
+            tracing::info!(
+                kind,
+                error = %error,
+                "watch resourceVersion expired (410 Gone); listing again, the current objects stay served until the list completes"
+            );
+        }
+        Some(status) if status.is_forbidden() => {
+            tracing::warn!(
+                kind,
+                error = %error,
+                "the API server refused pilot (403); grant its service account list and watch on this resource (see the README's RBAC); retrying with backoff"
+            );
+        }
+        _ => {
+            tracing::warn!(
+                kind,
+                error = %error,
+                "Kubernetes watch failed; retrying with backoff from the last resourceVersion seen"
+            );
+        }
+    }
+    None
+}
+
+/// Drops what pilot never reads (`managedFields`, often half an object's
+/// metadata) and names the object's type: list items of built-in kinds come
+/// without `apiVersion` and `kind`.
+fn tidy(object: &mut DynamicObject, types: &TypeMeta) {
+    object.metadata.managed_fields = None;
+    if object.types.as_ref().is_none_or(|t| t.kind.is_empty()) {
+        object.types = Some(types.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_backoff_doubles_to_thirty_seconds() {
+        let waits: Vec<u64> = (1..=8).map(|n| discovery_backoff(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+}
