@@ -608,3 +608,60 @@ async fn sees_the_kubernetes_service_of_the_current_cluster() {
             .contains_key("kubernetes.default.svc.cluster.local")
     );
 }
+
+/// The README's ClusterRole for pilot (what the Helm chart grants) covers every
+/// kind the source watches, and the CRD lookups.
+#[test]
+fn the_readme_rbac_grants_what_the_source_reads() {
+    let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"));
+    let block = readme
+        .split("The service account needs this ClusterRole:")
+        .nth(1)
+        .and_then(|rest| rest.split("```yaml").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("README has pilot's ClusterRole");
+    let list = |line: &str, key: &str| -> Option<Vec<String>> {
+        let inner = line.trim().trim_start_matches("- ").strip_prefix(key)?;
+        let inner = inner.trim().trim_start_matches('[').trim_end_matches(']');
+        Some(
+            inner
+                .split(',')
+                .map(|s| s.trim().trim_matches('"').to_string())
+                .collect(),
+        )
+    };
+    let mut granted = BTreeSet::new();
+    let (mut groups, mut resources) = (Vec::new(), Vec::new());
+    for line in block.lines() {
+        if let Some(g) = list(line, "apiGroups:") {
+            groups = g;
+        } else if let Some(r) = list(line, "resources:") {
+            resources = r;
+        } else if let Some(verbs) = list(line, "verbs:") {
+            for g in &groups {
+                for r in &resources {
+                    for v in &verbs {
+                        granted.insert((g.clone(), r.clone(), v.clone()));
+                    }
+                }
+            }
+        }
+    }
+    for kind in WatchedKind::all() {
+        let (group, plural) = match kind.api {
+            kinds::KindApi::BuiltIn { group, plural, .. } => (group, plural),
+            kinds::KindApi::Istio(k) => (k.group(), k.plural()),
+        };
+        for verb in ["list", "watch"] {
+            assert!(
+                granted.contains(&(group.to_string(), plural.to_string(), verb.to_string())),
+                "README's ClusterRole lacks {verb} on {plural}.{group}"
+            );
+        }
+    }
+    assert!(granted.contains(&(
+        "apiextensions.k8s.io".to_string(),
+        "customresourcedefinitions".to_string(),
+        "get".to_string()
+    )));
+}
