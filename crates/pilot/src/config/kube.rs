@@ -20,10 +20,13 @@
 //!    sent it, `managedFields` dropped) into a [`Resource`] through
 //!    [`common::yaml::Node::from_json`] and [`common::resource::decode`], the
 //!    admission webhook's path, with the origin `kubernetes:Kind/namespace/name`.
+//!    Conversions are kept per object and resourceVersion, so a load converts only
+//!    the objects that changed since the previous one.
 //!
 //! Endpoints objects are not watched: EndpointSlices carry the same addresses
 //! (Istio reads slices too), and the registry prefers them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,6 +105,19 @@ pub struct KubeSource {
     options: KubeOptions,
     kinds: Vec<Arc<KindState>>,
     tasks: tokio::task::JoinSet<()>,
+    /// Each object's conversion as of its resourceVersion, so a load converts only
+    /// what changed since the last one (pods change all the time; their JSON →
+    /// [`Resource`] conversion was most of a load's cost).
+    decoded: HashMap<ObjectKey, Decoded>,
+}
+
+/// An object's identity across versions: apiVersion, kind, namespace, name.
+type ObjectKey = (String, String, Option<String>, String);
+
+/// One object converted at one resourceVersion.
+struct Decoded {
+    resource_version: String,
+    result: Result<Resource, Box<DecodeError>>,
 }
 
 impl std::fmt::Debug for KubeSource {
@@ -132,6 +148,7 @@ impl KubeSource {
             options,
             kinds,
             tasks: tokio::task::JoinSet::new(),
+            decoded: HashMap::new(),
         }
     }
 
@@ -166,6 +183,7 @@ impl ConfigSource for KubeSource {
             });
         }
         let mut out = Loaded::default();
+        let mut decoded = HashMap::with_capacity(self.decoded.len());
         for state in &self.kinds {
             let Phase::Serving { store, resource } = state.phase.borrow().clone() else {
                 continue;
@@ -176,12 +194,29 @@ impl ConfigSource for KubeSource {
                     .cmp(&(&b.metadata.namespace, &b.metadata.name))
             });
             for object in objects {
-                match to_resource(&object, &resource) {
-                    Ok(r) => out.resources.push(r),
-                    Err(e) => out.errors.push(*e),
+                let key: ObjectKey = (
+                    resource.api_version.clone(),
+                    resource.kind.clone(),
+                    object.metadata.namespace.clone(),
+                    object.metadata.name.clone().unwrap_or_default(),
+                );
+                let version = object.metadata.resource_version.as_deref().unwrap_or("");
+                let entry = match self.decoded.remove(&key) {
+                    Some(d) if !version.is_empty() && d.resource_version == version => d,
+                    _ => Decoded {
+                        resource_version: version.to_string(),
+                        result: to_resource(&object, &resource),
+                    },
+                };
+                match &entry.result {
+                    Ok(r) => out.resources.push(r.clone()),
+                    Err(e) => out.errors.push((**e).clone()),
                 }
+                decoded.insert(key, entry);
             }
         }
+        // Objects gone since the last load leave the cache with it.
+        self.decoded = decoded;
         Ok(out)
     }
 
