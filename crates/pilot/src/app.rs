@@ -31,7 +31,7 @@ use crate::config::{
     ConfigController, ConfigError, ConfigOptions, ConfigSource, FileSource, KubeSource,
 };
 use crate::debug::{self, DebugState};
-use crate::metrics::Metrics;
+use crate::metrics::{KubeEventMetrics, Metrics};
 use crate::model::ModelHandle;
 use crate::xds::ads::{AdsServer, Limits};
 
@@ -208,16 +208,15 @@ impl App {
     /// `--source kubernetes` builds the client (in-cluster config or KUBECONFIG).
     pub async fn build(config: Config) -> Result<App, Error> {
         check_source_flags(&config)?;
-        let source: Box<dyn ConfigSource> = match config.source {
-            SourceKind::Files => Box::new(FileSource::many(config.config_dir.clone())),
-            SourceKind::Kubernetes => {
-                let client = kube::Client::try_default()
+        let client = match config.source {
+            SourceKind::Files => None,
+            SourceKind::Kubernetes => Some(
+                kube::Client::try_default()
                     .await
-                    .map_err(|e| Error::Kube(e.to_string()))?;
-                Box::new(KubeSource::new(client))
-            }
+                    .map_err(|e| Error::Kube(e.to_string()))?,
+            ),
         };
-        App::build_with_source(config, source).await
+        App::build_with_source(config, client).await
     }
 
     /// [`App::build`] with `--source kubernetes` reading through `client` (a mock
@@ -232,13 +231,11 @@ impl App {
                 "a Kubernetes client was given, but --source is not kubernetes".into(),
             ));
         }
-        App::build_with_source(config, Box::new(KubeSource::new(client))).await
+        App::build_with_source(config, Some(client)).await
     }
 
-    async fn build_with_source(
-        config: Config,
-        source: Box<dyn ConfigSource>,
-    ) -> Result<App, Error> {
+    /// Builds the app reading `--config-dir`, or the cluster of `client`.
+    async fn build_with_source(config: Config, client: Option<kube::Client>) -> Result<App, Error> {
         let (after, max) = (config.debounce_after.as_std(), config.debounce_max.as_std());
         if after > max {
             return Err(Error::Flags(format!(
@@ -272,6 +269,12 @@ impl App {
             debounce_after: after,
             debounce_max: max,
             ..ConfigOptions::default()
+        };
+        let source: Box<dyn ConfigSource> = match client {
+            None => Box::new(FileSource::many(config.config_dir.clone())),
+            Some(client) => Box::new(
+                KubeSource::new(client).with_metrics(KubeEventMetrics::register(&mut registry)),
+            ),
         };
         let controller = ConfigController::new(source, options);
         crate::metrics::register_config_rejections(&mut registry, controller.rejection_counter());

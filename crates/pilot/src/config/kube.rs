@@ -40,6 +40,7 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::Store;
 
 use super::{ChangeSignal, ConfigSource, SourceError};
+use crate::metrics::KubeEventMetrics;
 
 pub mod kinds;
 pub mod reflect;
@@ -105,6 +106,7 @@ pub struct KubeSource {
     options: KubeOptions,
     kinds: Vec<Arc<KindState>>,
     tasks: tokio::task::JoinSet<()>,
+    metrics: KubeEventMetrics,
     /// Each object's conversion as of its resourceVersion, so a load converts only
     /// what changed since the last one (pods change all the time; their JSON →
     /// [`Resource`] conversion was most of a load's cost).
@@ -148,8 +150,15 @@ impl KubeSource {
             options,
             kinds,
             tasks: tokio::task::JoinSet::new(),
+            metrics: KubeEventMetrics::default(),
             decoded: HashMap::new(),
         }
+    }
+
+    /// Counts watch events into `metrics` (registered by the caller).
+    pub fn with_metrics(mut self, metrics: KubeEventMetrics) -> KubeSource {
+        self.metrics = metrics;
+        self
     }
 
     /// Each watched kind with its current phase.
@@ -235,6 +244,7 @@ impl ConfigSource for KubeSource {
                 state.clone(),
                 signal.clone(),
                 self.options.clone(),
+                self.metrics.clone(),
             );
             self.tasks.spawn_on(task, &runtime);
         }

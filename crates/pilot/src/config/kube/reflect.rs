@@ -16,7 +16,8 @@
 //!    and while that relist runs the store keeps serving the previous objects: the
 //!    reflector swaps the new list in when it completes (`InitDone`).
 //! 3. The first completed list makes the kind [`Phase::Serving`]; every event after
-//!    it (and every completed relist) notifies the [`ChangeSignal`].
+//!    it (and every completed relist) notifies the [`ChangeSignal`] and is counted
+//!    ([`KubeEventMetrics`]: add or update by whether the store held the object).
 //! 4. A 404 while listing or watching means the kind went away (its CRD was
 //!    deleted): the kind becomes absent and the loop returns to discovery.
 
@@ -25,6 +26,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, TypeMeta};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, reflector};
@@ -33,6 +35,7 @@ use tokio::sync::watch;
 use super::kinds::{Discovery, WatchedKind, discover};
 use super::{KubeOptions, Phase};
 use crate::config::ChangeSignal;
+use crate::metrics::KubeEventMetrics;
 
 /// One watched kind's shared state: what it is and where its objects are.
 #[derive(Debug)]
@@ -68,6 +71,7 @@ pub async fn run_kind(
     state: std::sync::Arc<KindState>,
     signal: ChangeSignal,
     options: KubeOptions,
+    metrics: KubeEventMetrics,
 ) {
     let kind = state.kind.kind;
     let mut reported_missing = false;
@@ -109,7 +113,7 @@ pub async fn run_kind(
         if reported_missing {
             tracing::info!(kind, version = %resource.version, "kind is now served; watching it");
         }
-        let gone = reflect(&client, &state, resource, &signal).await;
+        let gone = reflect(&client, &state, resource, &signal, &metrics).await;
         tracing::warn!(
             kind,
             reason = %gone,
@@ -134,6 +138,7 @@ async fn reflect(
     state: &KindState,
     resource: ApiResource,
     signal: &ChangeSignal,
+    metrics: &KubeEventMetrics,
 ) -> String {
     let kind = state.kind.kind;
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
@@ -149,9 +154,32 @@ async fn reflect(
         api_version: resource.api_version.clone(),
         kind: resource.kind.clone(),
     };
+    let (added, updated, deleted) = (
+        metrics.counter(kind, "add"),
+        metrics.counter(kind, "update"),
+        metrics.counter(kind, "delete"),
+    );
+    let (held, dyntype) = (store.clone(), resource.clone());
+    // Counted before the reflector applies the event, so the store still says
+    // whether the object is new.
     let events = watcher::watcher(api, config)
         .modify(move |o: &mut DynamicObject| tidy(o, &types))
-        .default_backoff();
+        .default_backoff()
+        .map(move |event| {
+            match &event {
+                Ok(Event::Apply(o)) => {
+                    match held.get(&ObjectRef::from_obj_with(o, dyntype.clone())) {
+                        Some(_) => updated.inc(),
+                        None => added.inc(),
+                    };
+                }
+                Ok(Event::Delete(_)) => {
+                    deleted.inc();
+                }
+                _ => {}
+            }
+            event
+        });
     let mut events = std::pin::pin!(reflector(writer, events));
     while let Some(event) = events.next().await {
         match event {

@@ -62,7 +62,11 @@ fn bookinfo_api() -> (FakeApi, kube::Client) {
 
 /// A watching source whose initial lists completed, and its change signal (drained).
 async fn synced(client: kube::Client) -> (KubeSource, mpsc::Receiver<()>) {
-    let mut source = KubeSource::with_options(client, options());
+    synced_with(KubeSource::with_options(client, options())).await
+}
+
+/// [`synced`] for a source built by the caller.
+async fn synced_with(mut source: KubeSource) -> (KubeSource, mpsc::Receiver<()>) {
     let (signal, mut changes) = ChangeSignal::channel();
     source.watch(signal).expect("watching starts");
     tokio::time::timeout(WAIT, source.synced())
@@ -261,7 +265,10 @@ async fn initial_lists_become_a_mesh_service_with_endpoints() {
 #[tokio::test]
 async fn watch_events_change_what_load_returns_and_fire_the_signal() {
     let (api, client) = bookinfo_api();
-    let (mut source, mut changes) = synced(client).await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = crate::metrics::KubeEventMetrics::register(&mut registry);
+    let source = KubeSource::with_options(client, options()).with_metrics(metrics);
+    let (mut source, mut changes) = synced_with(source).await;
     let watch = api.next_watch(SERVICES).await;
 
     watch.send(&event("ratings-added"));
@@ -287,6 +294,22 @@ async fn watch_events_change_what_load_returns_and_fire_the_signal() {
     assert_eq!(
         names(&source.load().unwrap(), "Service"),
         ["default/kubernetes", "default/reviews"]
+    );
+
+    // Counted as istiod counts its informers' events; the initial lists are not.
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for event in ["add", "update", "delete"] {
+        let line = format!("pilot_k8s_reg_events_total{{type=\"Services\",event=\"{event}\"}} 1");
+        assert!(text.contains(&line), "{line} in {text}");
+    }
+    assert!(
+        text.contains("pilot_k8s_reg_events_total{type=\"Pods\",event=\"add\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pilot_k8s_cfg_events_total{type=\"VirtualService\",event=\"add\"} 0"),
+        "{text}"
     );
 }
 
