@@ -7,8 +7,8 @@
 //! In Kubernetes mode, [`KubeEventMetrics`]: `pilot_k8s_reg_events{type,event}`
 //! (registry kinds: `Services`, `EndpointSlice`, `Pods`, `Namespaces`,
 //! `ServiceAccounts`, `Secrets`) and `pilot_k8s_cfg_events{type,event}` (Istio
-//! kinds by name), `event` being `add`, `update` or `delete`, as istiod counts
-//! its informers' events.
+//! kinds by name), `event` being `add`, `update`, `updatesame` (nothing pilot
+//! reads changed) or `delete`, as istiod counts its informers' events.
 //!
 //! prometheus-client writes counters in OpenMetrics form, so the exposition
 //! names of the counters carry a `_total` suffix (`pilot_xds_pushes_total`), as
@@ -177,7 +177,7 @@ impl Metrics {
 pub struct EventLabels {
     /// The kind, as istiod names it (`Services`, `Pods`; `VirtualService`).
     pub r#type: String,
-    /// `add`, `update` or `delete`.
+    /// `add`, `update`, `updatesame` or `delete`.
     pub event: String,
 }
 

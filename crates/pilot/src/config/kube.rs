@@ -17,7 +17,8 @@
 //! 3. [`ConfigSource::synced`] resolves once no kind is pending; the controller
 //!    then loads, and after that every watch event notifies the [`ChangeSignal`].
 //! 4. [`ConfigSource::load`] turns every stored object (its JSON as the API server
-//!    sent it, `managedFields` dropped) into a [`Resource`] through
+//!    sent it, less what pilot never reads: `managedFields`, kubectl's
+//!    last-applied copy, a Pod's container statuses and volumes) into a [`Resource`] through
 //!    [`common::yaml::Node::from_json`] and [`common::resource::decode`], the
 //!    admission webhook's path, with the origin `kubernetes:Kind/namespace/name`.
 //!    Conversions are kept per object and resourceVersion, so a load converts only

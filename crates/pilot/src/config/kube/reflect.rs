@@ -21,9 +21,12 @@
 //! 4. A 404 while listing or watching means the kind went away (its CRD was
 //!    deleted): the kind becomes absent and the loop returns to discovery.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, TypeMeta};
 use kube::runtime::reflector::ObjectRef;
@@ -68,7 +71,7 @@ impl KindState {
 /// source is dropped).
 pub async fn run_kind(
     client: Client,
-    state: std::sync::Arc<KindState>,
+    state: Arc<KindState>,
     signal: ChangeSignal,
     options: KubeOptions,
     metrics: KubeEventMetrics,
@@ -154,21 +157,32 @@ async fn reflect(
         api_version: resource.api_version.clone(),
         kind: resource.kind.clone(),
     };
-    let (added, updated, deleted) = (
+    let (added, updated, same, deleted) = (
         metrics.counter(kind, "add"),
         metrics.counter(kind, "update"),
+        metrics.counter(kind, "updatesame"),
         metrics.counter(kind, "delete"),
     );
     let (held, dyntype) = (store.clone(), resource.clone());
-    // Counted before the reflector applies the event, so the store still says
-    // whether the object is new.
+    // Set for an update that changes nothing pilot reads (after `tidy`, only the
+    // resourceVersion moved: a kubelet status report, say); read when the
+    // reflector yields that same event, which it does in order, on this task.
+    let unchanged = Arc::new(AtomicBool::new(false));
+    let seen_unchanged = unchanged.clone();
+    // Counted before the reflector applies the event, so the store still holds
+    // the previous version.
     let events = watcher::watcher(api, config)
         .modify(move |o: &mut DynamicObject| tidy(o, &types))
         .default_backoff()
         .map(move |event| {
+            let mut same_content = false;
             match &event {
                 Ok(Event::Apply(o)) => {
                     match held.get(&ObjectRef::from_obj_with(o, dyntype.clone())) {
+                        Some(old) if same_but_version(&old, o) => {
+                            same_content = true;
+                            same.inc()
+                        }
                         Some(_) => updated.inc(),
                         None => added.inc(),
                     };
@@ -178,6 +192,7 @@ async fn reflect(
                 }
                 _ => {}
             }
+            unchanged.store(same_content, Ordering::Relaxed);
             event
         });
     let mut events = std::pin::pin!(reflector(writer, events));
@@ -197,6 +212,7 @@ async fn reflect(
                 });
                 signal.notify();
             }
+            Ok(Event::Apply(_)) if seen_unchanged.load(Ordering::Relaxed) => {}
             Ok(Event::Apply(_) | Event::Delete(_)) => signal.notify(),
             Ok(Event::Init | Event::InitApply(_)) => {}
             Err(e) => {
@@ -246,14 +262,75 @@ fn not_found(kind: &str, error: watcher::Error) -> Option<String> {
     None
 }
 
-/// Drops what pilot never reads (`managedFields`, often half an object's
-/// metadata) and names the object's type: list items of built-in kinds come
-/// without `apiVersion` and `kind`.
-fn tidy(object: &mut DynamicObject, types: &TypeMeta) {
+/// Drops what pilot never reads and names the object's type (list items of
+/// built-in kinds come without `apiVersion` and `kind`). Of every object:
+/// `managedFields` (often half its metadata) and kubectl's
+/// `last-applied-configuration` annotation (a second copy of the object). Of a
+/// Pod, as Istio's `StripPodUnusedFields` does: container statuses, volumes, and
+/// each container's all but its name and ports. The registry reads a Pod's
+/// labels, annotations, IPs, phase, `Ready` condition, service account, host
+/// network and its containers' names and ports; those stay.
+pub(crate) fn tidy(object: &mut DynamicObject, types: &TypeMeta) {
     object.metadata.managed_fields = None;
+    if let Some(annotations) = object.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            object.metadata.annotations = None;
+        }
+    }
     if object.types.as_ref().is_none_or(|t| t.kind.is_empty()) {
         object.types = Some(types.clone());
     }
+    if types.kind == "Pod" && types.api_version == "v1" {
+        trim_pod(&mut object.data);
+    }
+}
+
+/// kubectl's copy of the applied object.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The fields of a container pilot keeps.
+const CONTAINER_FIELDS: &[&str] = &["name", "ports"];
+
+fn trim_pod(data: &mut serde_json::Value) {
+    if let Some(spec) = data.get_mut("spec").and_then(|s| s.as_object_mut()) {
+        spec.remove("volumes");
+        for list in ["containers", "initContainers", "ephemeralContainers"] {
+            for container in spec
+                .get_mut(list)
+                .and_then(|c| c.as_array_mut())
+                .into_iter()
+                .flatten()
+            {
+                if let Some(fields) = container.as_object_mut() {
+                    fields.retain(|k, _| CONTAINER_FIELDS.contains(&k.as_str()));
+                }
+            }
+        }
+    }
+    if let Some(status) = data.get_mut("status").and_then(|s| s.as_object_mut()) {
+        for noisy in [
+            "containerStatuses",
+            "initContainerStatuses",
+            "ephemeralContainerStatuses",
+            "resourceClaimStatuses",
+        ] {
+            status.remove(noisy);
+        }
+    }
+}
+
+/// Whether `new` differs from `old` in its resourceVersion only.
+fn same_but_version(old: &DynamicObject, new: &DynamicObject) -> bool {
+    old.data == new.data
+        && old.types == new.types
+        && ObjectMeta {
+            resource_version: None,
+            ..old.metadata.clone()
+        } == ObjectMeta {
+            resource_version: None,
+            ..new.metadata.clone()
+        }
 }
 
 #[cfg(test)]

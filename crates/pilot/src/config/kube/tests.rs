@@ -181,6 +181,31 @@ async fn initial_lists_become_a_mesh_service_with_endpoints() {
         &*find(&loaded, "Namespace", "istio-system").origin.file,
         "kubernetes:Namespace/istio-system"
     );
+    // kubectl's copy of the object goes too; of a Pod, what the registry never
+    // reads (container statuses, volumes, containers but their names and ports).
+    assert!(
+        service.meta.annotations.is_none(),
+        "{:?}",
+        service.meta.annotations
+    );
+    let Body::Kubernetes { object: pod, .. } =
+        &find(&loaded, "Pod", "reviews-v1-5b7c8d9f6d-x2x7k").body
+    else {
+        panic!("a Pod is a Kubernetes object");
+    };
+    assert!(pod["spec"].get("volumes").is_none());
+    assert!(pod["status"].get("containerStatuses").is_none());
+    assert!(pod["status"].get("initContainerStatuses").is_none());
+    let proxy = &pod["spec"]["containers"][1];
+    let kept: Vec<&String> = proxy.as_object().unwrap().keys().collect();
+    assert_eq!(kept, ["name", "ports"]);
+    assert_eq!(pod["spec"]["serviceAccountName"], "bookinfo-reviews");
+    assert_eq!(pod["status"]["podIP"], "10.244.0.12");
+    assert!(
+        pod["metadata"]["annotations"]
+            .get("sidecar.istio.io/status")
+            .is_some()
+    );
 
     // The registry makes the same mesh of it as of files.
     let mut store = ConfigStore::new("default");
@@ -311,6 +336,52 @@ async fn watch_events_change_what_load_returns_and_fire_the_signal() {
         text.contains("pilot_k8s_cfg_events_total{type=\"VirtualService\",event=\"add\"} 0"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_status_report_that_changes_nothing_pilot_reads_does_not_reload() {
+    let (api, client) = bookinfo_api();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = crate::metrics::KubeEventMetrics::register(&mut registry);
+    let source = KubeSource::with_options(client, options()).with_metrics(metrics.clone());
+    let (mut source, mut changes) = synced_with(source).await;
+    let pods = api.next_watch(PODS).await;
+    let pod_event = |resource_version: &str, edit: &dyn Fn(&mut Value)| {
+        let mut pod = fixture!("pods.json")["items"][0].clone();
+        pod["apiVersion"] = "v1".into();
+        pod["kind"] = "Pod".into();
+        pod["metadata"]["resourceVersion"] = resource_version.into();
+        edit(&mut pod);
+        serde_json::json!({"type": "MODIFIED", "object": pod})
+    };
+
+    // The kubelet reports a container restart: nothing the registry reads moved.
+    pods.send(&pod_event("48700", &|p| {
+        p["status"]["containerStatuses"][1]["restartCount"] = 1.into();
+        p["status"]["containerStatuses"][1]["lastState"] =
+            serde_json::json!({"terminated": {"exitCode": 137, "reason": "OOMKilled"}});
+    }));
+    let quiet = tokio::time::timeout(Duration::from_millis(700), changes.recv()).await;
+    assert!(
+        quiet.is_err(),
+        "no reload for a status report pilot ignores"
+    );
+    assert_eq!(metrics.counter("Pod", "updatesame").get(), 1);
+
+    // Then the pod stops being ready: that is a change.
+    pods.send(&pod_event("48701", &|p| {
+        p["status"]["conditions"][2]["status"] = "False".into();
+    }));
+    changed(&mut changes).await;
+    assert_eq!(metrics.counter("Pod", "update").get(), 1);
+    let loaded = source.load().unwrap();
+    let Body::Kubernetes { object, .. } = &find(&loaded, "Pod", "reviews-v1-5b7c8d9f6d-x2x7k").body
+    else {
+        panic!("a Pod is a Kubernetes object");
+    };
+    assert_eq!(object["metadata"]["resourceVersion"], "48701");
+    assert_eq!(object["status"]["conditions"][2]["type"], "Ready");
+    assert_eq!(object["status"]["conditions"][2]["status"], "False");
 }
 
 #[tokio::test]
