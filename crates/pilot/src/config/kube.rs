@@ -15,14 +15,16 @@
 //!    serving its reflector store, or absent (a CRD not installed: warned about,
 //!    looked up again every [`KubeOptions::recheck`]).
 //! 3. [`ConfigSource::synced`] resolves once no kind is pending; the controller
-//!    then loads, and after that every watch event notifies the [`ChangeSignal`].
-//! 4. [`ConfigSource::load`] turns every stored object (its JSON as the API server
-//!    sent it, less what pilot never reads: `managedFields`, kubectl's
-//!    last-applied copy, a Pod's container statuses and volumes) into a [`Resource`] through
-//!    [`common::yaml::Node::from_json`] and [`common::resource::decode`], the
-//!    admission webhook's path, with the origin `kubernetes:Kind/namespace/name`.
-//!    Conversions are kept per object and resourceVersion, so a load converts only
-//!    the objects that changed since the previous one.
+//!    then loads, and after that every watch event that changes what pilot
+//!    reads notifies the [`ChangeSignal`].
+//! 4. [`ConfigSource::load`] turns every stored object (its JSON as the API
+//!    server sent it, less what pilot never reads: `managedFields`, kubectl's
+//!    last-applied copy, a Pod's container statuses and volumes) into a
+//!    [`Resource`] through [`common::yaml::Node::from_json`] and
+//!    [`common::resource::decode`], the admission webhook's path, with the origin
+//!    `kubernetes:Kind/namespace/name`. Conversions are kept per object and
+//!    resourceVersion, so a load converts only the objects that changed since
+//!    the previous one.
 //!
 //! Endpoints objects are not watched: EndpointSlices carry the same addresses
 //! (Istio reads slices too), and the registry prefers them.
