@@ -8,16 +8,19 @@
 //!    without a restart. An error asking (say, 403) leaves the phase as it was and
 //!    retries with backoff: pilot never serves without a kind that may exist.
 //! 2. [`reflect`] lists and watches it in all namespaces (`watcher` →
-//!    `default_backoff` → `reflector`). The list reads the API server's watch
-//!    cache (`resourceVersion=0`, as client-go's informers do), not etcd. After a
+//!    `default_backoff` → `reflector`). Lists read the API server's watch cache
+//!    (`resourceVersion=0`, as client-go's informers do for their first list;
+//!    client-go reads etcd for a relist after 410, pilot keeps to the cache so
+//!    that many pilots relisting at once do not all reach etcd). After a
 //!    watch error or a closed stream the watcher resumes from the last
 //!    resourceVersion it saw (an event's or a BOOKMARK's), after a backoff; only a
 //!    `410 Gone` (the version left the API server's window) makes it list again,
 //!    and while that relist runs the store keeps serving the previous objects: the
 //!    reflector swaps the new list in when it completes (`InitDone`).
 //! 3. The first completed list makes the kind [`Phase::Serving`]; every event after
-//!    it (and every completed relist) notifies the [`ChangeSignal`] and is counted
-//!    ([`KubeEventMetrics`]: add or update by whether the store held the object).
+//!    it is counted ([`KubeEventMetrics`]: add, update, or updatesame when nothing
+//!    pilot keeps changed) and, but for updatesame, notifies the [`ChangeSignal`],
+//!    as every completed relist does.
 //! 4. A 404 while listing or watching means the kind went away (its CRD was
 //!    deleted): the kind becomes absent and the loop returns to discovery.
 
