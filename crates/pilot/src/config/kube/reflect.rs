@@ -177,6 +177,8 @@ async fn reflect(
     let events = watcher::watcher(api, config)
         .modify(move |o: &mut DynamicObject| tidy(o, &types))
         .default_backoff()
+        // The store keys objects by name (and would panic on one without).
+        .filter(move |event| std::future::ready(named(kind, event)))
         .map(move |event| {
             let mut same_content = false;
             match &event {
@@ -227,6 +229,24 @@ async fn reflect(
     }
     // The watcher's stream never ends; should it, the loop starts over.
     "the watch stream ended".into()
+}
+
+/// Whether the event's object has a name; an object without one (never sent by
+/// a conforming API server) is logged and left out.
+fn named(kind: &str, event: &watcher::Result<Event<DynamicObject>>) -> bool {
+    let object = match event {
+        Ok(Event::Apply(o) | Event::Delete(o) | Event::InitApply(o)) => o,
+        _ => return true,
+    };
+    let ok = object
+        .metadata
+        .name
+        .as_deref()
+        .is_some_and(|n| !n.is_empty());
+    if !ok {
+        tracing::warn!(kind, namespace = ?object.metadata.namespace, "ignoring an object without metadata.name from the API server");
+    }
+    ok
 }
 
 /// Logs a watcher error, or describes a 404 (the resource is gone).

@@ -296,6 +296,14 @@ async fn watch_events_change_what_load_returns_and_fire_the_signal() {
     let (mut source, mut changes) = synced_with(source).await;
     let watch = api.next_watch(SERVICES).await;
 
+    // An object without a name (no conforming API server sends one) is left out;
+    // the watch goes on.
+    let mut nameless = event("ratings-added");
+    nameless["object"]["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("name");
+    watch.send(&nameless);
     watch.send(&event("ratings-added"));
     changed(&mut changes).await;
     let loaded = source.load().unwrap();
