@@ -109,6 +109,8 @@ pub struct KubeSource {
     options: KubeOptions,
     kinds: Vec<Arc<KindState>>,
     tasks: tokio::task::JoinSet<()>,
+    /// Whether [`ConfigSource::watch`] started the tasks.
+    watching: bool,
     metrics: KubeEventMetrics,
     /// Each object's conversion as of its resourceVersion, so a load converts only
     /// what changed since the last one (pods change all the time; their JSON →
@@ -129,7 +131,7 @@ impl std::fmt::Debug for KubeSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KubeSource")
             .field("options", &self.options)
-            .field("watching", &!self.tasks.is_empty())
+            .field("watching", &self.watching)
             .finish_non_exhaustive()
     }
 }
@@ -153,6 +155,7 @@ impl KubeSource {
             options,
             kinds,
             tasks: tokio::task::JoinSet::new(),
+            watching: false,
             metrics: KubeEventMetrics::default(),
             decoded: HashMap::new(),
         }
@@ -233,7 +236,7 @@ impl ConfigSource for KubeSource {
     }
 
     fn watch(&mut self, signal: ChangeSignal) -> Result<(), SourceError> {
-        if !self.tasks.is_empty() {
+        if self.watching {
             return Ok(());
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
@@ -251,6 +254,7 @@ impl ConfigSource for KubeSource {
             );
             self.tasks.spawn_on(task, &runtime);
         }
+        self.watching = true;
         tracing::info!(
             kinds = self.kinds.len(),
             "watching the Kubernetes API; pilot serves once every kind is listed"
@@ -259,7 +263,7 @@ impl ConfigSource for KubeSource {
     }
 
     fn synced(&mut self) -> BoxFuture<'static, Result<(), SourceError>> {
-        if self.tasks.is_empty() {
+        if !self.watching {
             return Box::pin(std::future::ready(Err(SourceError::Other(
                 "the Kubernetes source was asked to sync before it was watching; this is a bug"
                     .into(),
