@@ -85,7 +85,8 @@ pub struct Config {
     #[arg(long, env = "PILOT_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
     pub tls_client_ca_file: Option<PathBuf>,
     /// Address of the HTTP endpoints: /metrics, /healthz, /ready, /logging,
-    /// /debug/config, /debug/syncz, /debug/config_dump, /debug/registryz, /debug/configz.
+    /// /debug/config, /debug/syncz, /debug/config_dump, /debug/registryz, /debug/configz
+    /// (and /debug/sourcez with --source kubernetes).
     #[arg(long, env = "PILOT_HTTP_ADDR", default_value = "0.0.0.0:15014")]
     pub http_addr: SocketAddr,
     /// Quiet period before a config change is applied (Istio's PILOT_DEBOUNCE_AFTER).
@@ -179,6 +180,8 @@ pub struct App {
     model: ModelHandle,
     ads: AdsServer,
     controller: ConfigController<Box<dyn ConfigSource>>,
+    /// The Kubernetes source's per-kind state (`/debug/sourcez`), in that mode.
+    kube_status: Option<crate::config::kube::KubeStatus>,
     admin: Admin,
 }
 
@@ -270,11 +273,15 @@ impl App {
             debounce_max: max,
             ..ConfigOptions::default()
         };
+        let mut kube_status = None;
         let source: Box<dyn ConfigSource> = match client {
             None => Box::new(FileSource::many(config.config_dir.clone())),
-            Some(client) => Box::new(
-                KubeSource::new(client).with_metrics(KubeEventMetrics::register(&mut registry)),
-            ),
+            Some(client) => {
+                let source =
+                    KubeSource::new(client).with_metrics(KubeEventMetrics::register(&mut registry));
+                kube_status = Some(source.status());
+                Box::new(source)
+            }
         };
         let controller = ConfigController::new(source, options);
         crate::metrics::register_config_rejections(&mut registry, controller.rejection_counter());
@@ -319,6 +326,7 @@ impl App {
             model,
             ads,
             controller,
+            kube_status,
             admin,
         })
     }
@@ -362,8 +370,11 @@ impl App {
         let addrs = self.addrs();
         let stop = Stop::new();
         let stopped = || stop.stopped();
-        let router = admin_router(self.admin.clone())
+        let mut router = admin_router(self.admin.clone())
             .merge(debug::router(DebugState::from_server(&self.ads)));
+        if let Some(status) = self.kube_status.clone() {
+            router = router.merge(debug::source_router(status));
+        }
         let http = axum::serve(self.http, router).with_graceful_shutdown(stopped());
         // The plaintext port runs pilot's own ADS transport; the mTLS port tonic's.
         let grpc = async {

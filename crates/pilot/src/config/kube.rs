@@ -167,6 +167,13 @@ impl KubeSource {
         self
     }
 
+    /// A handle on each kind's state, for `/debug/sourcez`.
+    pub fn status(&self) -> KubeStatus {
+        KubeStatus {
+            kinds: self.kinds.clone().into(),
+        }
+    }
+
     /// Each watched kind with its current phase.
     pub fn phases(&self) -> Vec<(&'static str, Phase)> {
         self.kinds
@@ -275,6 +282,55 @@ impl ConfigSource for KubeSource {
             .map(|k| (k.kind.kind, k.phase.subscribe()))
             .collect();
         Box::pin(wait_synced(kinds))
+    }
+}
+
+/// Where each watched kind stands, readable while the source runs (cheap to
+/// clone).
+#[derive(Debug, Clone)]
+pub struct KubeStatus {
+    kinds: Arc<[Arc<KindState>]>,
+}
+
+/// One watched kind's state, as `/debug/sourcez` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KindStatus {
+    /// The kind (`VirtualService`).
+    pub kind: &'static str,
+    /// `plural.group` (`virtualservices.networking.istio.io`).
+    pub resource: String,
+    /// `pending` (not listed yet), `absent` (not served) or `serving`.
+    pub phase: &'static str,
+    /// The apiVersion watched, while serving.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Objects in the store.
+    pub objects: usize,
+}
+
+impl KubeStatus {
+    /// Every watched kind, in watch order.
+    pub fn kinds(&self) -> Vec<KindStatus> {
+        self.kinds
+            .iter()
+            .map(|k| {
+                let phase = k.phase.borrow();
+                let (name, api_version, objects) = match &*phase {
+                    Phase::Pending => ("pending", None, 0),
+                    Phase::Absent => ("absent", None, 0),
+                    Phase::Serving { store, resource } => {
+                        ("serving", Some(resource.api_version.clone()), store.len())
+                    }
+                };
+                KindStatus {
+                    kind: k.kind.kind,
+                    resource: k.kind.resource_name(),
+                    phase: name,
+                    api_version,
+                    objects,
+                }
+            })
+            .collect()
     }
 }
 

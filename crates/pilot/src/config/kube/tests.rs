@@ -16,6 +16,7 @@ use super::*;
 use crate::config::{ChangeSignal, ConfigController, ConfigOptions, ConfigStore};
 use crate::model::ModelHandle;
 
+mod app;
 mod fake_api;
 
 use fake_api::{FakeApi, fixture};
@@ -585,101 +586,6 @@ async fn the_controller_publishes_services_endpoints_and_subsets_from_the_api() 
         .expect("the controller stops")
         .unwrap()
         .unwrap();
-}
-
-#[tokio::test]
-async fn the_app_is_ready_only_after_the_initial_lists() {
-    let (api, client) = bookinfo_api();
-    api.hold_lists(PODS);
-    let mut config = crate::app::Config::for_dir("unused");
-    config.config_dir.clear();
-    config.source = crate::app::SourceKind::Kubernetes;
-    config.xds_addr = "127.0.0.1:0".parse().unwrap();
-    config.http_addr = "127.0.0.1:0".parse().unwrap();
-    let app = crate::app::App::build_with_kube_client(config, client)
-        .await
-        .expect("pilot builds");
-    let http = app.addrs().http;
-    let model = app.model();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
-
-    api.wait_requests(PODS, 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        http_status(http, "/ready").await,
-        503,
-        "not ready while Pods are listed"
-    );
-    assert_eq!(
-        model.load().version,
-        0,
-        "nothing published before the lists complete"
-    );
-
-    api.release_lists(PODS);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while http_status(http, "/ready").await != 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "ready after the lists"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(model.load().services.contains_key(REVIEWS));
-
-    stop.send(()).unwrap();
-    tokio::time::timeout(WAIT, run)
-        .await
-        .expect("pilot stops")
-        .unwrap()
-        .unwrap();
-}
-
-#[tokio::test]
-async fn the_app_refuses_config_dir_with_the_kubernetes_source() {
-    let (_api, client) = FakeApi::start();
-    let mut config = crate::app::Config::for_dir("/etc/mizzen/config");
-    config.source = crate::app::SourceKind::Kubernetes;
-    config.xds_addr = "127.0.0.1:0".parse().unwrap();
-    config.http_addr = "127.0.0.1:0".parse().unwrap();
-    let err = crate::app::App::build_with_kube_client(config.clone(), client)
-        .await
-        .expect_err("--config-dir is refused with --source kubernetes");
-    assert!(
-        err.to_string()
-            .contains("--config-dir (/etc/mizzen/config) cannot be used with --source kubernetes"),
-        "{err}"
-    );
-    config.source = crate::app::SourceKind::Files;
-    config.config_dir.clear();
-    let err = crate::app::App::build(config)
-        .await
-        .expect_err("files need a directory");
-    assert!(
-        err.to_string()
-            .contains("--source files needs --config-dir"),
-        "{err}"
-    );
-}
-
-/// The status code of `GET path` on pilot's HTTP port.
-async fn http_status(addr: std::net::SocketAddr, path: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connects");
-    let request = format!("GET {path} HTTP/1.1\r\nhost: pilot\r\nconnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("an HTTP response: {response:?}"))
 }
 
 #[tokio::test]
