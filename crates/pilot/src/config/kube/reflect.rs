@@ -7,7 +7,7 @@
 //!    again every [`KubeOptions::recheck`], so installing the CRDs later works
 //!    without a restart. An error asking (say, 403) leaves the phase as it was and
 //!    retries with backoff: pilot never serves without a kind that may exist.
-//! 2. [`reflect`] lists and watches it in all namespaces (`watcher` →
+//! 2. `reflect` lists and watches it in all namespaces (`watcher` →
 //!    `default_backoff` → `reflector`). Lists read the API server's watch cache
 //!    (`resourceVersion=0`, as client-go's informers do for their first list;
 //!    client-go reads etcd for a relist after 410, pilot keeps to the cache so
