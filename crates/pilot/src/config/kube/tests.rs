@@ -74,6 +74,9 @@ async fn synced_with(mut source: KubeSource) -> (KubeSource, mpsc::Receiver<()>)
         .await
         .expect("initial lists complete in time")
         .expect("synced");
+    // A kind's task signals just after marking it listed: let those land, then
+    // start from a quiet channel.
+    tokio::time::sleep(Duration::from_millis(50)).await;
     while changes.try_recv().is_ok() {}
     (source, changes)
 }
