@@ -1,16 +1,20 @@
 //! Pilot as a service: flags, listeners and the run loop.
 //!
 //! [`App::build`] binds the xDS and HTTP listeners (a port conflict fails at
-//! start, naming the flag), registers the metrics, and loads the config
-//! directory once so that an unreadable `--config-dir` fails fast and the first
-//! snapshot is published before any proxy connects. [`App::run_until`] then
+//! start, naming the flag), registers the metrics and picks the config source
+//! (`--source`). With files it loads the config directory once, so that an
+//! unreadable `--config-dir` fails fast and the first snapshot is published
+//! before any proxy connects; with Kubernetes it builds the API client (in-cluster
+//! or `KUBECONFIG`), and the first snapshot follows the API server's initial lists. [`App::run_until`] then
 //! serves, side by side: the ADS gRPC service ([`crate::xds::ads`]) on
 //! `--xds-addr` (plaintext) and, given a certificate, on `--xds-tls-addr` over
 //! mTLS (client certificates from the mesh CA required, each stream limited to
 //! proxies of the certificate's namespace); the admin endpoints (`/healthz`, `/ready`, `/metrics`,
 //! `/logging`, `/debug/config`) and pilot's `/debug/*` ([`crate::debug`]) on
 //! `--http-addr`; and the config controller ([`crate::config`]) that watches the
-//! directory, debounces and publishes new snapshots. On shutdown `/ready` turns
+//! source, debounces and publishes new snapshots. `/ready` turns true with the
+//! first published snapshot (in Kubernetes mode: once every watched kind is
+//! listed). On shutdown `/ready` turns
 //! false, ADS streams are ended with `UNAVAILABLE` (proxies reconnect
 //! elsewhere), and the servers drain, bounded by [`DRAIN_TIMEOUT`].
 
@@ -23,9 +27,11 @@ use common::runtime::{Admin, LogArgs, LogHandle, Stop, admin_router, bind};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::config::{ConfigController, ConfigError, ConfigOptions};
+use crate::config::{
+    ConfigController, ConfigError, ConfigOptions, ConfigSource, FileSource, KubeSource,
+};
 use crate::debug::{self, DebugState};
-use crate::metrics::Metrics;
+use crate::metrics::{KubeEventMetrics, Metrics};
 use crate::model::ModelHandle;
 use crate::xds::ads::{AdsServer, Limits};
 
@@ -40,11 +46,23 @@ pub const DRAIN_TIMEOUT: StdDuration = StdDuration::from_secs(10);
     about = "Mizzen's control plane: turns Istio config and the service registry into Envoy xDS, served over ADS (SotW and delta)."
 )]
 pub struct Config {
+    /// Where config and the service registry come from: `files` (--config-dir) or
+    /// `kubernetes` (the API server, all namespaces: Services, EndpointSlices, Pods,
+    /// Namespaces, ServiceAccounts, Secrets and Istio's CRDs; the client comes from
+    /// the pod's service account, or KUBECONFIG / ~/.kube/config outside a cluster).
+    #[arg(long, env = "PILOT_SOURCE", value_enum, default_value_t = SourceKind::Files)]
+    pub source: SourceKind,
     /// Directory of YAML to serve (Istio resources; Kubernetes Service, Endpoints,
     /// EndpointSlice, Pod, Namespace, ServiceAccount, Secret; ServiceEntry,
     /// WorkloadEntry), read recursively and watched for changes. A single file
     /// works too. Several (repeated or comma-separated) are served as one set.
-    #[arg(long, env = "PILOT_CONFIG_DIR", value_delimiter = ',', required = true)]
+    /// Required with --source files; refused with --source kubernetes.
+    #[arg(
+        long,
+        env = "PILOT_CONFIG_DIR",
+        value_delimiter = ',',
+        required_if_eq("source", "files")
+    )]
     pub config_dir: Vec<PathBuf>,
     /// Address of the plaintext ADS gRPC server
     /// (envoy.service.discovery.v3.AggregatedDiscoveryService).
@@ -67,7 +85,8 @@ pub struct Config {
     #[arg(long, env = "PILOT_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
     pub tls_client_ca_file: Option<PathBuf>,
     /// Address of the HTTP endpoints: /metrics, /healthz, /ready, /logging,
-    /// /debug/config, /debug/syncz, /debug/config_dump, /debug/registryz, /debug/configz.
+    /// /debug/config, /debug/syncz, /debug/config_dump, /debug/registryz, /debug/configz
+    /// (and /debug/sourcez with --source kubernetes).
     #[arg(long, env = "PILOT_HTTP_ADDR", default_value = "0.0.0.0:15014")]
     pub http_addr: SocketAddr,
     /// Quiet period before a config change is applied (Istio's PILOT_DEBOUNCE_AFTER).
@@ -87,6 +106,15 @@ pub struct Config {
     pub log: LogArgs,
 }
 
+/// Where pilot reads config and the service registry from (`--source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceKind {
+    /// Directories of YAML (`--config-dir`), watched for changes.
+    Files,
+    /// The Kubernetes API server, watched in all namespaces.
+    Kubernetes,
+}
+
 impl Config {
     /// The config paths, for logs (`a, b`).
     pub fn dirs(&self) -> String {
@@ -101,6 +129,7 @@ impl Config {
     /// Flags for serving `config_dir` with every other flag at its default.
     pub fn for_dir(config_dir: impl Into<PathBuf>) -> Config {
         Config {
+            source: SourceKind::Files,
             config_dir: vec![config_dir.into()],
             xds_addr: SocketAddr::from(([0, 0, 0, 0], 15010)),
             xds_tls_addr: SocketAddr::from(([0, 0, 0, 0], 15012)),
@@ -132,6 +161,11 @@ pub enum Error {
     /// The config source could not be read or stopped working.
     #[error("config: {0}")]
     Config(#[from] ConfigError),
+    /// No Kubernetes client could be configured for `--source kubernetes`.
+    #[error(
+        "--source kubernetes: cannot configure a Kubernetes client: {0}; run pilot in a pod (its service account is used) or set KUBECONFIG to a kubeconfig file, or use --source files"
+    )]
+    Kube(String),
     /// Serving failed.
     #[error("serving failed: {0}")]
     Serve(String),
@@ -145,7 +179,9 @@ pub struct App {
     http: TcpListener,
     model: ModelHandle,
     ads: AdsServer,
-    controller: ConfigController,
+    controller: ConfigController<Box<dyn ConfigSource>>,
+    /// The Kubernetes source's per-kind state (`/debug/sourcez`), in that mode.
+    kube_status: Option<crate::config::kube::KubeStatus>,
     admin: Admin,
 }
 
@@ -170,9 +206,39 @@ pub struct Addrs {
 }
 
 impl App {
-    /// Binds the listeners, registers the metrics and publishes the first
-    /// snapshot from `--config-dir`.
+    /// Binds the listeners, registers the metrics and picks the source: with
+    /// `--source files` publishes the first snapshot from `--config-dir`; with
+    /// `--source kubernetes` builds the client (in-cluster config or KUBECONFIG).
     pub async fn build(config: Config) -> Result<App, Error> {
+        check_source_flags(&config)?;
+        let client = match config.source {
+            SourceKind::Files => None,
+            SourceKind::Kubernetes => Some(
+                kube::Client::try_default()
+                    .await
+                    .map_err(|e| Error::Kube(e.to_string()))?,
+            ),
+        };
+        App::build_with_source(config, client).await
+    }
+
+    /// [`App::build`] with `--source kubernetes` reading through `client` (a mock
+    /// API server in tests, or a client an embedder configured).
+    pub async fn build_with_kube_client(
+        config: Config,
+        client: kube::Client,
+    ) -> Result<App, Error> {
+        check_source_flags(&config)?;
+        if config.source != SourceKind::Kubernetes {
+            return Err(Error::Flags(
+                "a Kubernetes client was given, but --source is not kubernetes".into(),
+            ));
+        }
+        App::build_with_source(config, Some(client)).await
+    }
+
+    /// Builds the app reading `--config-dir`, or the cluster of `client`.
+    async fn build_with_source(config: Config, client: Option<kube::Client>) -> Result<App, Error> {
         let (after, max) = (config.debounce_after.as_std(), config.debounce_max.as_std());
         if after > max {
             return Err(Error::Flags(format!(
@@ -207,26 +273,44 @@ impl App {
             debounce_max: max,
             ..ConfigOptions::default()
         };
-        let controller = ConfigController::from_paths(config.config_dir.clone(), options);
+        let mut kube_status = None;
+        let source: Box<dyn ConfigSource> = match client {
+            None => Box::new(FileSource::many(config.config_dir.clone())),
+            Some(client) => {
+                let source =
+                    KubeSource::new(client).with_metrics(KubeEventMetrics::register(&mut registry));
+                kube_status = Some(source.status());
+                Box::new(source)
+            }
+        };
+        let controller = ConfigController::new(source, options);
         crate::metrics::register_config_rejections(&mut registry, controller.rejection_counter());
         let model = ModelHandle::default();
-        // Load once now: an unreadable directory fails here, and proxies that
-        // connect right after start get the real config.
-        let first = model.clone();
-        let (controller, loaded) = tokio::task::spawn_blocking(move || {
-            let mut controller = controller;
-            let loaded = controller.reload_once(&first);
-            (controller, loaded)
-        })
-        .await
-        .map_err(|e| Error::Config(ConfigError::ReloadPanicked(e.to_string())))?;
-        let reload = loaded?;
-        tracing::info!(
-            dir = %config.dirs(),
-            version = ?reload.published,
-            accepted = reload.outcome.accepted,
-            "loaded config"
-        );
+        let controller = match config.source {
+            SourceKind::Files => {
+                // Load once now: an unreadable directory fails here, and proxies
+                // that connect right after start get the real config.
+                let first = model.clone();
+                let (controller, loaded) = tokio::task::spawn_blocking(move || {
+                    let mut controller = controller;
+                    let loaded = controller.reload_once(&first);
+                    (controller, loaded)
+                })
+                .await
+                .map_err(|e| Error::Config(ConfigError::ReloadPanicked(e.to_string())))?;
+                let reload = loaded?;
+                tracing::info!(
+                    dir = %config.dirs(),
+                    version = ?reload.published,
+                    accepted = reload.outcome.accepted,
+                    "loaded config"
+                );
+                controller
+            }
+            // The API server's lists arrive once the controller runs (it waits
+            // for all of them); /ready follows the first snapshot.
+            SourceKind::Kubernetes => controller,
+        };
         let limits = Limits {
             max_resource_names: config.xds_max_resource_names,
             max_message_bytes: config.xds_max_message_bytes,
@@ -242,6 +326,7 @@ impl App {
             model,
             ads,
             controller,
+            kube_status,
             admin,
         })
     }
@@ -285,8 +370,11 @@ impl App {
         let addrs = self.addrs();
         let stop = Stop::new();
         let stopped = || stop.stopped();
-        let router = admin_router(self.admin.clone())
+        let mut router = admin_router(self.admin.clone())
             .merge(debug::router(DebugState::from_server(&self.ads)));
+        if let Some(status) = self.kube_status.clone() {
+            router = router.merge(debug::source_router(status));
+        }
         let http = axum::serve(self.http, router).with_graceful_shutdown(stopped());
         // The plaintext port runs pilot's own ADS transport; the mTLS port tonic's.
         let grpc = async {
@@ -319,6 +407,7 @@ impl App {
         };
         let config_stop = stop.clone();
         let controller = self.controller;
+        let source = controller.describe_source();
         let model = self.model.clone();
         let config_stopped = stopped();
         let config = async move {
@@ -330,7 +419,8 @@ impl App {
             result
         };
 
-        // Ready once a snapshot is published (build published the first one).
+        // Ready once a snapshot is published (with files build published the first
+        // one; with Kubernetes it follows the initial lists).
         let admin = self.admin.clone();
         let mut versions = self.model.subscribe();
         tokio::spawn(async move {
@@ -338,7 +428,7 @@ impl App {
                 admin.set_ready();
             }
         });
-        tracing::info!(xds = %addrs.xds, xds_tls = ?addrs.xds_tls, http = %addrs.http, dir = %self.config.dirs(), "pilot serving");
+        tracing::info!(xds = %addrs.xds, xds_tls = ?addrs.xds_tls, http = %addrs.http, source = %source, "pilot serving");
 
         // On shutdown ADS streams end with UNAVAILABLE, so proxies reconnect elsewhere.
         let ads = self.ads.clone();
@@ -375,6 +465,21 @@ impl App {
         g.map_err(|e| Error::Serve(format!("ADS gRPC: {e}")))?;
         c?;
         Ok(())
+    }
+}
+
+/// `--config-dir` goes with `--source files` only.
+fn check_source_flags(config: &Config) -> Result<(), Error> {
+    match config.source {
+        SourceKind::Files if config.config_dir.is_empty() => Err(Error::Flags(
+            "--source files needs --config-dir (PILOT_CONFIG_DIR): the directory of YAML to serve"
+                .into(),
+        )),
+        SourceKind::Kubernetes if !config.config_dir.is_empty() => Err(Error::Flags(format!(
+            "--config-dir ({}) cannot be used with --source kubernetes, which reads the API server; drop --config-dir (and PILOT_CONFIG_DIR), or use --source files",
+            config.dirs()
+        ))),
+        _ => Ok(()),
     }
 }
 

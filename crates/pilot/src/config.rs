@@ -5,9 +5,9 @@
 //! services ([`crate::registry`]) or generate xDS ([`crate::xds`]).
 //!
 //! An update travels:
-//! 1. a [`ConfigSource`] ([`FileSource`] today: `--config-dir`, read with
-//!    [`common::load`]; the Kubernetes source later) signals a change through its
-//!    [`ChangeSignal`];
+//! 1. a [`ConfigSource`] ([`FileSource`]: `--config-dir`, read with
+//!    [`common::load`]; [`KubeSource`]: the API server's objects, kept by kube-rs
+//!    reflectors) signals a change through its [`ChangeSignal`];
 //! 2. [`ConfigController::run`] debounces signals like Istio's push debouncing: it
 //!    waits for [`ConfigOptions::debounce_after`] of quiet, but never longer than
 //!    [`ConfigOptions::debounce_max`] after the first signal;
@@ -21,7 +21,10 @@
 //!    changes, and the snapshot is published unless nothing visible changed.
 //!
 //! [`ConfigController::reload_once`] runs steps 3–5 synchronously (tests, and the app
-//! at start to fail fast on an unreadable directory).
+//! at start to fail fast on an unreadable directory). [`ConfigController::run`]
+//! first waits for [`ConfigSource::synced`]: the Kubernetes source is complete only
+//! once every watched kind's initial list arrived, and publishing before that would
+//! serve a mesh with half its services (or without its AuthorizationPolicies).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -29,6 +32,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use common::load::Loaded;
+use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -36,12 +40,14 @@ use crate::model::ModelHandle;
 use crate::registry;
 
 pub mod file;
+pub mod kube;
 pub mod store;
 
 #[cfg(test)]
 mod tests;
 
 pub use file::FileSource;
+pub use kube::KubeSource;
 pub use store::{ApplyOutcome, ConfigStore, RejectionCounter, ResourceKey};
 
 /// Default quiet period before a change is applied (Istio's `PILOT_DEBOUNCE_AFTER`).
@@ -50,8 +56,8 @@ pub const DEFAULT_DEBOUNCE_AFTER: Duration = Duration::from_millis(100);
 /// Default longest delay of a change (Istio's `PILOT_DEBOUNCE_MAX`).
 pub const DEFAULT_DEBOUNCE_MAX: Duration = Duration::from_secs(10);
 
-/// A provider of configuration: files today, the Kubernetes API later. Both feed the
-/// same [`ConfigStore`] and model.
+/// A provider of configuration: files or the Kubernetes API. Both feed the same
+/// [`ConfigStore`] and model.
 ///
 /// A source reports the *complete current set* of resources on every
 /// [`ConfigSource::load`], not deltas: the store works out what was added, changed,
@@ -79,6 +85,37 @@ pub trait ConfigSource: Send {
     fn unchanged(&mut self) -> bool {
         false
     }
+
+    /// Resolves once a [`ConfigSource::load`] would return the complete set (for
+    /// the Kubernetes source: every watched kind listed once). Asked once, after
+    /// [`ConfigSource::watch`] and before the controller's first load. Ready at
+    /// once by default (files are complete whenever they are read).
+    fn synced(&mut self) -> BoxFuture<'static, Result<(), SourceError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// A boxed source is a source, so the app can pick files or Kubernetes at start.
+impl<S: ConfigSource + ?Sized> ConfigSource for Box<S> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+
+    fn load(&mut self) -> Result<Loaded, SourceError> {
+        (**self).load()
+    }
+
+    fn watch(&mut self, signal: ChangeSignal) -> Result<(), SourceError> {
+        (**self).watch(signal)
+    }
+
+    fn unchanged(&mut self) -> bool {
+        (**self).unchanged()
+    }
+
+    fn synced(&mut self) -> BoxFuture<'static, Result<(), SourceError>> {
+        (**self).synced()
+    }
 }
 
 /// Why a source could not be read or watched.
@@ -105,6 +142,15 @@ pub enum SourceError {
         /// The watcher's error.
         #[source]
         source: notify::Error,
+    },
+    /// The Kubernetes source was asked for its objects before every watched kind's
+    /// initial list completed.
+    #[error(
+        "the Kubernetes API's initial lists have not completed yet (waiting for {pending}); pilot loads once they have"
+    )]
+    NotSynced {
+        /// The kinds still waiting, comma-separated.
+        pending: String,
     },
     /// Another source's failure (the Kubernetes source's API errors).
     #[error("config source failed: {0}")]
@@ -213,6 +259,16 @@ impl<S: ConfigSource> ConfigController<S> {
         }
     }
 
+    /// What the source reads, for logs.
+    pub fn describe_source(&self) -> String {
+        self.source.describe()
+    }
+
+    /// The source (for tests and embedders that look at its state).
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
     /// The options in force.
     pub fn options(&self) -> &ConfigOptions {
         &self.options
@@ -269,7 +325,8 @@ impl<S: ConfigSource> ConfigController<S> {
 impl<S: ConfigSource + 'static> ConfigController<S> {
     /// Watches the source and keeps the model current until `shutdown` completes.
     ///
-    /// Starts watching, loads and publishes once (an error there is returned: the
+    /// Starts watching, waits until the source is synced ([`ConfigSource::synced`]),
+    /// loads and publishes once (an error there is returned: the
     /// app should not start on an unreadable config; the load is skipped when this
     /// controller already published and [`ConfigSource::unchanged`] says the source
     /// is as it read it), then applies each settled
@@ -282,6 +339,13 @@ impl<S: ConfigSource + 'static> ConfigController<S> {
     ) -> Result<(), ConfigError> {
         let (signal, mut changes) = ChangeSignal::channel();
         self.source.watch(signal)?;
+        let synced = self.source.synced();
+        tokio::pin!(shutdown);
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => return Ok(()),
+            result = synced => result?,
+        }
         let (after, max) = (self.options.debounce_after, self.options.debounce_max);
         // A load made before the watcher started (`App::build`) may have missed a
         // change: load again unless the source is provably the same.
@@ -293,7 +357,6 @@ impl<S: ConfigSource + 'static> ConfigController<S> {
             reload_blocking(&shared, &model).await?;
         }
 
-        tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 biased;

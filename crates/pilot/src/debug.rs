@@ -10,6 +10,9 @@
 //! - `/debug/configz`: accepted config resources and those rejected, with why;
 //!   AuthorizationPolicies pilot applies only in part or not at all, with why
 //!   (`authorization`, from [`crate::xds::authz::notes`]).
+//! - `/debug/sourcez` (Kubernetes mode, [`source_router`]): each watched kind,
+//!   whether it is listed, not served or still pending, at which apiVersion, and
+//!   how many objects pilot holds.
 //!
 //! Everything is read from the published snapshot and the live connections; the
 //! handlers never block a push.
@@ -66,6 +69,19 @@ impl DebugState {
             generator: server.generator(),
         }
     }
+}
+
+/// `/debug/sourcez` for the Kubernetes source; merge into the admin router.
+pub fn source_router(status: crate::config::kube::KubeStatus) -> Router {
+    Router::new()
+        .route("/debug/sourcez", get(sourcez))
+        .with_state(status)
+}
+
+async fn sourcez(State(status): State<crate::config::kube::KubeStatus>) -> Json<Value> {
+    let kinds = status.kinds();
+    let synced = kinds.iter().all(|k| k.phase != "pending");
+    Json(json!({"source": "kubernetes", "synced": synced, "kinds": kinds}))
 }
 
 /// The `/debug/*` routes; merge into the admin router.

@@ -4,6 +4,11 @@
 //! `pilot_xds_push_time{type}` and `pilot_proxy_convergence_time`; and
 //! `pilot_total_rejected_configs` for config refused by validation. The `type`
 //! label holds Istio's short type names (`cds`, `eds`, `lds`, `rds`, `sds`).
+//! In Kubernetes mode, [`KubeEventMetrics`]: `pilot_k8s_reg_events{type,event}`
+//! (registry kinds: `Services`, `EndpointSlice`, `Pods`, `Namespaces`,
+//! `ServiceAccounts`, `Secrets`) and `pilot_k8s_cfg_events{type,event}` (Istio
+//! kinds by name), `event` being `add`, `update`, `updatesame` (nothing pilot
+//! reads changed) or `delete`, as istiod counts its informers' events.
 //!
 //! prometheus-client writes counters in OpenMetrics form, so the exposition
 //! names of the counters carry a `_total` suffix (`pilot_xds_pushes_total`), as
@@ -164,6 +169,69 @@ impl Metrics {
         self.expired_nonce
             .get_or_create(&TypeLabels::of(type_url))
             .inc();
+    }
+}
+
+/// The `type` and `event` labels of the Kubernetes event counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// The kind, as istiod names it (`Services`, `Pods`; `VirtualService`).
+    pub r#type: String,
+    /// `add`, `update`, `updatesame` or `delete`.
+    pub event: String,
+}
+
+/// The Kubernetes source's watch events, counted per kind as istiod does
+/// (`pilot_k8s_reg_events`, `pilot_k8s_cfg_events`). Objects of initial lists
+/// and relists are not events; only what watches deliver after them is.
+#[derive(Debug, Clone, Default)]
+pub struct KubeEventMetrics {
+    /// `pilot_k8s_reg_events{type,event}`: Services, EndpointSlices, Pods,
+    /// Namespaces, ServiceAccounts, Secrets.
+    pub registry: Family<EventLabels, Counter>,
+    /// `pilot_k8s_cfg_events{type,event}`: Istio kinds.
+    pub config: Family<EventLabels, Counter>,
+}
+
+impl KubeEventMetrics {
+    /// New counters, registered in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = KubeEventMetrics::default();
+        registry.register(
+            "pilot_k8s_reg_events",
+            "Events from the Kubernetes registry (Services, EndpointSlices, Pods, ...)",
+            m.registry.clone(),
+        );
+        registry.register(
+            "pilot_k8s_cfg_events",
+            "Events from Kubernetes config (Istio resources)",
+            m.config.clone(),
+        );
+        m
+    }
+
+    /// The counter of `event` on `kind` (a kind's name: `Service`,
+    /// `VirtualService`).
+    pub fn counter(&self, kind: &str, event: &str) -> Counter {
+        let registry_type = match kind {
+            "Service" => Some("Services"),
+            "EndpointSlice" => Some("EndpointSlice"),
+            "Pod" => Some("Pods"),
+            "Namespace" => Some("Namespaces"),
+            "ServiceAccount" => Some("ServiceAccounts"),
+            "Secret" => Some("Secrets"),
+            _ => None,
+        };
+        let (family, r#type) = match registry_type {
+            Some(t) => (&self.registry, t),
+            None => (&self.config, kind),
+        };
+        family
+            .get_or_create(&EventLabels {
+                r#type: r#type.to_string(),
+                event: event.to_string(),
+            })
+            .clone()
     }
 }
 
