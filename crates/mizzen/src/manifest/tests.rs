@@ -353,3 +353,34 @@ fn the_chart_injection_webhooks_are_the_injectors_own() {
         assert_eq!(webhook["webhooks"], theirs, "revision {rev}");
     }
 }
+
+#[test]
+fn pilots_cluster_role_grants_what_its_kubernetes_source_watches() {
+    let plan = plan(&options(&[], &[])).unwrap();
+    let objects = render(&plan).unwrap();
+    let role = find(&objects, "ClusterRole", "mizzen-pilot-istio-system");
+    let mut granted = std::collections::BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        for group in rule["apiGroups"].as_array().unwrap() {
+            for resource in rule["resources"].as_array().unwrap() {
+                for verb in rule["verbs"].as_array().unwrap() {
+                    granted.insert(format!(
+                        "{}/{}/{}",
+                        group.as_str().unwrap(),
+                        resource.as_str().unwrap(),
+                        verb.as_str().unwrap()
+                    ));
+                }
+            }
+        }
+    }
+    for kind in pilot::config::kube::WatchedKind::all() {
+        let name = kind.resource_name();
+        let (plural, group) = name.split_once('.').unwrap_or((name.as_str(), ""));
+        for verb in ["list", "watch"] {
+            let want = format!("{group}/{plural}/{verb}");
+            assert!(granted.contains(&want), "pilot's ClusterRole lacks {want}");
+        }
+    }
+    assert!(granted.contains("apiextensions.k8s.io/customresourcedefinitions/get"));
+}
