@@ -113,6 +113,9 @@ pub struct Values {
     pub concurrency: u32,
     /// `meshConfig.defaultConfig.proxyMetadata`: environment of the sidecar.
     pub proxy_metadata: BTreeMap<String, String>,
+    /// `meshConfig.accessLogFile`: where every sidecar writes its access log
+    /// (`/dev/stdout`), none when empty.
+    pub access_log_file: Option<String>,
     /// `global.proxy.includeIPRanges` (default `*`).
     pub include_ip_ranges: String,
     /// `global.proxy.excludeIPRanges`.
@@ -148,6 +151,7 @@ impl Default for Values {
             log_level: "warning".into(),
             concurrency: 2,
             proxy_metadata: BTreeMap::new(),
+            access_log_file: None,
             include_ip_ranges: "*".into(),
             exclude_ip_ranges: String::new(),
             include_inbound_ports: "*".into(),
@@ -329,6 +333,10 @@ impl Values {
         {
             ignored.extend(init.keys().map(|key| format!("global.proxy_init.{key}")));
         }
+        if let Some(file) = mesh.and_then(|m| m.get("accessLogFile")) {
+            let file = string(file).map_err(|r| field("meshConfig.accessLogFile", &r))?;
+            out.access_log_file = (!file.is_empty()).then_some(file);
+        }
         if let Some(defaults) = mesh.and_then(|m| m.get("defaultConfig")) {
             let Some(map) = defaults.as_object() else {
                 return Err(field("meshConfig.defaultConfig", "must be a mapping"));
@@ -475,6 +483,18 @@ mod tests {
             "{warnings:?}"
         );
         assert!(warnings[1].contains("meshConfig.defaultConfig.tracing"));
+    }
+
+    #[test]
+    fn reads_the_mesh_access_log_file() {
+        let (v, warnings) =
+            Values::from_yaml("meshConfig:\n  accessLogFile: /dev/stdout\n", "v.yaml").unwrap();
+        assert_eq!(v.access_log_file.as_deref(), Some("/dev/stdout"));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (v, _) = Values::from_yaml("meshConfig:\n  accessLogFile: \"\"\n", "v.yaml").unwrap();
+        assert_eq!(v.access_log_file, None);
+        let e = Values::from_yaml("meshConfig:\n  accessLogFile: [a]\n", "v.yaml").unwrap_err();
+        assert!(e.to_string().contains("meshConfig.accessLogFile"), "{e}");
     }
 
     #[test]

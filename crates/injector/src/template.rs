@@ -245,6 +245,9 @@ fn proxy_container(s: &Settings, opts: &Options) -> Value {
     if s.interception == Interception::None {
         args.extend(["--interception-mode".into(), "NONE".into()]);
     }
+    if let Some(file) = &opts.values.access_log_file {
+        args.extend(["--access-log".into(), file.clone()]);
+    }
     let mut env = vec![
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),

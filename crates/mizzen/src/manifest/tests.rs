@@ -195,13 +195,14 @@ fn seed_01_enables_the_egress_gateway_access_logs_and_proxy_resources() {
     let objects = render(&plan).unwrap();
     find(&objects, "Deployment", "istio-egressgateway");
     let values = find(&objects, "ConfigMap", "injector-values");
-    let injected: Value =
-        serde_saphyr::from_str(values["data"]["values.yaml"].as_str().unwrap()).unwrap();
-    assert_eq!(injected["global"]["proxy"]["accessLogFile"], "/dev/stdout");
-    assert_eq!(
-        injected["global"]["proxy"]["resources"]["limits"]["memory"],
-        "256Mi"
-    );
+    let text = values["data"]["values.yaml"].as_str().unwrap();
+    let injected: Value = serde_saphyr::from_str(text).unwrap();
+    assert_eq!(injected["meshConfig"]["accessLogFile"], "/dev/stdout");
+    // The injector reads that file as the chart wrote it, with no key ignored.
+    let (read, ignored) = injector::options::Values::from_yaml(text, "values.yaml").unwrap();
+    assert!(ignored.is_empty(), "{ignored:?}");
+    assert_eq!(read.access_log_file.as_deref(), Some("/dev/stdout"));
+    assert_eq!(read.resources.limits.memory.as_deref(), Some("256Mi"));
     let mesh: Value = serde_saphyr::from_str(
         find(&objects, "ConfigMap", "istio")["data"]["mesh"]
             .as_str()
@@ -261,6 +262,28 @@ fn seed_20_autoscales_pilot() {
         pilot["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"],
         "4096Mi"
     );
+}
+
+#[test]
+fn seed_14_mesh_id_and_seed_21_concurrency_reach_the_injector() {
+    let plan = plan(&options(
+        &[
+            seed("14-istiooperator-unnamed.yaml"),
+            seed("21-istiooperator-unnamed.yaml"),
+        ],
+        &[],
+    ))
+    .unwrap();
+    let objects = render(&plan).unwrap();
+    let text = find(&objects, "ConfigMap", "injector-values")["data"]["values.yaml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (read, ignored) = injector::options::Values::from_yaml(&text, "values.yaml").unwrap();
+    assert!(ignored.is_empty(), "{ignored:?}");
+    assert_eq!(read.concurrency, 2);
+    assert_eq!(read.proxy_metadata["ISTIO_META_HTTP10"], "1");
+    assert_eq!(read.proxy_metadata["ISTIO_META_MESH_ID"], "mesh1");
 }
 
 #[test]
