@@ -1,6 +1,8 @@
 //! `mizzen proxy-status` and `mizzen proxy-config`: what pilot serves each
 //! connected proxy, read from pilot's debug API (`/debug/syncz`,
-//! `/debug/config_dump?proxyID=…`, on `--pilot-addr`, pilot's `--http-addr`).
+//! `/debug/config_dump?proxyID=…`, on `--pilot-addr`, pilot's `--http-addr`;
+//! with `--kubernetes`, through the API server's service proxy to the Service
+//! `pilot` port 15014, so no port-forward is needed).
 //!
 //! Where Mizzen differs from istioctl: istioctl asks istiod over xDS and
 //! reads `proxy-config` from the Envoy admin API of the pod. Here both read
@@ -27,6 +29,23 @@ pub struct PilotArgs {
     /// Pilot's debug/metrics address (pilot's --http-addr).
     #[arg(long, env = "MIZZEN_PILOT_ADDR", default_value = "127.0.0.1:15014")]
     pub pilot_addr: String,
+    /// Reach pilot in the current cluster (KUBECONFIG or in-cluster) through
+    /// the API server's service proxy, as istioctl reaches istiod: Service
+    /// `pilot` (`pilot-REVISION`) port 15014 in --istio-namespace. Needs `get`
+    /// on `services/proxy` there.
+    #[arg(short = 'k', long, conflicts_with = "pilot_addr")]
+    pub kubernetes: bool,
+    /// The control plane's namespace (with --kubernetes).
+    #[arg(
+        short = 'i',
+        long,
+        default_value = "istio-system",
+        requires = "kubernetes"
+    )]
+    pub istio_namespace: String,
+    /// The control-plane revision whose pilot to ask (with --kubernetes).
+    #[arg(short = 'r', long, requires = "kubernetes")]
+    pub revision: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = TableOutput::Table)]
     pub output: TableOutput,
@@ -89,7 +108,7 @@ pub struct ConfigArgs {
 pub enum Error {
     /// Pilot did not answer.
     #[error(
-        "cannot reach pilot's debug API at {addr}: {reason}; is pilot running? Pass its --http-addr with --pilot-addr"
+        "cannot reach pilot's debug API at {addr}: {reason}; is pilot running? Pass its --http-addr with --pilot-addr, or --kubernetes for pilot in the current cluster"
     )]
     Unreachable {
         /// The address tried.
@@ -97,6 +116,11 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// No Kubernetes cluster for --kubernetes.
+    #[error(
+        "cannot reach the Kubernetes API: {0}; set KUBECONFIG (or ~/.kube/config), or drop --kubernetes and pass --pilot-addr"
+    )]
+    NoCluster(String),
     /// Pilot answered with an error.
     #[error("pilot: {0}")]
     Pilot(String),
@@ -108,9 +132,9 @@ pub enum Error {
 /// Runs `mizzen proxy-status`.
 pub fn status(args: &StatusArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     finish(
-        get(&args.pilot.pilot_addr, "/debug/syncz").map(|syncz| match args.pilot.output {
+        get(&args.pilot, "/debug/syncz").map(|syncz| match args.pilot.output {
             TableOutput::Json => pretty(&syncz),
-            TableOutput::Table => status_table(&syncz, &args.pilot.pilot_addr),
+            TableOutput::Table => status_table(&syncz, &args.pilot.describe()),
         }),
         out,
         err,
@@ -129,7 +153,7 @@ pub fn config(args: &ConfigArgs, out: &mut dyn Write, err: &mut dyn Write) -> u8
         );
     }
     let path = format!("/debug/config_dump?proxyID={}", query_escape(&args.proxy));
-    let result = get(&args.pilot.pilot_addr, &path).map(|dump| {
+    let result = get(&args.pilot, &path).map(|dump| {
         let short = match args.kind {
             ConfigType::Cluster => "cds",
             ConfigType::Listener => "lds",
@@ -186,37 +210,122 @@ fn query_escape(s: &str) -> String {
 }
 
 /// `GET http://addr{path}` as JSON; a non-2xx answer becomes its `error`.
-fn get(addr: &str, path: &str) -> Result<Value, Error> {
+impl PilotArgs {
+    /// Pilot's Service name (`pilot`, `pilot-REVISION`).
+    pub fn service(&self) -> String {
+        match &self.revision {
+            Some(r) => format!("pilot-{r}"),
+            None => "pilot".into(),
+        }
+    }
+
+    /// Where pilot is asked, for tables and errors.
+    pub fn describe(&self) -> String {
+        if self.kubernetes {
+            format!(
+                "{}.{} (via the API server)",
+                self.service(),
+                self.istio_namespace
+            )
+        } else {
+            self.pilot_addr.clone()
+        }
+    }
+}
+
+fn get(pilot: &PilotArgs, path: &str) -> Result<Value, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Unreachable {
+            addr: pilot.describe(),
+            reason: e.to_string(),
+        })?;
+    let (status, body) = if pilot.kubernetes {
+        runtime.block_on(async {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| Error::NoCluster(e.to_string()))?;
+            get_through_api(&client, &pilot.istio_namespace, &pilot.service(), path).await
+        })?
+    } else {
+        runtime.block_on(get_direct(&pilot.pilot_addr, path))?
+    };
+    decode(path, status, &body)
+}
+
+/// `path` of pilot's debug API through the API server's service proxy:
+/// `/api/v1/namespaces/NS/services/SERVICE:15014/proxy/PATH`.
+pub async fn get_through_api(
+    client: &kube::Client,
+    namespace: &str,
+    service: &str,
+    path: &str,
+) -> Result<(hyper::StatusCode, bytes::Bytes), Error> {
+    use http_body_util::BodyExt;
+    let unreachable = |reason: String| Error::Unreachable {
+        addr: format!("{service}.{namespace} (via the API server)"),
+        reason,
+    };
+    let uri = format!("/api/v1/namespaces/{namespace}/services/{service}:15014/proxy{path}");
+    let request = hyper::Request::get(uri)
+        .body(kube::client::Body::empty())
+        .map_err(|e| unreachable(e.to_string()))?;
+    let response = tokio::time::timeout(Duration::from_secs(10), client.send(request))
+        .await
+        .map_err(|_| unreachable("no answer within 10 s".to_string()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?
+        .to_bytes();
+    if status == hyper::StatusCode::SERVICE_UNAVAILABLE || status == hyper::StatusCode::NOT_FOUND {
+        // The API server's own answer (no such Service, no ready pod) is a
+        // Kubernetes Status, not pilot's JSON.
+        let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if parsed["kind"] == "Status" {
+            return Err(unreachable(
+                parsed["message"]
+                    .as_str()
+                    .unwrap_or("the API server refused")
+                    .to_string(),
+            ));
+        }
+    }
+    Ok((status, body))
+}
+
+async fn get_direct(addr: &str, path: &str) -> Result<(hyper::StatusCode, bytes::Bytes), Error> {
+    use http_body_util::BodyExt;
     let unreachable = |reason: String| Error::Unreachable {
         addr: addr.to_string(),
         reason,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| unreachable(e.to_string()))?;
-    let (status, body) = runtime.block_on(async {
-        use http_body_util::BodyExt;
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<http_body_util::Empty<bytes::Bytes>>();
-        let uri: hyper::Uri = format!("http://{addr}{path}")
-            .parse()
-            .map_err(|e: hyper::http::uri::InvalidUri| unreachable(e.to_string()))?;
-        let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
-            .await
-            .map_err(|_| unreachable("no answer within 10 s".to_string()))?
-            .map_err(|e| unreachable(format!("{e:#}")))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?
-            .to_bytes();
-        Ok::<_, Error>((status, body))
-    })?;
-    let json: Value = serde_json::from_slice(&body)
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri: hyper::Uri = format!("http://{addr}{path}")
+        .parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| unreachable(e.to_string()))?;
+    let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
+        .await
+        .map_err(|_| unreachable("no answer within 10 s".to_string()))?
+        .map_err(|e| unreachable(format!("{e:#}")))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// Pilot's answer as JSON, or its error (with the proxies it knows).
+fn decode(path: &str, status: hyper::StatusCode, body: &[u8]) -> Result<Value, Error> {
+    let json: Value = serde_json::from_slice(body)
         .map_err(|e| Error::Pilot(format!("{path} answered {status} with no JSON: {e}")))?;
     if !status.is_success() {
         let mut message = json["error"].as_str().unwrap_or("").to_string();
@@ -450,5 +559,77 @@ mod tests {
         let t = table(&["A", "LONGER"], vec![vec!["xyz".into(), "1".into()]]);
         assert_eq!(t, "A    LONGER\nxyz  1\n");
         assert_eq!(query_escape("a b~c/d"), "a%20b~c%2Fd");
+    }
+
+    /// A client whose API server answers every request with `status` and
+    /// `body`, recording the paths asked.
+    fn api(
+        status: u16,
+        body: Value,
+    ) -> (kube::Client, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        let (service, mut handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                log.lock().unwrap().push(request.uri().to_string());
+                send.send_response(
+                    http::Response::builder()
+                        .status(status)
+                        .header("content-type", "application/json")
+                        .body(kube::client::Body::from(serde_json::to_vec(&body).unwrap()))
+                        .unwrap(),
+                );
+            }
+        });
+        (kube::Client::new(service, "default"), seen)
+    }
+
+    #[tokio::test]
+    async fn kubernetes_mode_asks_pilot_through_the_api_servers_service_proxy() {
+        let syncz = json!([{
+            "proxy_id": "sidecar~10.244.1.7~productpage-v1-1.default~default.svc.cluster.local",
+            "connection_id": "c1",
+            "types": {}
+        }]);
+        let (client, seen) = api(200, syncz.clone());
+        let (status, body) =
+            get_through_api(&client, "istio-system", "pilot-canary", "/debug/syncz")
+                .await
+                .unwrap();
+        assert_eq!(
+            seen.lock().unwrap().as_slice(),
+            ["/api/v1/namespaces/istio-system/services/pilot-canary:15014/proxy/debug/syncz"]
+        );
+        let value = decode("/debug/syncz", status, &body).unwrap();
+        assert_eq!(value, syncz);
+        let args = PilotArgs {
+            pilot_addr: String::new(),
+            kubernetes: true,
+            istio_namespace: "istio-system".into(),
+            revision: Some("canary".into()),
+            output: TableOutput::Table,
+        };
+        assert!(status_table(&value, &args.describe()).contains("productpage-v1-1.default"));
+        assert_eq!(
+            args.describe(),
+            "pilot-canary.istio-system (via the API server)"
+        );
+    }
+
+    #[tokio::test]
+    async fn kubernetes_mode_reports_the_api_servers_refusal() {
+        let refusal = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": "no endpoints available for service \"pilot\"", "reason": "ServiceUnavailable", "code": 503});
+        let (client, _) = api(503, refusal);
+        let e = get_through_api(&client, "istio-system", "pilot", "/debug/syncz")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pilot.istio-system (via the API server)"), "{e}");
+        assert!(e.contains("no endpoints available"), "{e}");
     }
 }
