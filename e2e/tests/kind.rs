@@ -1,6 +1,6 @@
 //! The cluster suite: what `e2e/kind/run` checks on a kind cluster with Mizzen
 //! installed (`mizzen install --set profile=demo`) and bookinfo deployed into the
-//! injected namespace `default` (samples/bookinfo/kubernetes.yaml). Every test
+//! injected namespace `default` (samples/kubernetes/bookinfo.yaml). Every test
 //! needs that cluster (KUBECONFIG) and kubectl, so each is ignored here and run
 //! by the script with `--ignored`.
 

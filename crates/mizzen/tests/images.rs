@@ -51,7 +51,7 @@ fn every_image_named_by_the_chart_and_bookinfo_has_a_target() {
     let rendered =
         mizzen::manifest::to_yaml_stream(&mizzen::manifest::render(&plan).unwrap()).unwrap();
     let bookinfo =
-        std::fs::read_to_string(root().join("samples/bookinfo/kubernetes.yaml")).unwrap();
+        std::fs::read_to_string(root().join("samples/kubernetes/bookinfo.yaml")).unwrap();
     for line in rendered.lines().chain(bookinfo.lines()) {
         if let Some(image) = line.trim().strip_prefix("image: ") {
             images.push(image.trim_matches('"').to_string());
