@@ -272,8 +272,8 @@ impl Ca {
     fn plug_in(config: &CaConfig, dir: &Path) -> Result<Ca> {
         let chain_path = dir.join(PLUG_IN_CERT_CHAIN);
         let pems = PlugInPem {
-            ca_cert: read(&dir.join(PLUG_IN_CA_CERT))?,
             ca_key: read(&dir.join(PLUG_IN_CA_KEY))?,
+            ca_cert: read(&dir.join(PLUG_IN_CA_CERT))?,
             root_cert: read(&dir.join(PLUG_IN_ROOT_CERT))?,
             cert_chain: match chain_path.exists() {
                 true => Some(read(&chain_path)?),
