@@ -118,15 +118,6 @@ pub struct Config {
     pub log: LogArgs,
 }
 
-/// The webhook serving certificates citadel keeps by default (the contract's
-/// Secrets and Services).
-pub const DEFAULT_WEBHOOK_CERTS: &str =
-    "galley-webhook-tls=galley.istio-system.svc;injector-webhook-tls=injector.istio-system.svc";
-/// Istio's validating webhook configuration (no revision).
-pub const DEFAULT_VALIDATING_WEBHOOK: &str = "istio-validator-istio-system";
-/// Istio's sidecar injector configuration (no revision).
-pub const DEFAULT_MUTATING_WEBHOOK: &str = "istio-sidecar-injector";
-
 /// Flags of cluster mode.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterArgs {
@@ -145,35 +136,38 @@ pub struct ClusterArgs {
     pub namespace: String,
     /// A webhook serving certificate to keep, SECRET=DNS[,DNS…]: a kubernetes.io/tls
     /// Secret in --namespace (tls.crt, tls.key) for those names, renewed at 2/3 of
-    /// its lifetime. Repeat the flag (the variable separates entries with ';').
+    /// its lifetime or when missing, invalid or from another CA. Repeat the flag
+    /// (the variable separates entries with ';'); the chart passes
+    /// galley-webhook-tls=galley.istio-system.svc and
+    /// injector-webhook-tls=injector.istio-system.svc.
     #[arg(
         long = "webhook-cert",
         env = "CITADEL_WEBHOOK_CERTS",
         value_delimiter = ';',
-        default_value = DEFAULT_WEBHOOK_CERTS,
         requires = "kubernetes"
     )]
     pub webhook_certs: Vec<WebhookCert>,
     /// Lifetime of a webhook serving certificate.
     #[arg(long, env = "CITADEL_WEBHOOK_CERT_TTL", default_value = "2160h", value_parser = duration_flag, requires = "kubernetes")]
     pub webhook_cert_ttl: Duration,
-    /// A ValidatingWebhookConfiguration whose webhooks get the root as caBundle
-    /// (repeat the flag, or separate with ',').
+    /// A ValidatingWebhookConfiguration whose webhooks get the root as caBundle,
+    /// patched again whenever it is reset (repeat the flag, or separate with ',';
+    /// the chart passes istio-validator-istio-system, with a revision R
+    /// istio-validator-R-istio-system).
     #[arg(
         long = "validating-webhook",
         env = "CITADEL_VALIDATING_WEBHOOKS",
         value_delimiter = ',',
-        default_value = DEFAULT_VALIDATING_WEBHOOK,
         requires = "kubernetes"
     )]
     pub validating_webhooks: Vec<String>,
     /// A MutatingWebhookConfiguration whose webhooks get the root as caBundle
-    /// (repeat the flag, or separate with ',').
+    /// (repeat the flag, or separate with ','; the chart passes
+    /// istio-sidecar-injector, with a revision R istio-sidecar-injector-R).
     #[arg(
         long = "mutating-webhook",
         env = "CITADEL_MUTATING_WEBHOOKS",
         value_delimiter = ',',
-        default_value = DEFAULT_MUTATING_WEBHOOK,
         requires = "kubernetes"
     )]
     pub mutating_webhooks: Vec<String>,
@@ -185,13 +179,10 @@ impl Default for ClusterArgs {
         ClusterArgs {
             kubernetes: false,
             namespace: cluster::DEFAULT_NAMESPACE.into(),
-            webhook_certs: DEFAULT_WEBHOOK_CERTS
-                .split(';')
-                .filter_map(|w| w.parse().ok())
-                .collect(),
+            webhook_certs: Vec::new(),
             webhook_cert_ttl: Duration::from_secs(2160 * 3600),
-            validating_webhooks: vec![DEFAULT_VALIDATING_WEBHOOK.into()],
-            mutating_webhooks: vec![DEFAULT_MUTATING_WEBHOOK.into()],
+            validating_webhooks: Vec::new(),
+            mutating_webhooks: Vec::new(),
         }
     }
 }
@@ -225,7 +216,7 @@ pub enum Error {
     #[error("--jwks: {0}")]
     Jwks(#[from] crate::auth::jwks::JwksError),
     /// Cluster mode could not start.
-    #[error("--kubernetes: {0}")]
+    #[error("cluster mode: {0}")]
     Cluster(#[from] ClusterError),
     /// No Kubernetes client for --token-review.
     #[error("--token-review needs a Kubernetes client (in-cluster or KUBECONFIG): {0}")]
@@ -487,4 +478,58 @@ async fn authenticators(
         )));
     }
     Ok(auth)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn cluster_flags_parse_and_need_kubernetes() {
+        let c = Config::try_parse_from(["citadel"]).unwrap();
+        assert!(!c.cluster.kubernetes);
+        assert!(c.cluster.webhook_certs.is_empty());
+
+        let c = Config::try_parse_from([
+            "citadel",
+            "--kubernetes",
+            "--namespace",
+            "mesh",
+            "--webhook-cert",
+            "galley-webhook-tls=galley.mesh.svc",
+            "--webhook-cert",
+            "injector-webhook-tls=injector.mesh.svc,injector.mesh",
+            "--validating-webhook",
+            "istio-validator-mesh",
+            "--mutating-webhook",
+            "istio-sidecar-injector",
+            "--webhook-cert-ttl",
+            "720h",
+        ])
+        .unwrap();
+        let cluster = c.cluster.cluster_config();
+        assert_eq!(cluster.namespace, "mesh");
+        assert_eq!(cluster.webhook_certs.len(), 2);
+        assert_eq!(
+            cluster.webhook_certs[1].hosts,
+            ["injector.mesh.svc", "injector.mesh"]
+        );
+        assert_eq!(cluster.validating_webhooks, ["istio-validator-mesh"]);
+        assert_eq!(cluster.mutating_webhooks, ["istio-sidecar-injector"]);
+        assert_eq!(cluster.webhook_cert_ttl, Duration::from_secs(720 * 3600));
+
+        for args in [
+            &["citadel", "--webhook-cert", "a=a.svc"][..],
+            &["citadel", "--validating-webhook", "x"][..],
+        ] {
+            let err = Config::try_parse_from(args).unwrap_err().to_string();
+            assert!(err.contains("--kubernetes"), "{err}");
+        }
+        let err = Config::try_parse_from(["citadel", "--kubernetes", "--webhook-cert", "nodns"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SECRET=DNS"), "{err}");
+    }
 }

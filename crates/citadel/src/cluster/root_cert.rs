@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use serde_json::json;
@@ -38,6 +38,8 @@ pub const IGNORED_NAMESPACES: [&str; 4] = [
     "kube-node-lease",
     "local-path-storage",
 ];
+/// Namespaces reconciled at once (each is one GET, and a write when needed).
+pub const CONCURRENCY: u16 = 16;
 /// Wait before retrying a namespace whose reconcile failed.
 pub const RETRY: Duration = Duration::from_secs(5);
 
@@ -68,6 +70,7 @@ pub async fn run(client: kube::Client, root_pem: String) {
     let configmaps: Api<ConfigMap> = Api::all(client.clone());
     let context = Arc::new(Context { client, root_pem });
     Controller::new(namespaces, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(CONCURRENCY))
         .watches(
             configmaps,
             watcher::Config::default().fields(&format!("metadata.name={ROOT_CONFIGMAP}")),
