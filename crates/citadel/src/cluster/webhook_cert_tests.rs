@@ -249,3 +249,64 @@ async fn a_secret_of_another_type_is_refused_with_what_to_do() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_loop_rewrites_a_deleted_secret_when_the_watch_says_so() {
+    let ca = Arc::new(ca());
+    let (client, mut api) = mock::pair();
+    let task = tokio::spawn(run(
+        client,
+        ca.clone(),
+        "istio-system".into(),
+        vec![galley()],
+        TTL,
+    ));
+    let item = format!("{SECRETS}/galley-webhook-tls");
+    let mut current: Option<Value> = None;
+    let mut watch = None;
+    let mut posts = 0;
+    let mut deleted = false;
+    while posts < 2 {
+        let call = api.next().await;
+        match (call.method.as_str(), call.path == item) {
+            ("GET", false) => {
+                assert_eq!(call.path, SECRETS);
+                assert!(
+                    call.query
+                        .contains("fieldSelector=metadata.name%3Dgalley-webhook-tls"),
+                    "watched by name: {}",
+                    call.query
+                );
+                if call.query.contains("watch=true") {
+                    watch = Some(call.stream());
+                } else {
+                    let items = current.iter().cloned().collect();
+                    call.respond(200, mock::list("v1", "SecretList", items, "7000"));
+                }
+            }
+            ("GET", true) => match &current {
+                Some(s) => call.respond(200, s.clone()),
+                None => call.respond(404, not_found("secrets", "galley-webhook-tls")),
+            },
+            ("POST", false) => {
+                check_written(&call.body, &ca);
+                posts += 1;
+                let made = stored(call.body.clone(), &format!("700{posts}"));
+                current = Some(made.clone());
+                call.respond(201, made);
+            }
+            (m, _) => panic!("unexpected {m} {}", call.path),
+        }
+        // Once written and watched, someone deletes it.
+        if posts == 1
+            && !deleted
+            && let (Some(w), Some(s)) = (&watch, &current)
+        {
+            w.event("DELETED", s.clone());
+            current = None;
+            deleted = true;
+        }
+    }
+    assert!(deleted, "rewritten after the deletion");
+    task.abort();
+}
