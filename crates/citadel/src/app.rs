@@ -256,11 +256,21 @@ pub struct App {
 impl App {
     /// Sets up the CA, ledger, authenticators and TLS, and binds the listeners.
     pub async fn build(config: Config) -> Result<App, Error> {
-        common::tls::install_crypto_provider();
         let client = match config.cluster.kubernetes {
             true => Some(cluster::connect().await?),
             false => None,
         };
+        Self::build_with(config, client).await
+    }
+
+    /// [`App::build`] in cluster mode through `client` (whatever
+    /// `--kubernetes` says), e.g. a client of a test's API server.
+    pub async fn build_in_cluster(config: Config, client: kube::Client) -> Result<App, Error> {
+        Self::build_with(config, Some(client)).await
+    }
+
+    async fn build_with(config: Config, client: Option<kube::Client>) -> Result<App, Error> {
+        common::tls::install_crypto_provider();
         let ca_config = CaConfig {
             key_dir: config.key_dir.clone(),
             cacerts_dir: config.cacerts_dir.clone(),
@@ -479,6 +489,10 @@ async fn authenticators(
     }
     Ok(auth)
 }
+
+#[cfg(test)]
+#[path = "app_cluster_tests.rs"]
+mod cluster_tests;
 
 #[cfg(test)]
 mod tests {

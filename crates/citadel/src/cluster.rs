@@ -31,7 +31,7 @@ use crate::ca::{Ca, CaError};
 pub mod ca_bundle;
 pub mod ca_secret;
 #[cfg(test)]
-mod mock;
+pub(crate) mod mock;
 pub mod root_cert;
 pub mod webhook_cert;
 
