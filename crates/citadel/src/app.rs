@@ -6,7 +6,8 @@
 //! open, a port in use) fails before anything is served and names its flag or file.
 //! `App::run_until` serves the CA over TLS (client certificates optional, verified
 //! against the roots) and the admin HTTP endpoints until shutdown, then drains and
-//! flushes the ledger.
+//! flushes the ledger. With `--kubernetes` the CA's material comes from the cluster
+//! and the cluster controllers ([`crate::cluster`]) run beside the servers.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use crate::auth::jwks::{JwksSource, UrlOptions};
 use crate::auth::jwt::JwtAuthenticator;
 use crate::auth::token_review::TokenReviewAuthenticator;
 use crate::ca::{Ca, CaConfig, KeyAlgorithm};
+use crate::cluster::{self, Cluster, ClusterConfig, ClusterError, WebhookCert};
 use crate::grpc::CaService;
 use crate::ledger::Ledger;
 use crate::local_issuer::{self, LocalIssuer};
@@ -108,9 +110,94 @@ pub struct Config {
         default_value = "localhost,127.0.0.1,::1,citadel,citadel.istio-system.svc,istiod.istio-system.svc"
     )]
     pub serving_hosts: Vec<String>,
+    /// Kubernetes cluster mode.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// Flags of cluster mode.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// Run in a Kubernetes cluster (in-cluster service account, or KUBECONFIG): the
+    /// CA comes from Secret `cacerts` or `istio-ca-secret` in --namespace (created
+    /// on first start), the root is published as ConfigMap `istio-ca-root-cert` in
+    /// every namespace, webhook serving certificates are issued into Secrets and
+    /// the root is patched into the webhook configurations' caBundle. Bearer tokens
+    /// are checked with TokenReview (as --token-review), and with --jwks only when
+    /// it is given; the local token issuer is off.
+    #[arg(long, env = "CITADEL_KUBERNETES")]
+    pub kubernetes: bool,
+    /// Citadel's namespace in cluster mode: where `cacerts`, `istio-ca-secret` and
+    /// the webhook Secrets live.
+    #[arg(long, env = "POD_NAMESPACE", default_value = cluster::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// A webhook serving certificate to keep, SECRET=DNS[,DNS…]: a kubernetes.io/tls
+    /// Secret in --namespace (tls.crt, tls.key) for those names, renewed at 2/3 of
+    /// its lifetime or when missing, invalid or from another CA. Repeat the flag
+    /// (the variable separates entries with ';'); the chart passes
+    /// galley-webhook-tls=galley.istio-system.svc and
+    /// injector-webhook-tls=injector.istio-system.svc.
+    #[arg(
+        long = "webhook-cert",
+        env = "CITADEL_WEBHOOK_CERTS",
+        value_delimiter = ';',
+        requires = "kubernetes"
+    )]
+    pub webhook_certs: Vec<WebhookCert>,
+    /// Lifetime of a webhook serving certificate.
+    #[arg(long, env = "CITADEL_WEBHOOK_CERT_TTL", default_value = "2160h", value_parser = duration_flag, requires = "kubernetes")]
+    pub webhook_cert_ttl: Duration,
+    /// A ValidatingWebhookConfiguration whose webhooks get the root as caBundle,
+    /// patched again whenever it is reset (repeat the flag, or separate with ',';
+    /// the chart passes istio-validator-istio-system, with a revision R
+    /// istio-validator-R-istio-system).
+    #[arg(
+        long = "validating-webhook",
+        env = "CITADEL_VALIDATING_WEBHOOKS",
+        value_delimiter = ',',
+        requires = "kubernetes"
+    )]
+    pub validating_webhooks: Vec<String>,
+    /// A MutatingWebhookConfiguration whose webhooks get the root as caBundle
+    /// (repeat the flag, or separate with ','; the chart passes
+    /// istio-sidecar-injector, with a revision R istio-sidecar-injector-R).
+    #[arg(
+        long = "mutating-webhook",
+        env = "CITADEL_MUTATING_WEBHOOKS",
+        value_delimiter = ',',
+        requires = "kubernetes"
+    )]
+    pub mutating_webhooks: Vec<String>,
+}
+
+impl Default for ClusterArgs {
+    /// Cluster mode off; the other fields at their flags' defaults.
+    fn default() -> Self {
+        ClusterArgs {
+            kubernetes: false,
+            namespace: cluster::DEFAULT_NAMESPACE.into(),
+            webhook_certs: Vec::new(),
+            webhook_cert_ttl: Duration::from_secs(2160 * 3600),
+            validating_webhooks: Vec::new(),
+            mutating_webhooks: Vec::new(),
+        }
+    }
+}
+
+impl ClusterArgs {
+    /// What the cluster controllers keep.
+    pub fn cluster_config(&self) -> ClusterConfig {
+        ClusterConfig {
+            namespace: self.namespace.clone(),
+            webhook_certs: self.webhook_certs.clone(),
+            webhook_cert_ttl: self.webhook_cert_ttl,
+            validating_webhooks: self.validating_webhooks.clone(),
+            mutating_webhooks: self.mutating_webhooks.clone(),
+        }
+    }
 }
 
 /// Why citadel could not start or serve.
@@ -128,6 +215,9 @@ pub enum Error {
     /// The JWKS could not be loaded.
     #[error("--jwks: {0}")]
     Jwks(#[from] crate::auth::jwks::JwksError),
+    /// Cluster mode could not start.
+    #[error("cluster mode: {0}")]
+    Cluster(#[from] ClusterError),
     /// No Kubernetes client for --token-review.
     #[error("--token-review needs a Kubernetes client (in-cluster or KUBECONFIG): {0}")]
     Kube(String),
@@ -154,6 +244,7 @@ pub struct Addrs {
 /// A built, not yet serving citadel.
 pub struct App {
     ca: Arc<Ca>,
+    cluster: Option<Cluster>,
     service: CaService,
     ledger: Ledger,
     tls: ServerTlsConfig,
@@ -165,8 +256,22 @@ pub struct App {
 impl App {
     /// Sets up the CA, ledger, authenticators and TLS, and binds the listeners.
     pub async fn build(config: Config) -> Result<App, Error> {
+        let client = match config.cluster.kubernetes {
+            true => Some(cluster::connect().await?),
+            false => None,
+        };
+        Self::build_with(config, client).await
+    }
+
+    /// [`App::build`] in cluster mode through `client` (whatever
+    /// `--kubernetes` says), e.g. a client of a test's API server.
+    pub async fn build_in_cluster(config: Config, client: kube::Client) -> Result<App, Error> {
+        Self::build_with(config, Some(client)).await
+    }
+
+    async fn build_with(config: Config, client: Option<kube::Client>) -> Result<App, Error> {
         common::tls::install_crypto_provider();
-        let ca = Arc::new(Ca::load_or_create(&CaConfig {
+        let ca_config = CaConfig {
             key_dir: config.key_dir.clone(),
             cacerts_dir: config.cacerts_dir.clone(),
             key_algorithm: config.key_algorithm,
@@ -174,13 +279,30 @@ impl App {
             root_ttl: config.root_ttl,
             max_ttl: config.max_cert_ttl,
             default_ttl: config.default_cert_ttl.min(config.max_cert_ttl),
-        })?);
+        };
+        // In a cluster the CA comes from its Secrets, unless --cacerts-dir names
+        // the plug-in files (e.g. the `cacerts` Secret mounted as a volume).
+        let ca = Arc::new(match (&client, &config.cacerts_dir) {
+            (Some(client), None) => {
+                let ca = cluster::ca_secret::load_ca(
+                    client.clone(),
+                    &config.cluster.namespace,
+                    &ca_config,
+                )
+                .await?;
+                ca.write_root(&config.key_dir)?;
+                ca
+            }
+            _ => Ca::load_or_create(&ca_config)?,
+        });
         let db_url = config
             .db_url
             .clone()
             .unwrap_or_else(|| Ledger::default_url(&config.key_dir));
         let ledger = Ledger::open(&db_url).await?;
-        let auth = authenticators(&config, &ca).await?;
+        let auth = authenticators(&config, &ca, client.as_ref()).await?;
+        let cluster =
+            client.map(|client| Cluster::new(client, ca.clone(), config.cluster.cluster_config()));
 
         let (chain, key) = ca.serving_cert(
             &config.serving_hosts,
@@ -213,6 +335,7 @@ impl App {
         let admin = Admin::new(registry, &config);
         Ok(App {
             ca,
+            cluster,
             service,
             ledger,
             tls,
@@ -266,10 +389,19 @@ impl App {
                 common::runtime::grpc_incoming(self.grpc),
                 stop.stopped(),
             );
+        let controllers = {
+            let stopped = stop.stopped();
+            let cluster = self.cluster;
+            async move {
+                if let Some(cluster) = cluster {
+                    cluster.run(stopped).await;
+                }
+            }
+        };
         tracing::info!(grpc = %addrs.grpc, http = %addrs.http, "citadel serving");
         self.admin.set_ready();
         self.admin.stop_on(shutdown, &stop, || {});
-        let (h, g) = tokio::join!(http, grpc);
+        let (h, g, ()) = tokio::join!(http, grpc, controllers);
         self.ledger.close().await;
         h.map_err(|e| Error::Serve(format!("admin HTTP: {e}")))?;
         g.map_err(|e| Error::Serve(format!("gRPC: {e}")))?;
@@ -278,7 +410,13 @@ impl App {
 }
 
 /// Client certificates first (renewal), then bearer tokens: JWT, then TokenReview.
-async fn authenticators(config: &Config, ca: &Ca) -> Result<Authenticators, Error> {
+/// In cluster mode (`client` given) TokenReview is always on and the local token
+/// issuer is off: JWTs are checked only against a --jwks.
+async fn authenticators(
+    config: &Config,
+    ca: &Ca,
+    client: Option<&kube::Client>,
+) -> Result<Authenticators, Error> {
     let td = config.trust_domain.clone();
     let mut auth = Authenticators::new().with(Arc::new(ClientCertAuthenticator::new(
         td.clone(),
@@ -301,14 +439,17 @@ async fn authenticators(config: &Config, ca: &Ca) -> Result<Authenticators, Erro
             } else {
                 JwksSource::File(PathBuf::from(jwks))
             };
-            JwtAuthenticator::new(
-                source,
-                issuer.clone(),
-                config.jwt_audience.clone(),
-                td.clone(),
+            Some(
+                JwtAuthenticator::new(
+                    source,
+                    issuer.clone(),
+                    config.jwt_audience.clone(),
+                    td.clone(),
+                )
+                .await?,
             )
-            .await?
         }
+        _ if client.is_some() => None,
         _ => {
             let issuer = LocalIssuer::load_or_create(&config.key_dir)?;
             tracing::info!(jwks = %issuer.jwks_path().display(), "local mode: trusting tokens from `mizzen token create`");
@@ -316,20 +457,30 @@ async fn authenticators(config: &Config, ca: &Ca) -> Result<Authenticators, Erro
                 .jwt_issuer
                 .clone()
                 .unwrap_or_else(|| local_issuer::ISSUER.to_string());
-            JwtAuthenticator::new(
-                JwksSource::File(issuer.jwks_path()),
-                issuer_name,
-                config.jwt_audience.clone(),
-                td.clone(),
+            Some(
+                JwtAuthenticator::new(
+                    JwksSource::File(issuer.jwks_path()),
+                    issuer_name,
+                    config.jwt_audience.clone(),
+                    td.clone(),
+                )
+                .await?,
             )
-            .await?
         }
     };
-    auth = auth.with(Arc::new(jwt));
-    if config.token_review {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| Error::Kube(e.to_string()))?;
+    if let Some(jwt) = jwt {
+        auth = auth.with(Arc::new(jwt));
+    }
+    let client = match client {
+        Some(client) => Some(client.clone()),
+        None if config.token_review => Some(
+            kube::Client::try_default()
+                .await
+                .map_err(|e| Error::Kube(e.to_string()))?,
+        ),
+        None => None,
+    };
+    if let Some(client) = client {
         auth = auth.with(Arc::new(TokenReviewAuthenticator::new(
             client,
             vec![config.jwt_audience.clone()],
@@ -337,4 +488,62 @@ async fn authenticators(config: &Config, ca: &Ca) -> Result<Authenticators, Erro
         )));
     }
     Ok(auth)
+}
+
+#[cfg(test)]
+#[path = "app_cluster_tests.rs"]
+mod cluster_tests;
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn cluster_flags_parse_and_need_kubernetes() {
+        let c = Config::try_parse_from(["citadel"]).unwrap();
+        assert!(!c.cluster.kubernetes);
+        assert!(c.cluster.webhook_certs.is_empty());
+
+        let c = Config::try_parse_from([
+            "citadel",
+            "--kubernetes",
+            "--namespace",
+            "mesh",
+            "--webhook-cert",
+            "galley-webhook-tls=galley.mesh.svc",
+            "--webhook-cert",
+            "injector-webhook-tls=injector.mesh.svc,injector.mesh",
+            "--validating-webhook",
+            "istio-validator-mesh",
+            "--mutating-webhook",
+            "istio-sidecar-injector",
+            "--webhook-cert-ttl",
+            "720h",
+        ])
+        .unwrap();
+        let cluster = c.cluster.cluster_config();
+        assert_eq!(cluster.namespace, "mesh");
+        assert_eq!(cluster.webhook_certs.len(), 2);
+        assert_eq!(
+            cluster.webhook_certs[1].hosts,
+            ["injector.mesh.svc", "injector.mesh"]
+        );
+        assert_eq!(cluster.validating_webhooks, ["istio-validator-mesh"]);
+        assert_eq!(cluster.mutating_webhooks, ["istio-sidecar-injector"]);
+        assert_eq!(cluster.webhook_cert_ttl, Duration::from_secs(720 * 3600));
+
+        for args in [
+            &["citadel", "--webhook-cert", "a=a.svc"][..],
+            &["citadel", "--validating-webhook", "x"][..],
+        ] {
+            let err = Config::try_parse_from(args).unwrap_err().to_string();
+            assert!(err.contains("--kubernetes"), "{err}");
+        }
+        let err = Config::try_parse_from(["citadel", "--kubernetes", "--webhook-cert", "nodns"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SECRET=DNS"), "{err}");
+    }
 }

@@ -8,6 +8,9 @@
 //!   `ca-key.pem`, `root-cert.pem`, `cert-chain.pem`); citadel signs as that
 //!   intermediate, and the root is copied to `<key-dir>/root-cert.pem`.
 //!
+//! In cluster mode (`crate::cluster`) the same material comes from Secrets instead
+//! ([`Ca::from_root_pem`], [`Ca::from_plug_in_pem`], a new root from [`new_root`]).
+//!
 //! Either way a key that does not match its certificate, a signing certificate that is
 //! not a CA, or a chain that does not lead to the root stops the start with a message
 //! naming the file. [`Ca::sign`] issues workload leaves: the SPIFFE ID as the only SAN,
@@ -76,10 +79,10 @@ pub enum CaError {
         #[source]
         source: std::io::Error,
     },
-    /// A file's content is not what it must be.
+    /// A file's (or a Secret key's) content is not what it must be.
     #[error("{path}: {reason}")]
     Invalid {
-        /// The file.
+        /// The file, or `Secret <ns>/<name>/<key>`.
         path: PathBuf,
         /// What is wrong, and what to do.
         reason: String,
@@ -95,6 +98,45 @@ type Result<T, E = CaError> = std::result::Result<T, E>;
 pub const ROOT_KEY: &str = "root-key.pem";
 /// Root certificate file name in the key directory (always present after start).
 pub const ROOT_CERT: &str = "root-cert.pem";
+
+/// Istio's plug-in CA keys (files in `--cacerts-dir`, keys of Secret `cacerts`).
+pub const PLUG_IN_CA_CERT: &str = "ca-cert.pem";
+/// The plug-in signing key.
+pub const PLUG_IN_CA_KEY: &str = "ca-key.pem";
+/// The plug-in root.
+pub const PLUG_IN_ROOT_CERT: &str = "root-cert.pem";
+/// The plug-in chain from the signing certificate towards the root.
+pub const PLUG_IN_CERT_CHAIN: &str = "cert-chain.pem";
+
+/// A self-signed root in PEM.
+#[derive(Clone)]
+pub struct RootPem {
+    /// The root certificate.
+    pub cert: String,
+    /// Its private key.
+    pub key: String,
+}
+
+impl std::fmt::Debug for RootPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RootPem")
+            .field("cert", &self.cert)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Istio's plug-in CA material in PEM (the `cacerts` layout).
+#[derive(Clone)]
+pub struct PlugInPem {
+    /// `ca-cert.pem`: the signing (intermediate) certificate.
+    pub ca_cert: String,
+    /// `ca-key.pem`: its key.
+    pub ca_key: String,
+    /// `root-cert.pem`: the root workloads trust.
+    pub root_cert: String,
+    /// `cert-chain.pem`, when present: the signing certificate .. the root.
+    pub cert_chain: Option<String>,
+}
 
 /// A certificate just issued.
 #[derive(Debug, Clone)]
@@ -151,12 +193,19 @@ impl Ca {
             Some(dir) => Self::plug_in(config, dir)?,
             None => Self::self_signed(config)?,
         };
-        let root_path = config.key_dir.join(ROOT_CERT);
-        let root_pem = ca.roots.join("");
+        ca.write_root(&config.key_dir)?;
+        Ok(ca)
+    }
+
+    /// Writes the roots to `<key_dir>/root-cert.pem` unless it already holds them.
+    pub fn write_root(&self, key_dir: &Path) -> Result<()> {
+        create_private_dir(key_dir)?;
+        let root_path = key_dir.join(ROOT_CERT);
+        let root_pem = self.roots.join("");
         if fs::read_to_string(&root_path).ok().as_deref() != Some(root_pem.as_str()) {
             write_atomic(&root_path, root_pem.as_bytes(), 0o644)?;
         }
-        Ok(ca)
+        Ok(())
     }
 
     fn self_signed(config: &CaConfig) -> Result<Ca> {
@@ -184,12 +233,26 @@ impl Ca {
             }
             (true, true) => {}
         }
-        let key = read_key(&key_path)?;
-        let cert_pem = read(&cert_path)?;
-        let cert_der = single_cert(&cert_path, &cert_pem)?;
-        let info = check_signing_cert(&cert_path, &cert_der, &key, &key_path)?;
+        let root = RootPem {
+            cert: read(&cert_path)?,
+            key: read(&key_path)?,
+        };
+        Self::from_root_pem(config, &root, &cert_path, &key_path)
+    }
+
+    /// A self-signed CA from its root certificate and key in PEM; `cert_at` and
+    /// `key_at` name where they came from (a file, or a Secret's key) in errors.
+    pub fn from_root_pem(
+        config: &CaConfig,
+        root: &RootPem,
+        cert_at: &Path,
+        key_at: &Path,
+    ) -> Result<Ca> {
+        let key = parse_key(key_at, &root.key)?;
+        let cert_der = single_cert(cert_at, &root.cert)?;
+        let info = check_signing_cert(cert_at, &cert_der, &key, key_at)?;
         let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| CaError::Invalid {
-            path: cert_path.clone(),
+            path: cert_at.to_path_buf(),
             reason: format!("cannot sign with it: {e}"),
         })?;
         let root = pem_of(&cert_der);
@@ -207,21 +270,38 @@ impl Ca {
     }
 
     fn plug_in(config: &CaConfig, dir: &Path) -> Result<Ca> {
-        let cert_path = dir.join("ca-cert.pem");
-        let key_path = dir.join("ca-key.pem");
-        let root_path = dir.join("root-cert.pem");
-        let chain_path = dir.join("cert-chain.pem");
-        let key = read_key(&key_path)?;
-        let cert_der = single_cert(&cert_path, &read(&cert_path)?)?;
+        let chain_path = dir.join(PLUG_IN_CERT_CHAIN);
+        let pems = PlugInPem {
+            ca_key: read(&dir.join(PLUG_IN_CA_KEY))?,
+            ca_cert: read(&dir.join(PLUG_IN_CA_CERT))?,
+            root_cert: read(&dir.join(PLUG_IN_ROOT_CERT))?,
+            cert_chain: match chain_path.exists() {
+                true => Some(read(&chain_path)?),
+                false => None,
+            },
+        };
+        Self::from_plug_in_pem(config, &pems, dir)
+    }
+
+    /// A plug-in CA from Istio's `cacerts` PEM texts; `at` names where they came
+    /// from (a directory, or a Secret) in errors, each key as a file in it.
+    pub fn from_plug_in_pem(config: &CaConfig, pems: &PlugInPem, at: &Path) -> Result<Ca> {
+        let cert_path = at.join(PLUG_IN_CA_CERT);
+        let key_path = at.join(PLUG_IN_CA_KEY);
+        let root_path = at.join(PLUG_IN_ROOT_CERT);
+        let chain_path = at.join(PLUG_IN_CERT_CHAIN);
+        let key = parse_key(&key_path, &pems.ca_key)?;
+        let cert_der = single_cert(&cert_path, &pems.ca_cert)?;
         let info = check_signing_cert(&cert_path, &cert_der, &key, &key_path)?;
-        let root_der = single_cert(&root_path, &read(&root_path)?)?;
+        let root_der = single_cert(&root_path, &pems.root_cert)?;
         let root_info = cert_info(&root_path, &root_der)?;
 
         // cert-chain.pem: the signing cert, its intermediates, and possibly the root.
-        // Normalized to signing cert .. root, each link verified.
-        let mut tail: Vec<CertificateDer<'static>> = match chain_path.exists() {
-            true => certs(&chain_path, &read(&chain_path)?)?,
-            false => Vec::new(),
+        // Normalized to signing cert .. root, each link verified. Istio's self-signed
+        // secret leaves it empty.
+        let mut tail: Vec<CertificateDer<'static>> = match &pems.cert_chain {
+            Some(chain) if !chain.trim().is_empty() => certs(&chain_path, chain)?,
+            _ => Vec::new(),
         };
         tail.retain(|c| c.as_ref() != root_der.as_ref());
         if tail.first().map(|c| c.as_ref()) != Some(cert_der.as_ref()) {
@@ -315,11 +395,23 @@ impl Ca {
     /// A serving certificate for citadel itself (DNS names and IPs), with a fresh
     /// P-256 key. Returns the PEM chain (leaf first) and the PEM key.
     pub fn serving_cert(&self, hosts: &[String], ttl: Duration) -> Result<(String, String)> {
+        self.dns_cert("citadel", hosts, ttl)
+    }
+
+    /// A serving certificate named `common_name` for `hosts` (DNS names and IPs),
+    /// with a fresh P-256 key: the webhooks' certificates in cluster mode. Returns
+    /// the PEM chain (leaf first) and the PEM key.
+    pub fn dns_cert(
+        &self,
+        common_name: &str,
+        hosts: &[String],
+        ttl: Duration,
+    ) -> Result<(String, String)> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = leaf_params(ttl, self.signer_not_after)?;
         params
             .distinguished_name
-            .push(DnType::CommonName, "citadel");
+            .push(DnType::CommonName, common_name);
         for host in hosts {
             params.subject_alt_names.push(match host.parse() {
                 Ok(ip) => SanType::IpAddress(ip),
@@ -328,6 +420,24 @@ impl Ca {
         }
         let signed = self.finish(params, &key)?;
         Ok((signed.chain.concat(), key.serialize_pem()))
+    }
+
+    /// Whether `leaf` (DER) was signed by this CA's signing certificate.
+    pub fn signed_leaf(&self, leaf: &[u8]) -> bool {
+        let Some(signer) = self
+            .chain_tail
+            .first()
+            .and_then(|p| CertificateDer::from_pem_slice(p.as_bytes()).ok())
+        else {
+            return false;
+        };
+        let (Ok((_, leaf)), Ok((_, signer))) = (
+            X509Certificate::from_der(leaf),
+            X509Certificate::from_der(&signer),
+        ) else {
+            return false;
+        };
+        leaf.verify_signature(Some(signer.public_key())).is_ok()
     }
 
     fn finish(
@@ -380,7 +490,8 @@ fn leaf_params(ttl: Duration, signer_not_after: OffsetDateTime) -> Result<Certif
     Ok(params)
 }
 
-fn create_root(config: &CaConfig, key_path: &Path, cert_path: &Path) -> Result<()> {
+/// A new self-signed root for `config` (its algorithm, trust domain and lifetime).
+pub fn new_root(config: &CaConfig) -> Result<RootPem> {
     let key = match config.key_algorithm {
         KeyAlgorithm::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
         KeyAlgorithm::Rsa2048 => {
@@ -408,10 +519,18 @@ fn create_root(config: &CaConfig, key_path: &Path, cert_path: &Path) -> Result<(
     ];
     params.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
     let cert = params.self_signed(&key)?;
+    Ok(RootPem {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    })
+}
+
+fn create_root(config: &CaConfig, key_path: &Path, cert_path: &Path) -> Result<()> {
+    let root = new_root(config)?;
     // The key first: a crash between the two writes leaves a key without a
     // certificate, which the next start reports instead of silently replacing.
-    write_atomic(key_path, key.serialize_pem().as_bytes(), 0o600)?;
-    write_atomic(cert_path, cert.pem().as_bytes(), 0o644)?;
+    write_atomic(key_path, root.key.as_bytes(), 0o600)?;
+    write_atomic(cert_path, root.cert.as_bytes(), 0o644)?;
     tracing::info!(
         key = %key_path.display(),
         cert = %cert_path.display(),
@@ -484,9 +603,8 @@ fn read(path: &Path) -> Result<String> {
     })
 }
 
-fn read_key(path: &Path) -> Result<KeyPair> {
-    let pem = read(path)?;
-    KeyPair::from_pem(&pem).map_err(|e| CaError::Invalid {
+fn parse_key(path: &Path, pem: &str) -> Result<KeyPair> {
+    KeyPair::from_pem(pem).map_err(|e| CaError::Invalid {
         path: path.to_path_buf(),
         reason: format!("not a usable PEM private key (PKCS#8, ECDSA or RSA): {e}"),
     })

@@ -14,11 +14,14 @@
 //! for that identity with the requested TTL capped by the maximum → [`ledger`]
 //! records the issuance (group-committed, durable before the answer) → the chain goes
 //! back leaf first, root last. [`metrics`] counts each step; [`app`] wires the
-//! listeners, flags and shutdown.
+//! listeners, flags and shutdown. In a Kubernetes cluster, [`cluster`] takes the CA
+//! from Istio's Secrets and keeps the root ConfigMaps, the webhooks' serving
+//! certificates and their `caBundle`s.
 
 pub mod app;
 pub mod auth;
 pub mod ca;
+pub mod cluster;
 pub mod csr;
 mod files;
 pub mod grpc;

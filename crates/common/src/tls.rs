@@ -1,10 +1,21 @@
 //! TLS setup shared by the services: rustls with the aws-lc-rs provider, serving
 //! certificates from PEM files, and self-signed certificates for local use and tests.
+//!
+//! A server configuration made from files ([`server_config_from_files`]) serves
+//! through [`ReloadingCert`]: each handshake compares the files' identity (device,
+//! inode, size, modification time, symlinks followed) with what was loaded, and
+//! re-reads them when they changed, so a certificate renewed on disk (a Kubernetes
+//! Secret volume swaps its `..data` symlink) is served without a restart. A pair
+//! that does not load (half written, key and certificate not matching yet) keeps
+//! the previous certificate and is tried again on the next handshake.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -78,15 +89,128 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<ServerConfig
     Ok(Arc::new(cfg))
 }
 
-/// A server configuration from PEM files.
+/// A server configuration from PEM files, re-read when they change
+/// ([`ReloadingCert`]). Fails when they cannot be used now.
 pub fn server_config_from_files(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    install_crypto_provider();
+    let resolver = ReloadingCert::load(cert, key)?;
+    let mut cfg = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// A serving certificate read from a PEM chain file and a PEM key file, re-read on
+/// the first handshake after either changed (see the module docs).
+pub struct ReloadingCert {
+    cert: PathBuf,
+    key: PathBuf,
+    loaded: Mutex<Loaded>,
+}
+
+struct Loaded {
+    stamp: Stamp,
+    key: Arc<CertifiedKey>,
+    /// The files' stamp when they last failed to load: not retried (nor logged)
+    /// again until they change once more.
+    failed: Option<Stamp>,
+}
+
+/// What identifies a file's content without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+type Stamp = (Option<FileStamp>, Option<FileStamp>);
+
+fn file_stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.len(),
+        modified: m.modified().ok(),
+    })
+}
+
+impl std::fmt::Debug for ReloadingCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadingCert")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReloadingCert {
+    /// Loads `cert` and `key` now (an error names the file) and watches them.
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<ReloadingCert>, TlsError> {
+        install_crypto_provider();
+        let stamp = (file_stamp(cert), file_stamp(key));
+        let certified = certified_key(cert, key)?;
+        Ok(Arc::new(ReloadingCert {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            loaded: Mutex::new(Loaded {
+                stamp,
+                key: certified,
+                failed: None,
+            }),
+        }))
+    }
+
+    /// The certificate to serve: re-read first if the files changed.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        let mut loaded = self
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stamp = (file_stamp(&self.cert), file_stamp(&self.key));
+        if stamp != loaded.stamp && loaded.failed.as_ref() != Some(&stamp) {
+            match certified_key(&self.cert, &self.key) {
+                Ok(key) => {
+                    tracing::info!(cert = %self.cert.display(), "serving certificate changed on disk: reloaded");
+                    *loaded = Loaded {
+                        stamp,
+                        key,
+                        failed: None,
+                    };
+                }
+                Err(error) => {
+                    tracing::warn!(cert = %self.cert.display(), %error, "serving certificate changed on disk but does not load; still serving the previous one");
+                    loaded.failed = Some(stamp);
+                }
+            }
+        }
+        loaded.key.clone()
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let read = |p: &Path| {
         std::fs::read(p).map_err(|source| TlsError::Read {
             path: p.display().to_string(),
             source,
         })
     };
-    server_config(&read(cert)?, &read(key)?)
+    let certs = certs_from_pem(&read(cert)?, &cert.display().to_string())?;
+    let key_der = key_from_pem(&read(key)?, &key.display().to_string())?;
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    Ok(Arc::new(CertifiedKey::from_der(certs, key_der, &provider)?))
 }
 
 /// A self-signed certificate and key (PEM) for `hosts` (DNS names or IPs).

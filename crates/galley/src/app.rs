@@ -1,7 +1,8 @@
 //! Galley as a service: configuration, listeners, and the run loop.
 //!
 //! `App::build` binds every listener (so a port conflict fails at start, naming the
-//! flag) and prepares TLS; `App::run` serves the gRPC validation API, the HTTPS
+//! flag) and prepares TLS (a certificate from files is reloaded when they change,
+//! `common::tls::ReloadingCert`); `App::run` serves the gRPC validation API, the HTTPS
 //! admission webhook and the HTTP admin endpoints until SIGTERM, then drains.
 
 use std::net::SocketAddr;
@@ -32,11 +33,15 @@ pub struct Config {
     /// Address of the HTTP admin endpoints: /metrics, /healthz, /ready, /logging, /debug/config.
     #[arg(long, env = "GALLEY_HTTP_ADDR", default_value = "0.0.0.0:15014")]
     pub http_addr: SocketAddr,
-    /// PEM certificate chain for the webhook. Without it (and --tls-key-file), a
+    /// PEM certificate chain for the webhook, re-read (with --tls-key-file) on the
+    /// first handshake after either file changes, so a renewed certificate is
+    /// served without a restart (in a cluster: the Secret citadel writes, mounted at
+    /// /var/run/secrets/mizzen/webhook/tls.crt). Without it (and --tls-key-file), a
     /// self-signed certificate for --tls-hosts is generated at start.
     #[arg(long, env = "GALLEY_TLS_CERT_FILE", requires = "tls_key_file")]
     pub tls_cert_file: Option<PathBuf>,
-    /// PEM private key for the webhook.
+    /// PEM private key for the webhook (in a cluster:
+    /// /var/run/secrets/mizzen/webhook/tls.key).
     #[arg(long, env = "GALLEY_TLS_KEY_FILE", requires = "tls_cert_file")]
     pub tls_key_file: Option<PathBuf>,
     /// Names for the generated self-signed webhook certificate (comma-separated).

@@ -34,6 +34,7 @@ pub fn config(dir: &Path) -> Config {
         default_cert_ttl: Duration::from_secs(24 * 3600),
         root_ttl: Duration::from_secs(10 * 365 * 24 * 3600),
         serving_hosts: vec!["localhost".into(), "127.0.0.1".into()],
+        cluster: Default::default(),
         log: LogArgs {
             log_format: common::runtime::LogFormat::Text,
             log_level: "info".into(),

@@ -29,6 +29,7 @@ pub fn config(key_dir: &Path) -> Config {
         default_cert_ttl: Duration::from_secs(24 * 3600),
         root_ttl: Duration::from_secs(10 * 365 * 24 * 3600),
         serving_hosts: vec!["localhost".into(), "127.0.0.1".into()],
+        cluster: Default::default(),
         log: LogArgs {
             log_format: LogFormat::Text,
             log_level: "warn".into(),
