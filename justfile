@@ -31,3 +31,8 @@ demo:
 # the committed ones differ.
 gen:
     cargo run --locked -q -p mizzen -- gen crds --out deploy/crds
+
+# Mizzen on a kind cluster end to end (needs Docker, kind, kubectl); `--check`
+# runs only the steps that need no cluster.
+kind *args:
+    e2e/kind/run {{args}}
