@@ -262,7 +262,6 @@ pub async fn get_through_api(
     service: &str,
     path: &str,
 ) -> Result<(hyper::StatusCode, bytes::Bytes), Error> {
-    use http_body_util::BodyExt;
     let unreachable = |reason: String| Error::Unreachable {
         addr: format!("{service}.{namespace} (via the API server)"),
         reason,
@@ -275,13 +274,7 @@ pub async fn get_through_api(
         .await
         .map_err(|_| unreachable("no answer within 10 s".to_string()))?
         .map_err(|e| unreachable(e.to_string()))?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| unreachable(e.to_string()))?
-        .to_bytes();
+    let (status, body) = read(response).await.map_err(unreachable)?;
     if status == hyper::StatusCode::SERVICE_UNAVAILABLE || status == hyper::StatusCode::NOT_FOUND {
         // The API server's own answer (no such Service, no ready pod) is a
         // Kubernetes Status, not pilot's JSON.
@@ -299,7 +292,6 @@ pub async fn get_through_api(
 }
 
 async fn get_direct(addr: &str, path: &str) -> Result<(hyper::StatusCode, bytes::Bytes), Error> {
-    use http_body_util::BodyExt;
     let unreachable = |reason: String| Error::Unreachable {
         addr: addr.to_string(),
         reason,
@@ -313,12 +305,22 @@ async fn get_direct(addr: &str, path: &str) -> Result<(hyper::StatusCode, bytes:
         .await
         .map_err(|_| unreachable("no answer within 10 s".to_string()))?
         .map_err(|e| unreachable(format!("{e:#}")))?;
+    read(response).await.map_err(unreachable)
+}
+
+/// A response's status and whole body.
+async fn read<B>(response: hyper::Response<B>) -> Result<(hyper::StatusCode, bytes::Bytes), String>
+where
+    B: hyper::body::Body,
+    B::Error: std::fmt::Display,
+{
+    use http_body_util::BodyExt;
     let status = response.status();
     let body = response
         .into_body()
         .collect()
         .await
-        .map_err(|e| unreachable(e.to_string()))?
+        .map_err(|e| e.to_string())?
         .to_bytes();
     Ok((status, body))
 }

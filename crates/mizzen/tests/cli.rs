@@ -1,21 +1,12 @@
 //! The `mizzen` binary as users run it: exit statuses, Istio's message format on
 //! stdout, file and line in every message, JSON/YAML output, standard input.
 
+mod support;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn mizzen(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mizzen"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("mizzen runs")
-}
+use support::{mizzen_binary as mizzen, repo};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

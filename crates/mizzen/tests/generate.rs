@@ -3,21 +3,9 @@
 
 use std::path::Path;
 
-use clap::Parser;
-use mizzen::cli::Cli;
+mod support;
 
-/// Runs `mizzen ARGS`: exit status, stdout, stderr.
-fn mizzen(args: &[&str]) -> (u8, String, String) {
-    let cli = Cli::try_parse_from(std::iter::once("mizzen").chain(args.iter().copied()))
-        .expect("the flags parse");
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = mizzen::run(cli, &mut out, &mut err);
-    (
-        code,
-        String::from_utf8_lossy(&out).into_owned(),
-        String::from_utf8_lossy(&err).into_owned(),
-    )
-}
+use support::{kubernetes_validate, mizzen};
 
 #[test]
 fn the_committed_crds_are_the_generated_ones() {
@@ -65,28 +53,6 @@ fn check_names_missing_stale_and_stray_files() {
     assert!(err.contains("old.yaml: not a generated CRD"), "{err}");
 }
 
-/// `kubernetes-validate --strict` against Kubernetes 1.35's schemas: `files`'
-/// exit status and output, or a panic saying how to install it.
-fn kubernetes_validate(files: &[std::path::PathBuf]) -> (bool, String) {
-    let out = std::process::Command::new("kubernetes-validate")
-        .args(["--strict", "-k", "1.35.0", "--quiet"])
-        .args(files)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "kubernetes-validate is not on PATH ({e}): run scripts/setup, or `python3 -m pip install 'kubernetes-validate==1.37.*'`"
-            )
-        });
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[test]
 fn the_crds_are_valid_kubernetes_objects() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds");
@@ -95,13 +61,14 @@ fn the_crds_are_valid_kubernetes_objects() {
         .into_iter()
         .map(|(name, _)| dir.join(name))
         .collect();
-    let (ok, said) = kubernetes_validate(&files);
+    let paths: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
+    let (ok, said) = kubernetes_validate(&paths);
     assert!(ok, "{said}");
     // The validator does refuse a broken CRD.
     let bad = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(&files[0]).unwrap();
     let broken = bad.path().join("broken.yaml");
     std::fs::write(&broken, text.replace("scope: Namespaced", "scope: 7")).unwrap();
-    let (ok, said) = kubernetes_validate(&[broken]);
+    let (ok, said) = kubernetes_validate(&[&broken]);
     assert!(!ok, "a CRD with `scope: 7` passed: {said}");
 }

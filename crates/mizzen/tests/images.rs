@@ -3,39 +3,19 @@
 //! image the chart and the bookinfo manifest name, shellcheck on e2e/kind/run,
 //! and the script's own `--check` (every step that needs no cluster).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn tool(name: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(name)
-        .args(args)
-        .current_dir(root())
-        .env("MIZZEN_BIN", env!("CARGO_BIN_EXE_mizzen"))
-        .output()
-        .unwrap_or_else(|e| panic!("{name} is not on PATH ({e}): run scripts/setup"));
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
+use support::{repo as root, tool};
 
 #[test]
 fn the_dockerfile_passes_hadolint() {
-    let (ok, said) = tool("hadolint", &["deploy/docker/Dockerfile"]);
-    assert!(ok, "{said}");
+    let (ok, out, err) = tool("hadolint", &["deploy/docker/Dockerfile"]);
+    assert!(ok, "{out}{err}");
     // hadolint does find problems: a copy with an unpinned `latest` base fails.
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("Dockerfile");
     std::fs::write(&bad, "FROM debian:latest\nRUN cd /tmp && echo hi\n").unwrap();
-    let (ok, _) = tool("hadolint", &[bad.to_str().unwrap()]);
+    let (ok, _, _) = tool("hadolint", &[bad.to_str().unwrap()]);
     assert!(!ok);
 }
 
@@ -87,9 +67,10 @@ fn every_image_named_by_the_chart_and_bookinfo_has_a_target() {
 
 #[test]
 fn the_kind_script_passes_shellcheck_and_its_offline_checks() {
-    let (ok, said) = tool("shellcheck", &["e2e/kind/run"]);
-    assert!(ok, "{said}");
-    let (ok, said) = tool("bash", &["e2e/kind/run", "--check"]);
+    let (ok, out, err) = tool("shellcheck", &["e2e/kind/run"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = tool("bash", &["e2e/kind/run", "--check"]);
+    let said = format!("{out}{err}");
     assert!(ok, "e2e/kind/run --check:\n{said}");
     assert!(said.contains("checks passed"), "{said}");
 }

