@@ -11,6 +11,7 @@
 //! [`resource::DecodeError`] naming file, line, resource and field path).
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod bootstrap;
 pub mod crd;
 pub mod envoy;

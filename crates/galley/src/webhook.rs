@@ -6,13 +6,12 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use common::resource::{Origin, decode};
 use common::yaml::Node;
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 
 use crate::message::{Level, Message};
 use crate::metrics::Metrics;
@@ -30,22 +29,9 @@ pub fn router(metrics: Metrics) -> Router {
 }
 
 async fn validate(State(metrics): State<Metrics>, body: Bytes) -> Response {
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
+    let request = match common::admission::read_request(&body) {
         Ok(r) => r,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("the body is not an AdmissionReview: {e}\n"),
-            )
-                .into_response();
-        }
-    };
-    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
-        Ok(r) => r,
-        Err(_) => {
-            let resp = AdmissionResponse::invalid("the AdmissionReview has no request");
-            return axum::Json(resp.into_review()).into_response();
-        }
+        Err(answer) => return *answer,
     };
     let response = tokio::task::spawn_blocking(move || review_request(&request, &metrics))
         .await

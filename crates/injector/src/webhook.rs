@@ -10,12 +10,11 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
@@ -85,22 +84,9 @@ pub fn router(options: Arc<Options>, metrics: Metrics) -> Router {
 }
 
 async fn handle(State(shared): State<Shared>, body: Bytes) -> Response {
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
+    let request = match common::admission::read_request(&body) {
         Ok(r) => r,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("the body is not an AdmissionReview: {e}\n"),
-            )
-                .into_response();
-        }
-    };
-    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
-        Ok(r) => r,
-        Err(_) => {
-            let resp = AdmissionResponse::invalid("the AdmissionReview has no request");
-            return axum::Json(encode_review(resp)).into_response();
-        }
+        Err(answer) => return *answer,
     };
     let response = review_request(&request, &shared.options, &shared.metrics);
     axum::Json(encode_review(response)).into_response()
@@ -118,26 +104,13 @@ pub fn encode_review(response: AdmissionResponse) -> serde_json::Value {
     review
 }
 
-/// Standard base64 (RFC 4648 section 4) with padding.
+/// Standard base64 (RFC 4648 section 4) with padding: how Kubernetes writes
+/// bytes in JSON (k8s-openapi's `ByteString`).
 pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
+    match serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec())) {
+        Ok(serde_json::Value::String(text)) => text,
+        _ => String::new(),
     }
-    out
 }
 
 /// Decides one admission request.

@@ -156,26 +156,9 @@ fn review(edit: impl FnOnce(&mut Value)) -> (String, Value) {
 
 /// Decodes standard base64 (as Go's encoding/json reads a `[]byte`).
 fn unbase64(text: &str) -> Vec<u8> {
-    let value = |c: u8| -> u32 {
-        match c {
-            b'A'..=b'Z' => u32::from(c - b'A'),
-            b'a'..=b'z' => u32::from(c - b'a') + 26,
-            b'0'..=b'9' => u32::from(c - b'0') + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => panic!("{c:?} is not base64"),
-        }
-    };
-    let mut out = Vec::new();
-    for chunk in text.as_bytes().chunks(4) {
-        let data: Vec<u8> = chunk.iter().copied().filter(|c| *c != b'=').collect();
-        let n = data
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, c)| n | (value(*c) << (18 - 6 * i)));
-        out.extend(n.to_be_bytes()[1..data.len()].iter());
-    }
-    out
+    let bytes: k8s_openapi::ByteString =
+        serde_json::from_value(Value::String(text.to_string())).expect("base64");
+    bytes.0
 }
 
 /// Applies the response's JSONPatch to `pod`.
