@@ -13,6 +13,20 @@ use crate::cluster::mock::{self, already_exists, ca_config, not_found, stored};
 
 const SECRETS: &str = "/api/v1/namespaces/istio-system/secrets";
 
+/// `load_ca` started against a scripted API server that has no Secret
+/// `cacerts` (the first thing it asks).
+async fn load_without_cacerts() -> (
+    tokio::task::JoinHandle<Result<Ca, ClusterError>>,
+    mock::ApiServer,
+) {
+    let (client, mut api) = mock::pair();
+    let load = tokio::spawn(async move { load_ca(client, "istio-system", &ca_config()).await });
+    api.expect("GET", &format!("{SECRETS}/cacerts"))
+        .await
+        .respond(404, not_found("secrets", "cacerts"));
+    (load, api)
+}
+
 fn der(pem: &str) -> Vec<u8> {
     CertificateDer::from_pem_slice(pem.as_bytes())
         .expect("PEM certificate")
@@ -89,11 +103,7 @@ async fn absent_ca_secret_is_created_with_a_new_root() {
 #[tokio::test]
 async fn stored_ca_secret_is_loaded_and_served_as_the_trust_bundle() {
     let root = new_root(&ca_config()).unwrap();
-    let (client, mut api) = mock::pair();
-    let load = tokio::spawn(async move { load_ca(client, "istio-system", &ca_config()).await });
-    api.expect("GET", &format!("{SECRETS}/cacerts"))
-        .await
-        .respond(404, not_found("secrets", "cacerts"));
+    let (load, mut api) = load_without_cacerts().await;
     api.expect("GET", &format!("{SECRETS}/istio-ca-secret"))
         .await
         .respond(
@@ -175,11 +185,7 @@ async fn cacerts_wins() {
 #[tokio::test]
 async fn a_lost_create_race_loads_the_winners_root() {
     let winner = new_root(&ca_config()).unwrap();
-    let (client, mut api) = mock::pair();
-    let load = tokio::spawn(async move { load_ca(client, "istio-system", &ca_config()).await });
-    api.expect("GET", &format!("{SECRETS}/cacerts"))
-        .await
-        .respond(404, not_found("secrets", "cacerts"));
+    let (load, mut api) = load_without_cacerts().await;
     api.expect("GET", &format!("{SECRETS}/istio-ca-secret"))
         .await
         .respond(404, not_found("secrets", "istio-ca-secret"));
@@ -204,11 +210,7 @@ async fn a_lost_create_race_loads_the_winners_root() {
 #[tokio::test]
 async fn a_ca_secret_without_its_key_is_refused_naming_it() {
     let root = new_root(&ca_config()).unwrap();
-    let (client, mut api) = mock::pair();
-    let load = tokio::spawn(async move { load_ca(client, "istio-system", &ca_config()).await });
-    api.expect("GET", &format!("{SECRETS}/cacerts"))
-        .await
-        .respond(404, not_found("secrets", "cacerts"));
+    let (load, mut api) = load_without_cacerts().await;
     api.expect("GET", &format!("{SECRETS}/istio-ca-secret"))
         .await
         .respond(
